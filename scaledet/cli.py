@@ -1,0 +1,162 @@
+"""The `scaledet` command line.
+
+Every sub-command's arguments are declared here, in one place, so `scaledet --help` is the map of
+the toolbox. The work itself lives in the package that owns it (`scaledet.evaluation.commands`,
+`scaledet.data.commands`, `scaledet.engine.commands`); those modules are imported only when their
+command runs, so `--help` stays fast.
+
+Errors a user can cause (bad path, malformed file, bad argument) are raised as `CLIError` or
+`ValueError`/`FileNotFoundError` and printed as one line with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _add(sub, name: str, handler: str, help: str, examples: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help, epilog="examples:\n" + examples,
+                       formatter_class=_formatter)
+    p.set_defaults(_handler=handler)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scaledet", formatter_class=_formatter,
+        description="scaledet: object detection in pure PyTorch, built around scale.",
+        epilog="run `scaledet COMMAND --help` for the options and examples of each command",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # ---- evaluation ----------------------------------------------------------------------
+    p = _add(sub, "eval", "scaledet.evaluation.commands:eval_command",
+             "COCO bbox evaluation of a detections json against a ground-truth json",
+             "  scaledet eval --gt annotations/instances_val.json --dt results.json\n"
+             "  scaledet eval --gt gt.json --dt dt.json --json stats.json --plots pr_curves/\n")
+    p.add_argument("--gt", required=True, help="COCO ground-truth json")
+    p.add_argument("--dt", required=True, help="COCO results json (list of detections)")
+    p.add_argument("--json", dest="json_out", help="write {stats, per_category} here")
+    p.add_argument("--plots", help="folder for precision-recall curve PNGs")
+
+    # ---- data ----------------------------------------------------------------------------
+    pd = sub.add_parser("data", help="dataset tools: synth, check, convert",
+                        description="dataset tools: synth, check, convert")
+    dsub = pd.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    p = _add(dsub, "synth", "scaledet.data.commands:synth_command",
+             "write the built-in synthetic detection dataset (deterministic for a seed)",
+             "  scaledet data synth data/synth --train 800 --val 200 --seed 0\n"
+             "  scaledet data synth data/synth_yolo --format yolo\n")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--train", type=int, default=800, help="number of training images")
+    p.add_argument("--val", type=int, default=200, help="number of validation images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--imgsz", type=int, default=320, help="image side in pixels")
+    p.add_argument("--format", choices=["coco", "yolo"], default="coco")
+    p = _add(dsub, "check", "scaledet.data.commands:check_command",
+             "validate a dataset and print a report (exit 1 on errors; warnings do not fail)",
+             "  scaledet data check data/synth\n  scaledet data check my_yolo/data.yaml\n")
+    p.add_argument("dataset", help="COCO folder, YOLO data.yaml, or VOC folder")
+    p.add_argument("--json", dest="json_out", help="also write the report as json")
+    p = _add(dsub, "convert", "scaledet.data.commands:convert_command",
+             "convert a dataset between COCO, YOLO (and from VOC)",
+             "  scaledet data convert data/synth data/synth_yolo --to yolo\n"
+             "  scaledet data convert my_yolo/data.yaml my_coco --to coco\n")
+    p.add_argument("src", help="COCO folder, YOLO data.yaml, or VOC folder")
+    p.add_argument("dst", help="output folder (must not exist or be empty)")
+    p.add_argument("--to", choices=["coco", "yolo"], required=True)
+    p.add_argument("--copy-images", action="store_true", help="copy images instead of linking")
+
+    # ---- train / val / predict / demo ----------------------------------------------------
+    p = _add(sub, "train", "scaledet.engine.commands:train_command",
+             "train a detector",
+             "  scaledet train --data data/synth --model fcos-n --time 10\n"
+             "  scaledet train --data my_yolo/data.yaml --model fcos-s --epochs 50 --imgsz 640\n"
+             "  scaledet train --data data/synth --model fcos-n --out runs/a --resume\n")
+    p.add_argument("--data", required=True, help="COCO folder, YOLO data.yaml or scaledet yaml")
+    p.add_argument("--model", default="fcos-n", help="model preset (see scaledet info)")
+    p.add_argument("--imgsz", type=int, default=320)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--time", type=float, default=None, help="wall-clock budget in minutes")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--out", default="runs/train")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/weights/last")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+
+    p = _add(sub, "val", "scaledet.engine.commands:val_command",
+             "evaluate trained weights on a dataset split (12 COCO stats)",
+             "  scaledet val --weights runs/train/weights/best.safetensors --data data/synth\n")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--json", dest="json_out")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+
+    p = _add(sub, "predict", "scaledet.engine.commands:predict_command",
+             "run a detector on images or folders: annotated images and COCO-results json",
+             "  scaledet predict --weights best.safetensors img1.jpg folder/ --out runs/pred\n")
+    p.add_argument("--weights", required=True)
+    p.add_argument("source", nargs="+", help="images or folders")
+    p.add_argument("--out", default="runs/predict")
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--json", dest="json_out")
+    p.add_argument("--device", default="cpu")
+
+    p = _add(sub, "demo", "scaledet.engine.commands:demo_command",
+             "build the built-in dataset, train the default preset, evaluate and predict",
+             "  scaledet demo\n  scaledet demo --minutes 3 --out runs/quick\n")
+    p.add_argument("--minutes", type=float, default=10.0, help="training budget in minutes")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--model", default="fcos-n")
+    p.add_argument("--device", default="cpu")
+    return parser
+
+
+def _version() -> str:
+    from scaledet import __version__
+
+    return f"scaledet {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "_handler", None)
+    if handler is None:
+        # `scaledet` or `scaledet data` alone: show the relevant help.
+        if args.command == "data":
+            parser.parse_args(["data", "--help"])
+        parser.print_help()
+        return 2
+    module_name, func_name = handler.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError) as e:
+        print(f"scaledet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""scaledet.models."""
