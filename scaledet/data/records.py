@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -106,3 +107,31 @@ class DetectionDataset:
 
     def __getitem__(self, i: int) -> DetectionRecord:
         return self.records[i]
+
+
+class LabelProblem(NamedTuple):
+    """One problem a reader found in a label file (collected by ``scaledet data check``).
+
+    Attributes:
+        kind: ``"malformed"`` (unparseable entry), ``"non_finite"`` (NaN/inf coordinate) or
+            ``"unknown_class"`` (class id not in the class table).
+        where: the place, e.g. ``"labels/train/x.txt:3"`` or
+            ``"instances_val.json: annotation id 17"``.
+        message: what is wrong, e.g. ``"expected 5 numbers, got 4"``.
+    """
+
+    kind: str
+    where: str
+    message: str
+
+
+def report_problem(problems: list[LabelProblem] | None, kind: str, where: str,
+                   message: str) -> None:
+    """Raise ``ValueError("where: message")``, or append to ``problems`` when a list is given.
+
+    Readers take ``problems=None`` (raise at the first bad entry, the default) or a list (skip
+    bad entries and collect them, as ``data check`` does).
+    """
+    if problems is None:
+        raise ValueError(f"{where}: {message}")
+    problems.append(LabelProblem(kind, where, message))

@@ -1,0 +1,171 @@
+"""Reading images as ``(H, W, 3)`` uint8 RGB arrays, robustly.
+
+``read_image`` decodes JPEG and PNG with ``torchvision.io.decode_image`` (libjpeg-turbo / libpng
+called on the bytes already in memory, writing straight into a tensor) and everything else, and
+every request for a reduced size, with PIL. Measured in ``benchmarks/bench_images.py`` (see
+``benchmarks/RESULTS.md``): torchvision decodes a 320 px JPEG about 1.3-1.6x faster than
+``PIL.Image.open(...).convert("RGB")`` + ``np.asarray``, because PIL goes through its own tile
+decoder and then copies the image into a new buffer for numpy; both apply the EXIF orientation.
+For huge JPEGs with ``max_side``, PIL's ``draft`` mode decodes at 1/2, 1/4 or 1/8 scale inside
+libjpeg (the full-resolution image never exists in memory), which torchvision cannot do.
+
+Every failure (missing, unreadable, corrupt or truncated file, too many pixels) raises
+``ImageReadError`` naming the path, so a data loader can count and skip bad images.
+
+Conversions: EXIF orientation is applied (the returned array is upright; ``image_size`` reports
+the upright size), grayscale / palette / CMYK become RGB, an alpha channel is dropped, and 16-bit
+images are scaled to 8 bit (``v * 255 / 65535``, not clipped as PIL's ``convert("RGB")`` does).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Refuse to decode more pixels than this (about 800 MB as RGB uint8) unless a reduced size is
+# requested. PIL's own guard (Image.MAX_IMAGE_PIXELS, a warning at 89 M pixels and an error at
+# twice that) is replaced by this explicit limit while we open a file.
+MAX_PIXELS = 2**28
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotate by 90 or 270 degrees: width and height swap
+
+
+class ImageReadError(ValueError):
+    """An image file is missing, unreadable, corrupt, truncated or too large; names the path."""
+
+
+def read_image(path: str | Path, max_side: int | None = None, *,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as an upright ``(H, W, 3)`` uint8 RGB array.
+
+    Args:
+        path: image file.
+        max_side: when given, shrink (never enlarge) so that ``max(H, W) <= max_side``, keeping
+            the aspect ratio. JPEGs are then decoded at reduced scale (memory stays small even for
+            gigapixel files); the caller rescales boxes by ``W / record.width``.
+        max_pixels: refuse images with more pixels than this when ``max_side`` is not given.
+
+    Raises:
+        ImageReadError: the file is missing, unreadable, corrupt, truncated or too large.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read image ({e.strerror or e})") from e
+    if not data:
+        raise ImageReadError(f"{path}: empty file")
+    with _open_pil(path, data) as im:
+        width, height = im.size
+        if max_side is None and width * height > max_pixels:
+            raise ImageReadError(
+                f"{path}: {width}x{height} image has more than max_pixels={max_pixels} pixels; "
+                "pass max_side to read it reduced")
+        if max_side is None and im.format in ("JPEG", "PNG"):
+            return _decode_torchvision(path, data)
+        return _decode_pil(path, im, max_side)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """Upright ``(width, height)`` of an image, read from the file header only (no decoding).
+
+    Raises:
+        ImageReadError: the file is missing or not a readable image.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read image ({e.strerror or e})") from e
+    with _open_pil(path, data) as im:
+        width, height = im.size
+        if _orientation(im) in _TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+        return width, height
+
+
+@contextmanager
+def _pixel_limit(limit: int | None):
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+@contextmanager
+def _open_pil(path: Path, data: bytes):
+    """PIL image opened lazily (header parsed, pixels not decoded) from ``data``."""
+    try:
+        with _pixel_limit(None):  # our own MAX_PIXELS check replaces PIL's
+            im = Image.open(io.BytesIO(data))
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+        raise ImageReadError(f"{path}: not a readable image ({e})") from e
+    with im:
+        yield im
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a malformed EXIF block is ignored, as browsers do
+        return 1
+
+
+def _decode_torchvision(path: Path, data: bytes) -> np.ndarray:
+    import torch
+    from torchvision.io import ImageReadMode, decode_image
+
+    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 io notice
+            chw = decode_image(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except RuntimeError as e:
+        raise ImageReadError(f"{path}: corrupt or truncated image ({_first_line(e)})") from e
+    if chw.dtype != torch.uint8:  # 16-bit PNG
+        chw = _to_uint8(chw.to(torch.int64).numpy(), 65535)
+        return np.ascontiguousarray(chw.transpose(1, 2, 0))
+    return np.ascontiguousarray(chw.permute(1, 2, 0).numpy())
+
+
+def _decode_pil(path: Path, im: Image.Image, max_side: int | None) -> np.ndarray:
+    try:
+        if max_side is not None:
+            im.thumbnail((max_side, max_side), reducing_gap=2.0)  # uses JPEG draft mode
+        else:
+            im.load()
+        im = ImageOps.exif_transpose(im)
+        return _pil_to_rgb_array(im)
+    except Exception as e:
+        raise ImageReadError(f"{path}: corrupt or truncated image ({_first_line(e)})") from e
+
+
+def _pil_to_rgb_array(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(im).astype(np.float64)
+        gray = _to_uint8(values, 65535 if values.max(initial=0) > 255 else 255)
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
+def _to_uint8(values: np.ndarray, max_value: int) -> np.ndarray:
+    values = np.clip(values, 0, max_value)
+    return ((values * 255 + max_value // 2) // max_value).astype(np.uint8)
+
+
+def _first_line(e: Exception) -> str:
+    """The useful part of a decoder error (torchvision prefixes its C++ source location)."""
+    text = str(e).strip().splitlines()
+    return text[-1].rsplit(".cpp:", 1)[-1].lstrip("0123456789, ") if text else type(e).__name__
