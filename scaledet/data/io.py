@@ -18,6 +18,9 @@ What ``path`` may be:
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +64,11 @@ def available_splits(path: str | Path) -> list[str]:
     if kind == "coco" and where.suffix == ".json":
         return [_split_from_json_name(where)]
     if kind == "coco" and where.is_file():  # scaledet yaml
-        names = [k for k, v in _read_yaml(where).items() if isinstance(v, dict)]
+        names = [k for k, v in read_yaml_mapping(where).items() if isinstance(v, dict)]
     elif kind == "coco":
         names = [_split_from_json_name(p) for p in (where / "annotations").glob("instances_*.json")]
     elif kind == "yolo":
-        data = _read_yaml(where)
+        data = read_yaml_mapping(where)
         names = [k for k in data if k in SPLITS or k.startswith(SPLITS)]
         names = [k for k in names if data[k]]
     else:
@@ -96,7 +99,7 @@ def _detect(path: Path) -> tuple[str, Path]:
         if path.suffix == ".json":
             return "coco", path
         if path.suffix in (".yaml", ".yml"):
-            return ("coco" if "format" in _read_yaml(path) else "yolo"), path
+            return ("coco" if "format" in read_yaml_mapping(path) else "yolo"), path
         raise ValueError(f"{path}: expected a folder, a COCO .json or a .yaml dataset file")
     if (path / "annotations").is_dir() and any((path / "annotations").glob("*.json")):
         return "coco", path
@@ -110,7 +113,7 @@ def _detect(path: Path) -> tuple[str, Path]:
         "or Annotations/ + JPEGImages/ (VOC)")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
@@ -151,7 +154,7 @@ def _guess_image_root(json_path: Path, split: str) -> Path:
 
 
 def _scaledet_yaml_split(path: Path, split: str) -> dict[str, Path]:
-    data = _read_yaml(path)
+    data = read_yaml_mapping(path)
     if data.get("format") != "coco":
         raise ValueError(f"{path}: format must be 'coco' (got {data.get('format')!r})")
     entry = data.get(split)
@@ -160,3 +163,83 @@ def _scaledet_yaml_split(path: Path, split: str) -> dict[str, Path]:
     json_path = path.parent / entry["json"]
     images = path.parent / entry["images"] if "images" in entry else json_path.parent
     return {"json": json_path, "images": images}
+
+
+def convert_dataset(src: str | Path, dst: str | Path, to: str, *,
+                    copy_images: bool = False) -> dict[str, int]:
+    """Write every split of ``src`` (any readable layout) to ``dst`` as a COCO folder or a YOLO
+    dataset. Returns ``{split: number of images}``.
+
+    Images are hard-linked into ``dst`` (symlinked across file systems, copied with
+    ``copy_images``); ``src`` is never written to. ``dst`` must not exist or be empty, and must not
+    lie inside ``src``. Boxes and the category order and ids survive a COCO -> YOLO -> COCO round
+    trip to 1e-6 px; YOLO has no crowd regions (left out), areas or annotation ids.
+    """
+    if to not in ("coco", "yolo"):
+        raise ValueError(f"to must be 'coco' or 'yolo', got {to!r}")
+    src, dst = Path(src), Path(dst)
+    splits = available_splits(src)
+    if not splits:
+        raise ValueError(f"{src}: no splits found")
+    _check_destination(src, dst)
+    datasets = {split: load_dataset(src, split) for split in splits}
+    counts = {}
+    for split, ds in datasets.items():
+        names = _output_names(ds)
+        for record, name in zip(ds.records, names):
+            place_file(ds.image_path(record), dst / "images" / split / name, copy=copy_images)
+        out = _renamed(ds, names)
+        if to == "coco":
+            from scaledet.data.coco import write_coco_json
+
+            write_coco_json(out, dst / "annotations" / f"instances_{split}.json")
+        else:
+            from scaledet.data.yolo import write_yolo_labels
+
+            write_yolo_labels(out, dst / "labels" / split)
+        counts[split] = len(ds)
+    if to == "yolo":
+        from scaledet.data.yolo import write_yolo_yaml
+
+        first = next(iter(datasets.values()))
+        write_yolo_yaml(dst / "data.yaml", first.class_names,
+                        {s: f"images/{s}" for s in datasets}, first.category_ids)
+    return counts
+
+
+def _check_destination(src: Path, dst: Path) -> None:
+    src_dir = (src if src.is_dir() else src.parent).resolve()
+    if dst.resolve() == src_dir or src_dir in dst.resolve().parents:
+        raise ValueError(f"destination {dst} lies inside the source dataset {src_dir}; "
+                         "pick a folder outside it (the source is never modified)")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise ValueError(f"destination {dst} exists and is not an empty folder")
+
+
+def _output_names(ds: DetectionDataset) -> list[str]:
+    """Image paths relative to the deepest folder holding all the split's images (posix)."""
+    paths = [ds.image_path(r).absolute() for r in ds.records]
+    if not paths:
+        return []
+    common = Path(os.path.commonpath([p.parent for p in paths]))
+    return [p.relative_to(common).as_posix() for p in paths]
+
+
+def _renamed(ds: DetectionDataset, names: list[str]) -> DetectionDataset:
+    records = [dataclasses.replace(r, file_name=n) for r, n in zip(ds.records, names)]
+    return dataclasses.replace(ds, records=records)
+
+
+def place_file(src: Path, dst: Path, *, copy: bool = False) -> None:
+    """Hard-link ``src`` to ``dst``; symlink when that fails (another file system); copy when
+    ``copy``. A missing ``src`` raises ``FileNotFoundError``."""
+    if not src.is_file():
+        raise FileNotFoundError(f"image not found: {src}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if copy:
+        shutil.copy2(src, dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        os.symlink(src.resolve(), dst)

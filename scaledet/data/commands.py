@@ -1,0 +1,42 @@
+"""Handlers of ``scaledet data synth | check | convert`` (arguments are declared in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def synth_command(args: argparse.Namespace) -> int:
+    from scaledet.data.synth import make_synthetic_dataset
+
+    start = time.perf_counter()
+    out = make_synthetic_dataset(args.out, n_train=args.train, n_val=args.val, seed=args.seed,
+                                 imgsz=args.imgsz, format=args.format)
+    print(f"wrote {args.train} train + {args.val} val images ({args.imgsz} px, {args.format}) "
+          f"to {out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def check_command(args: argparse.Namespace) -> int:
+    from scaledet.data.check import check_dataset, format_report
+
+    report = check_dataset(args.dataset)
+    print(format_report(report))
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return 1 if report["num_errors"] else 0
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    from scaledet.data.io import convert_dataset
+
+    start = time.perf_counter()
+    counts = convert_dataset(args.src, args.dst, args.to, copy_images=args.copy_images)
+    splits = ", ".join(f"{split}: {n} images" for split, n in counts.items())
+    how = "copied" if args.copy_images else "linked"
+    print(f"converted {args.src} -> {args.dst} ({args.to}; {splits}; images {how}) "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
