@@ -1,0 +1,305 @@
+"""Training and evaluation transforms on an image with its boxes.
+
+A ``Sample`` is an image ``(3, H, W)`` uint8 tensor plus ``boxes`` ``(N, 4)`` float32 xyxy in
+pixels of that image and ``labels`` ``(N,)`` int64. Every transform takes a ``Sample`` and
+returns a new one; the random ones take an ``np.random.Generator`` so that a (seed, epoch,
+index) triple fixes the result (see ``scaledet.data.loader``).
+
+Image kernels come from ``torchvision.transforms.v2.functional`` (resize with antialias on
+uint8, flip) and the flip of boxes from ``tv_tensors.BoundingBoxes``. Written here, and why:
+
+* crop / letterbox / mosaic: torchvision's ``SanitizeBoundingBoxes`` only drops degenerate
+  boxes after clamping; we need the *visible-area rule* (keep a cut box only when at least
+  ``min_visible`` of its area is still inside) and a crop window that may stick out of the
+  image (padded with grey 114, as YOLO letterboxing does).
+* colour jitter: ``F.adjust_hue`` converts to HSV in float and costs ~20 ms per 640x480 image
+  on one core, more than the rest of the pipeline together. Brightness, contrast, saturation
+  and a hue rotation about the grey axis are all linear in RGB, so ``color_jitter`` applies
+  them as one 3x3 matrix plus offset (~2 ms). The hue rotation is the usual RGB-space
+  approximation of an HSV hue shift.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as F
+from torch import Tensor
+from torchvision import tv_tensors
+
+PAD_VALUE = 114
+"""Grey level (0..255) of letterbox / crop padding."""
+
+
+@dataclass
+class Sample:
+    """An image with its boxes.
+
+    Attributes:
+        image: ``(3, H, W)`` uint8 RGB.
+        boxes: ``(N, 4)`` float32 xyxy, pixels of ``image``.
+        labels: ``(N,)`` int64 class indices.
+    """
+
+    image: Tensor
+    boxes: Tensor
+    labels: Tensor
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[-2])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[-1])
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation settings (defaults suit a short CPU training budget).
+
+    Attributes:
+        scale_range: random scale jitter, a factor on top of the letterbox scale (multi-scale
+            training); ``(1.0, 1.0)`` turns it off.
+        hflip: probability of a horizontal flip.
+        mosaic: probability that a sample is a 4-image mosaic. The engine turns mosaic off
+            for the last epochs ("close mosaic") with ``loader.set_mosaic(0.0)``.
+        brightness, contrast, saturation: colour jitter strengths; each factor is drawn
+            uniformly from ``[1 - s, 1 + s]``.
+        hue: hue rotation, uniformly in ``[-hue, hue]`` turns of the colour wheel.
+        min_size: boxes narrower or shorter than this (pixels, after transforms) are dropped.
+        min_visible: a box cut by a crop is kept only when this fraction of its area remains.
+    """
+
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    hflip: float = 0.5
+    mosaic: float = 0.5
+    brightness: float = 0.3
+    contrast: float = 0.2
+    saturation: float = 0.4
+    hue: float = 0.015
+    min_size: float = 2.0
+    min_visible: float = 0.25
+
+    def __post_init__(self) -> None:
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must satisfy 0 < lo <= hi, got {self.scale_range}")
+        for name in ("hflip", "mosaic", "min_visible"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("brightness", "contrast", "saturation", "hue", "min_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+# ---- boxes ------------------------------------------------------------------------------
+
+
+def clip_boxes(boxes: Tensor, width: int, height: int, min_visible: float = 0.0,
+               min_size: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Clip xyxy boxes to the image and decide which to keep.
+
+    Args:
+        boxes: ``(N, 4)`` xyxy pixels, possibly partly outside ``[0, width] x [0, height]``.
+        min_visible: keep a box only if ``clipped area / original area >= min_visible``.
+        min_size: keep a box only if its clipped width and height are ``>= min_size`` pixels.
+
+    Returns:
+        ``(clipped (N, 4), keep (N,) bool)``; boxes with zero original area are never kept.
+    """
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    clipped = torch.stack([boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+                           boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1)
+    w = clipped[:, 2] - clipped[:, 0]
+    h = clipped[:, 3] - clipped[:, 1]
+    keep = (area > 0) & (w * h >= min_visible * area) & (w >= min_size) & (h >= min_size)
+    keep &= (w > 0) & (h > 0)
+    return clipped, keep
+
+
+def _filtered(sample: Sample, image: Tensor, boxes: Tensor, min_visible: float,
+              min_size: float) -> Sample:
+    clipped, keep = clip_boxes(boxes, image.shape[-1], image.shape[-2], min_visible, min_size)
+    return Sample(image, clipped[keep], sample.labels[keep])
+
+
+# ---- geometry ---------------------------------------------------------------------------
+
+
+def resize(sample: Sample, scale: float) -> Sample:
+    """Resize by ``scale`` (output ``round(H * scale) x round(W * scale)``, at least 1 px).
+
+    Boxes are multiplied by ``scale`` itself, so that ``box / scale`` maps back exactly; the
+    pixel grid is off by at most half a pixel from that (rounding of the output size).
+    Bilinear with antialias (torchvision's fast uint8 path).
+    """
+    h = max(1, round(sample.height * scale))
+    w = max(1, round(sample.width * scale))
+    if (h, w) == (sample.height, sample.width):
+        return replace(sample, boxes=sample.boxes * scale)
+    image = F.resize(sample.image, [h, w], antialias=True)
+    return Sample(image, sample.boxes * scale, sample.labels)
+
+
+def crop(sample: Sample, window: tuple[int, int, int, int], min_visible: float = 0.0,
+         min_size: float = 0.0) -> Sample:
+    """Cut the window ``(x0, y0, x1, y1)`` (integer pixels, may stick out of the image).
+
+    The output is ``(y1 - y0) x (x1 - x0)``; parts of the window outside the image are grey
+    ``PAD_VALUE``. Boxes are shifted, clipped to the window and kept by ``clip_boxes``'s
+    visible-area and size rules.
+    """
+    x0, y0, x1, y1 = (int(v) for v in window)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"crop window must have x1 > x0 and y1 > y0, got {window}")
+    image = sample.image
+    if (x0, y0) == (0, 0) and (x1, y1) == (sample.width, sample.height):
+        out = image
+    else:
+        out = image.new_full((image.shape[0], y1 - y0, x1 - x0), PAD_VALUE)
+        ix0, iy0 = max(x0, 0), max(y0, 0)
+        ix1, iy1 = min(x1, sample.width), min(y1, sample.height)
+        if ix1 > ix0 and iy1 > iy0:
+            out[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = image[:, iy0:iy1, ix0:ix1]
+    shift = torch.tensor([x0, y0, x0, y0], dtype=sample.boxes.dtype)
+    return _filtered(sample, out, sample.boxes - shift, min_visible, min_size)
+
+
+def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator,
+                min_visible: float = 0.25, min_size: float = 2.0) -> Sample:
+    """Crop a random ``size = (h, w)`` window; a smaller image lands at a random place on grey.
+
+    Along each axis the window offset is uniform over all positions where the window covers
+    as much of the image as it can (``[W - w, 0]`` or ``[0, W - w]``).
+    """
+    h, w = size
+    x0 = int(rng.integers(min(0, sample.width - w), max(0, sample.width - w) + 1))
+    y0 = int(rng.integers(min(0, sample.height - h), max(0, sample.height - h) + 1))
+    return crop(sample, (x0, y0, x0 + w, y0 + h), min_visible, min_size)
+
+
+def letterbox(sample: Sample, imgsz: int) -> tuple[Sample, float]:
+    """Resize so the longer side is ``imgsz`` and pad bottom/right to ``imgsz x imgsz``.
+
+    Returns:
+        ``(sample, scale)``: boxes in the letterboxed frame are ``original boxes * scale``.
+    """
+    scale = imgsz / max(sample.height, sample.width)
+    out = crop(resize(sample, scale), (0, 0, imgsz, imgsz))
+    return out, scale
+
+
+def hflip(sample: Sample) -> Sample:
+    """Mirror left-right: ``x -> W - x`` (so ``x1' = W - x2``, ``x2' = W - x1``)."""
+    boxes = tv_tensors.BoundingBoxes(sample.boxes, format="XYXY",
+                                     canvas_size=(sample.height, sample.width))
+    flipped = F.horizontal_flip(boxes).as_subclass(Tensor)
+    return Sample(F.horizontal_flip(sample.image), flipped, sample.labels)
+
+
+def mosaic(samples: list[Sample], imgsz: int, rng: np.random.Generator,
+           scale_range: tuple[float, float] = (1.0, 1.0), min_visible: float = 0.25,
+           min_size: float = 2.0) -> Sample:
+    """Four images around a random centre of an ``imgsz x imgsz`` canvas (YOLOv4 mosaic).
+
+    Each image is letterbox-scaled (longer side ``imgsz``) times a jitter from
+    ``scale_range``, then placed with a corner on the centre ``(xc, yc)``, drawn uniformly
+    from the middle half of the canvas: image 0 top-left of the centre, 1 top-right,
+    2 bottom-left, 3 bottom-right. What falls outside the canvas is cut (visible-area rule).
+    """
+    if len(samples) != 4:
+        raise ValueError(f"mosaic needs 4 samples, got {len(samples)}")
+    s = imgsz
+    xc = int(rng.integers(s // 4, 3 * s // 4 + 1))
+    yc = int(rng.integers(s // 4, 3 * s // 4 + 1))
+    canvas = samples[0].image.new_full((3, s, s), PAD_VALUE)
+    boxes, labels = [], []
+    for k, sample in enumerate(samples):
+        jitter = rng.uniform(*scale_range)
+        part = resize(sample, s / max(sample.height, sample.width) * jitter)
+        w, h = part.width, part.height
+        left, top = k % 2 == 0, k < 2
+        x0 = w - xc if left else 0              # window in the part's own pixels
+        y0 = h - yc if top else 0
+        x1 = x0 + (xc if left else s - xc)
+        y1 = y0 + (yc if top else s - yc)
+        piece = crop(part, (x0, y0, x1, y1), min_visible, min_size)
+        px, py = (0 if left else xc), (0 if top else yc)
+        canvas[:, py:py + piece.height, px:px + piece.width] = piece.image
+        boxes.append(piece.boxes + torch.tensor([px, py, px, py], dtype=piece.boxes.dtype))
+        labels.append(piece.labels)
+    return Sample(canvas, torch.cat(boxes), torch.cat(labels))
+
+
+# ---- colour -----------------------------------------------------------------------------
+
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+def color_matrix(brightness: float = 1.0, contrast: float = 1.0, saturation: float = 1.0,
+                 hue: float = 0.0, mean_luma: float = 0.0) -> tuple[Tensor, Tensor]:
+    """The ``(3, 3)`` matrix ``M`` and ``(3,)`` offset ``b`` with ``rgb' = M @ rgb + b``.
+
+    Factors follow torchvision's ``adjust_*`` definitions (saturation blends with the grey
+    image, contrast with the mean grey ``mean_luma``, brightness scales), applied in the
+    order hue, saturation, contrast, brightness. ``hue`` is in turns; the hue step is a
+    rotation about the grey axis (Rodrigues' formula with axis ``(1, 1, 1) / sqrt(3)``).
+    """
+    theta = 2 * math.pi * hue
+    k = torch.full((3,), 1 / math.sqrt(3))
+    cross = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    m = (math.cos(theta) * torch.eye(3) + math.sin(theta) * cross
+         + (1 - math.cos(theta)) * torch.outer(k, k))
+    grey = torch.outer(torch.ones(3), _LUMA)                   # rgb -> (y, y, y)
+    m = (saturation * torch.eye(3) + (1 - saturation) * grey) @ m
+    m = contrast * m
+    b = torch.full((3,), (1 - contrast) * mean_luma)
+    return brightness * m, brightness * b
+
+
+def color_jitter(sample: Sample, rng: np.random.Generator, brightness: float = 0.0,
+                 contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0) -> Sample:
+    """Random brightness / contrast / saturation / hue as one affine colour map (see module).
+
+    Factors are drawn uniformly from ``[1 - s, 1 + s]``, the hue from ``[-hue, hue]`` turns.
+    Boxes are untouched.
+    """
+    fb, fc, fs = (rng.uniform(1 - s, 1 + s) for s in (brightness, contrast, saturation))
+    fh = rng.uniform(-hue, hue)
+    if fb == fc == fs == 1.0 and fh == 0.0:
+        return sample
+    image = sample.image
+    flat = image.flatten(1).float()
+    mean = float(_LUMA @ flat.mean(dim=1)) if fc != 1.0 else 0.0
+    m, b = color_matrix(fb, fc, fs, fh, mean)
+    out = torch.addmm(b[:, None], m, flat).clamp_(0, 255).round_().to(torch.uint8)
+    return replace(sample, image=out.view_as(image))
+
+
+# ---- the training pipeline --------------------------------------------------------------
+
+
+def scale_jitter(sample: Sample, imgsz: int, rng: np.random.Generator,
+                 cfg: AugmentConfig) -> Sample:
+    """Letterbox scale times a random factor from ``cfg.scale_range``, then a random
+    ``imgsz x imgsz`` crop (zoom in) or placement on grey (zoom out)."""
+    scale = imgsz / max(sample.height, sample.width) * rng.uniform(*cfg.scale_range)
+    return random_crop(resize(sample, scale), (imgsz, imgsz), rng, cfg.min_visible,
+                       cfg.min_size)
+
+
+def train_transform(samples: list[Sample], imgsz: int, rng: np.random.Generator,
+                    cfg: AugmentConfig, use_mosaic: bool) -> Sample:
+    """The training augmentation: mosaic of ``samples[:4]`` (if ``use_mosaic``) or scale
+    jitter of ``samples[0]``, then horizontal flip and colour jitter. Output ``imgsz``."""
+    if use_mosaic:
+        out = mosaic(samples[:4], imgsz, rng, cfg.scale_range, cfg.min_visible, cfg.min_size)
+    else:
+        out = scale_jitter(samples[0], imgsz, rng, cfg)
+    if rng.random() < cfg.hflip:
+        out = hflip(out)
+    return color_jitter(out, rng, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
