@@ -1,0 +1,534 @@
+"""The training loop: optimizer + warm-up/cosine schedule, EMA, gradient clipping, mixed precision,
+a wall-clock budget, periodic validation with the best checkpoint kept, resume, NaN guard.
+
+The trainer knows nothing about detection: the model returns a dict of scalar losses in train mode
+(``losses["loss"]`` is the total), the loader yields ``(images, targets)`` and may have
+``set_epoch(e)``, and validation is a callable ``evaluate(model) -> {"mAP": ..., ...}``.
+
+Output folder::
+
+    OUT/weights/last.safetensors (+ .json)   EMA weights after the latest epoch
+    OUT/weights/best.safetensors (+ .json)   EMA weights with the best validation mAP
+    OUT/weights/last.state.pt                 resume state (optimizer, EMA, scaler, RNG, counters)
+    OUT/metrics.csv                           one row per epoch (mAP columns filled when evaluated)
+    OUT/plots/*.png
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from scaledet.engine.checkpoint import (
+    load_train_state,
+    save_train_state,
+    save_weights,
+    to_jsonable,
+)
+from scaledet.engine.ema import ModelEMA
+from scaledet.engine.schedule import WarmupCosine
+
+METRIC_KEYS = ["mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large", "AR100"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised after ``max_bad_steps`` consecutive non-finite losses or gradients."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that controls a run besides the model and data.
+
+    Training stops at ``epochs`` or after ``time_minutes`` of wall clock, whichever comes first
+    (at least one must be set). ``amp``: "off", "bf16", "fp16" (CUDA only) or "auto" (CUDA: bf16
+    where supported else fp16; CPU: off, see benchmarks/RESULTS.md). ``weight_decay=None`` picks
+    0.05 for AdamW and 5e-4 for SGD. ``grad_clip`` is the max global L2 norm (0 disables).
+    ``eval_interval`` is in epochs (0: only at the end); periodic evaluations are also kept
+    ``eval_min_minutes`` apart.
+    """
+
+    epochs: int | None = None
+    time_minutes: float | None = None
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    warmup_iters: int = 100
+    min_lr_ratio: float = 0.05
+    ema: bool = True
+    ema_decay: float = 0.9998
+    ema_tau: float = 200.0
+    grad_clip: float = 10.0
+    amp: str = "off"
+    grad_ckpt: bool = False
+    eval_interval: int = 1
+    eval_min_minutes: float = 0.0
+    max_bad_steps: int = 20
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs is None and self.time_minutes is None:
+            raise ValueError("set --epochs or --time (minutes)")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.time_minutes is not None and not self.time_minutes > 0:
+            raise ValueError(f"--time must be > 0 minutes, got {self.time_minutes}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.amp not in ("off", "bf16", "fp16", "auto"):
+            raise ValueError(f"--amp must be off, bf16, fp16 or auto, got {self.amp!r}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+
+
+# ---- small pieces ---------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the global RNG is what user code may use
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device: unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device`` (None: full fp32)."""
+    if amp == "off":
+        return None
+    if device.type == "cuda":
+        if amp == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+    if amp == "fp16":
+        raise ValueError("--amp fp16 is for CUDA; use --amp bf16 on CPU")
+    # "auto" on CPU: bf16 autocast was measured slower than fp32 for the small presets.
+    return torch.bfloat16 if amp == "bf16" else None
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weights with decay; biases and norm parameters (ndim <= 1) without."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        wd = 5e-4 if cfg.weight_decay is None else cfg.weight_decay
+        return torch.optim.SGD(param_groups(model, wd), lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=True)
+    wd = 0.05 if cfg.weight_decay is None else cfg.weight_decay
+    return torch.optim.AdamW(param_groups(model, wd), lr=cfg.lr, betas=(0.9, 0.999))
+
+
+def enable_grad_checkpointing(model: nn.Module) -> int:
+    """Recompute the backbone's activations in the backward pass instead of storing them.
+
+    Uses the backbone's own ``set_grad_checkpointing(True)`` if it has one; otherwise wraps each
+    direct child of ``model.backbone`` that has parameters in ``torch.utils.checkpoint``. Returns
+    the number of checkpointed blocks. The recomputation runs with BatchNorm running-statistics
+    updates frozen, so each batch updates them once, as without checkpointing.
+    """
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        raise ValueError("--grad-ckpt needs a model with a .backbone")
+    if hasattr(backbone, "set_grad_checkpointing"):
+        backbone.set_grad_checkpointing(True)
+        return 1
+    blocks = [m for m in backbone.children() if any(True for _ in m.parameters())]
+    for block in blocks:
+        block.forward = functools.partial(_checkpointed_call, type(block).forward.__get__(block),
+                                          block)
+    return len(blocks)
+
+
+def _checkpointed_call(forward: Callable, module: nn.Module, *args, **kwargs):
+    if not (module.training and torch.is_grad_enabled()):
+        return forward(*args, **kwargs)
+    context_fn = functools.partial(_contexts, module)
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False,
+                                             context_fn=context_fn, **kwargs)
+
+
+def _contexts(module: nn.Module):
+    return contextlib.nullcontext(), _frozen_bn_stats(module)
+
+
+@contextlib.contextmanager
+def _frozen_bn_stats(module: nn.Module):
+    """BatchNorm layers of ``module`` normalise with batch statistics but leave their running
+    statistics (and batch counter) untouched: momentum 0 makes the running update a no-op."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(bns, saved):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as tensors/ints/lists (``weights_only``-loadable)."""
+    py = random.getstate()
+    _, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    state = {"python": [py[0], list(py[1]), py[2]],
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937",  # noqa: NPY002 n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
+    return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+             for k, v in t.items()} for t in targets]
+
+
+# ---- the trainer ----------------------------------------------------------------------------
+
+class Trainer:
+    """Trains ``model`` on ``train_loader`` and writes checkpoints, metrics and plots to ``out``.
+
+    Args:
+        model: returns a dict of scalar losses in train mode, ``"loss"`` being the total.
+        train_loader: iterable of ``(images (B, 3, H, W), targets list[dict])`` with ``len()``.
+        cfg: the run's settings.
+        out: output folder (see the module docstring for its layout).
+        evaluate: ``evaluate(model) -> dict`` with at least ``"mAP"``; the model passed is the
+            EMA model in eval mode. None: no validation, ``best`` is the last.
+        meta: JSON-safe metadata stored in every checkpoint (model preset/config, class names...).
+    """
+
+    def __init__(self, model: nn.Module, train_loader: Iterable, cfg: TrainConfig,
+                 out: str | Path, evaluate: Callable[[nn.Module], dict] | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.out = Path(out)
+        self.weights_dir = self.out / "weights"
+        self.loader = train_loader
+        self.steps_per_epoch = len(train_loader)
+        if self.steps_per_epoch == 0:
+            raise ValueError("the training loader is empty (no images, or batch larger than the "
+                             "dataset with drop_last)")
+        self.evaluate = evaluate
+        self.meta = dict(meta or {})
+        seed_everything(cfg.seed)
+        self.model = model.to(self.device)
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
+        if cfg.grad_ckpt:  # after the EMA copy, so the copy keeps its plain forward
+            enable_grad_checkpointing(self.model)
+        self.optimizer = build_optimizer(self.model, cfg)
+        for g in self.optimizer.param_groups:
+            g["initial_lr"] = g["lr"]
+        self.schedule = WarmupCosine(cfg.warmup_iters, min_ratio=cfg.min_lr_ratio)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
+        self.epoch = 0
+        self.step = 0
+        self.bad_steps = 0
+        self.skipped_steps = 0
+        self.best_map = -1.0
+        self.last_eval_at = -math.inf
+        self.last_metrics: dict[str, float] = {}
+        self.last_eval_result: Any = None  # evaluate()'s optional "_result" (for PR plots)
+        self.history: list[float] = []  # total loss per step (nan where skipped)
+        self._elapsed_before = 0.0
+        self._t0 = time.monotonic()
+
+    # ---- public ----------------------------------------------------------------------------
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, including earlier sessions of a resumed run."""
+        return self._elapsed_before + time.monotonic() - self._t0
+
+    def progress(self) -> float:
+        """Fraction of the run done, in [0, 1]: the larger of steps/total and time/budget."""
+        p = 0.0
+        if self.cfg.epochs is not None:
+            p = self.step / (self.cfg.epochs * self.steps_per_epoch)
+        if self.cfg.time_minutes is not None:
+            p = max(p, self.elapsed() / (60.0 * self.cfg.time_minutes))
+        return min(p, 1.0)
+
+    def finished(self) -> bool:
+        if self.cfg.epochs is not None and self.epoch >= self.cfg.epochs:
+            return True
+        return self._time_up()
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train until the epoch count or the time budget is reached; returns a summary."""
+        if resume:
+            self.load_state(self.weights_dir / "last.state.pt")
+        self._t0 = time.monotonic()
+        if self.finished():
+            print(f"nothing to do: the run in {self.out} already finished "
+                  f"(epoch {self.epoch}, {self._elapsed_before / 60:.1f} min)")
+        while not self.finished():
+            row = self._train_epoch()
+            self.epoch += 1
+            self._end_of_epoch(row, final=self.finished())
+        if self.cfg.plots:
+            self._write_plots()
+        return {"epoch": self.epoch, "step": self.step, "elapsed_s": self.elapsed(),
+                "best_map": self.best_map, "metrics": self.last_metrics,
+                "skipped_steps": self.skipped_steps}
+
+    # ---- one epoch ---------------------------------------------------------------------------
+    def _time_up(self) -> bool:
+        t = self.cfg.time_minutes
+        return t is not None and self.elapsed() >= 60.0 * t
+
+    def _train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(self.epoch)
+        sums: dict[str, float] = {}
+        n_ok, n_images, t_start = 0, 0, time.monotonic()
+        total = f"/{self.cfg.epochs}" if self.cfg.epochs else ""
+        bar = tqdm(self.loader, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}{total}",
+                   disable=not self.cfg.progress, mininterval=1.0, dynamic_ncols=True)
+        for images, targets in bar:
+            losses = self._train_step(images, targets)
+            n_images += len(images)
+            if losses is not None:
+                n_ok += 1
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            ips = n_images / max(time.monotonic() - t_start, 1e-9)
+            bar.set_postfix_str(self._postfix(sums, n_ok, ips), refresh=False)
+            if self._time_up():
+                break
+        bar.close()
+        row = {k: v / max(n_ok, 1) for k, v in sums.items()}
+        row["images_per_s"] = n_images / max(time.monotonic() - t_start, 1e-9)
+        return row
+
+    def _postfix(self, sums: dict[str, float], n: int, ips: float) -> str:
+        terms = " ".join(f"{k}={v / max(n, 1):.3f}" for k, v in sums.items())
+        return f"{terms} lr={self.optimizer.param_groups[0]['lr']:.2e} {ips:.1f}img/s"
+
+    def _set_lr(self) -> None:
+        f = self.schedule.lr_factor(self.step, self.progress())
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * f
+
+    def _train_step(self, images: torch.Tensor, targets: list[dict]) -> dict[str, float] | None:
+        """One optimizer step; returns the loss terms as floats, or None if the step was skipped."""
+        self._set_lr()
+        self.step += 1
+        images = images.to(self.device, non_blocking=True)
+        targets = _to_device(targets, self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            losses = self.model(images, targets)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            return self._skip_step("loss")
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            if not self.scaler.is_enabled() and not torch.isfinite(norm):
+                return self._skip_step("gradient")
+        self.scaler.step(self.optimizer)  # with fp16 this itself skips steps with inf gradients
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.bad_steps = 0
+        out = {k: float(v.detach()) for k, v in losses.items()}
+        self.history.append(out["loss"])
+        return out
+
+    def _skip_step(self, what: str) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.bad_steps += 1
+        self.skipped_steps += 1
+        self.history.append(float("nan"))
+        tqdm.write(f"step {self.step}: non-finite {what}, step skipped "
+                   f"({self.bad_steps} in a row)")
+        if self.bad_steps >= self.cfg.max_bad_steps:
+            raise TrainingDiverged(
+                f"training stopped at step {self.step}: {self.bad_steps} consecutive steps with "
+                f"a non-finite {what}; lower the learning rate (--lr) or check the data")
+        return None
+
+    # ---- end of epoch: validate, log, checkpoint ---------------------------------------------
+    def _should_eval(self, final: bool) -> bool:
+        if self.evaluate is None:
+            return False
+        if final:
+            return True
+        every = self.cfg.eval_interval
+        if every <= 0 or self.epoch % every:
+            return False
+        return self.elapsed() - self.last_eval_at >= 60.0 * self.cfg.eval_min_minutes
+
+    def _end_of_epoch(self, row: dict[str, float], final: bool) -> None:
+        row = {"epoch": self.epoch, "step": self.step, "elapsed_s": round(self.elapsed(), 2),
+               "lr": self.optimizer.param_groups[0]["lr"], **row}
+        metrics = self._run_eval() if self._should_eval(final) else {}
+        row.update(metrics)
+        self._append_csv(row)
+        improved = bool(metrics) and metrics["mAP"] > self.best_map
+        if improved:
+            self.best_map = float(metrics["mAP"])
+        self._save(best=improved or (self.evaluate is None))
+        self._print_epoch(row, metrics)
+
+    def _run_eval(self) -> dict[str, float]:
+        model = self.eval_model
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            metrics = self.evaluate(model)
+        model.train(was_training)
+        if "mAP" not in metrics:
+            raise ValueError("evaluate(model) must return a dict with an 'mAP' entry")
+        self.last_eval_at = self.elapsed()
+        self.last_eval_result = metrics.get("_result")
+        self.last_metrics = {k: v for k, v in metrics.items() if not k.startswith("_")}
+        return self.last_metrics
+
+    def _print_epoch(self, row: dict[str, Any], metrics: dict[str, float]) -> None:
+        msg = f"epoch {self.epoch}: loss {row.get('loss', float('nan')):.4f}"
+        if metrics:
+            msg += (f"  mAP {metrics['mAP']:.4f}  mAP50 {metrics.get('mAP50', float('nan')):.4f}"
+                    f"  (best {self.best_map:.4f})")
+        msg += f"  {row['images_per_s']:.1f} img/s  {row['elapsed_s'] / 60:.1f} min"
+        tqdm.write(msg)
+
+    def _append_csv(self, row: dict[str, Any]) -> None:
+        path = self.out / "metrics.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and path.stat().st_size > 0:
+            with path.open(newline="") as f:
+                fields = next(csv.reader(f))
+            mode = "a"
+        else:
+            losses = [k for k in row if k not in ("epoch", "step", "elapsed_s", "lr",
+                                                  "images_per_s") and k not in METRIC_KEYS]
+            fields = ["epoch", "step", "elapsed_s", "lr", *losses, "images_per_s", *METRIC_KEYS]
+            mode = "w"
+        with path.open(mode, newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore", restval="")
+            if mode == "w":
+                w.writeheader()
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def _truncate_csv(self) -> None:
+        """On resume: drop rows written after the checkpoint we resume from."""
+        path = self.out / "metrics.csv"
+        if not path.is_file():
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= self.epoch]
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows(keep)
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {**self.meta, "epoch": self.epoch, "step": self.step,
+                "best_map": self.best_map, "metrics": self.last_metrics,
+                "train_config": asdict(self.cfg)}
+
+    def _save(self, best: bool) -> None:
+        meta = self.checkpoint_meta()
+        weights = self.eval_model.state_dict()
+        save_weights(self.weights_dir / "last.safetensors", weights, meta)
+        if best:
+            save_weights(self.weights_dir / "best.safetensors", weights, meta)
+        save_train_state(self.weights_dir / "last.state.pt", self.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything ``--resume`` needs, as tensors/numbers/strings/lists/dicts only."""
+        return {"model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "scaler": self.scaler.state_dict(),
+                "epoch": self.epoch, "step": self.step, "elapsed_s": self.elapsed(),
+                "best_map": self.best_map, "last_eval_at": self.last_eval_at,
+                "last_metrics": self.last_metrics, "skipped_steps": self.skipped_steps,
+                "history": list(self.history), "rng": rng_state(),
+                "config": to_jsonable(asdict(self.cfg))}
+
+    def load_state(self, path: str | Path) -> None:
+        state = load_train_state(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self._elapsed_before = float(state["elapsed_s"])
+        self.best_map = float(state["best_map"])
+        self.last_eval_at = float(state["last_eval_at"])
+        self.last_metrics = dict(state["last_metrics"])
+        self.skipped_steps = int(state["skipped_steps"])
+        self.history = list(state["history"])
+        set_rng_state(state["rng"])
+        self._truncate_csv()
+        tqdm.write(f"resumed from {path}: epoch {self.epoch}, step {self.step}, "
+                   f"{self._elapsed_before / 60:.1f} min done")
+
+    def _write_plots(self) -> None:
+        from scaledet.engine.plots import plot_metrics, plot_pr
+
+        try:
+            plot_metrics(self.out / "metrics.csv", self.out / "plots")
+            if self.last_eval_result is not None:
+                plot_pr(self.last_eval_result, self.out / "plots",
+                        self.meta.get("class_names"))
+        except Exception as e:  # a plotting problem must not lose a finished run
+            tqdm.write(f"warning: could not write plots: {e}")
