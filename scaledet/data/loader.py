@@ -1,0 +1,329 @@
+"""Batches of letterboxed images and targets for training and evaluation.
+
+The contract (what the engine codes against)::
+
+    loader = build_dataloader(dataset, imgsz=320, batch_size=16, train=True, workers=2,
+                              augment=None, seed=0, strict=False, shuffle=None, drop_last=None)
+    for images, targets in loader:
+        images   # (B, 3, imgsz, imgsz) float32 in [0, 1]
+        targets  # list of B dicts:
+                 #   "boxes":     (N, 4) float32 xyxy, pixels of the input frame
+                 #   "labels":    (N,) int64 class indices 0..C-1
+                 #   "image_id":  int (record.image_id)
+                 #   "orig_size": (h, w) of the original image
+                 #   "scale":     float, original-pixel box = input box / scale
+
+* Evaluation (``train=False``): letterbox only, deterministic. Resize so the longer side is
+  ``imgsz`` and pad bottom/right with grey ``114 / 255``; ``boxes / scale`` are original pixels.
+* Training (``train=True``): ``transforms.train_transform`` with ``augment`` (default
+  ``AugmentConfig()``): mosaic or scale jitter + random crop/placement, flip, colour jitter.
+  ``image_id`` / ``orig_size`` / ``scale`` are those of the first image of a mosaic and do not
+  map augmented boxes back to the original image.
+* Shuffling (default: ``train``) and ``drop_last`` (default: ``train``).
+
+Determinism: every sample's randomness comes from ``np.random.default_rng((seed, epoch,
+index))`` and the order of an epoch from ``(seed, epoch)``, so results do not depend on the
+number of workers or on which worker gets which sample. The batch sampler (in the main process)
+sends ``(index, epoch, mosaic probability)`` keys to the workers, so even persistent workers see
+the current epoch and mosaic setting. The k-th pass over the loader uses epoch ``k``;
+``loader.set_epoch(e)`` fixes the epoch of the next pass (use it when resuming), and
+``loader.set_mosaic(p)`` changes the mosaic probability (``0.0`` = "close mosaic").
+
+Speed (``benchmarks/bench_data.py``): decoded images are cached in RAM, already resized so the
+longer side is ``imgsz`` (``cache="auto"`` when that fits in ``cache_max_bytes``), filled
+once by threads in the main process and shared with forked workers; workers run the
+augmentation and send uint8 batches (4x fewer bytes than float through shared memory); the
+main process converts to float, into pinned memory when CUDA is available.
+
+Bad images: a missing or corrupt image is reported (with its path) and skipped: the dataset
+returns a ``Skipped`` sentinel, ``collate`` drops it, and the loader counts it
+(``loader.skipped``, ``loader.summary()``); a batch whose images all failed is not yielded.
+With ``strict=True`` the first bad image raises ``ImageReadError`` naming the file
+(when the cache is filled, that is while building the loader).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from scaledet.data.images import ImageReadError, read_image
+from scaledet.data.records import DetectionDataset
+from scaledet.data.transforms import AugmentConfig, Sample, letterbox, resize, train_transform
+
+log = logging.getLogger(__name__)
+
+def _read_image(path: Path) -> Tensor:
+    """``(3, H, W)`` uint8 RGB, channels-last memory (as decoded; see ``grey_canvas``).
+
+    Raises:
+        ImageReadError: missing, corrupt or unreadable file (the message names the path).
+    """
+    return torch.from_numpy(read_image(path)).permute(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Sentinel for an image that could not be read (returned instead of a sample)."""
+
+    index: int
+    path: str
+    reason: str
+
+
+class DetectionTorchDataset(Dataset):
+    """A ``DetectionDataset`` as a torch dataset of letterboxed / augmented samples.
+
+    ``ds[i]`` (or ``ds[(i, epoch, mosaic_probability)]``, what the loader's sampler sends)
+    returns a dict ``{"image": (3, imgsz, imgsz) uint8, "boxes", "labels", "image_id",
+    "orig_size", "scale"}`` (see the module docstring), or a ``Skipped`` sentinel.
+
+    Args:
+        dataset: records and class table.
+        imgsz: square input size in pixels.
+        train: augment (else letterbox only).
+        augment: augmentation settings for ``train`` (default ``AugmentConfig()``).
+        seed: base seed of the per-sample random generators.
+        strict: raise at the first unreadable image instead of skipping it.
+        cache: keep decoded images (resized to longer side ``imgsz``) in RAM: ``True``,
+            ``False`` or ``"auto"`` (when the estimate fits in ``cache_max_bytes``).
+    """
+
+    def __init__(self, dataset: DetectionDataset, imgsz: int = 320, train: bool = True,
+                 augment: AugmentConfig | None = None, seed: int = 0, strict: bool = False,
+                 cache: bool | str = "auto", cache_max_bytes: int = 2 << 30,
+                 cache_threads: int = 2) -> None:
+        if imgsz < 8:
+            raise ValueError(f"imgsz must be >= 8 pixels, got {imgsz}")
+        if cache not in (True, False, "auto"):
+            raise ValueError(f"cache must be True, False or 'auto', got {cache!r}")
+        self.dataset = dataset
+        self.imgsz = imgsz
+        self.train = train
+        self.augment = augment if augment is not None else AugmentConfig()
+        self.seed = seed
+        self.strict = strict
+        self._cache: list[tuple[Tensor, tuple[int, int]] | Skipped] | None = None
+        if cache == "auto":
+            cache = len(dataset) * 3 * imgsz * imgsz <= cache_max_bytes
+        if cache:
+            self._fill_cache(cache_threads)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def _decode(self, index: int, max_side: int | None):
+        """``(image (3, h, w) uint8, original (H, W), scale applied)`` or ``Skipped``."""
+        record = self.dataset.records[index]
+        path = self.dataset.image_path(record)
+        try:
+            image = _read_image(path)
+        except ImageReadError as e:
+            if self.strict:
+                raise
+            log.warning("skipping image %s: %s", path, e)
+            return Skipped(index, str(path), str(e))
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        scale = 1.0
+        if max_side is not None:
+            scale = max_side / max(size)
+            image = resize(Sample(image, torch.zeros(0, 4), torch.zeros(0)), scale).image
+        return image, size, scale
+
+    def _fill_cache(self, threads: int) -> None:
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            self._cache = list(pool.map(lambda i: self._decode(i, self.imgsz), range(len(self))))
+
+    def load(self, index: int) -> tuple[Sample, tuple[int, int], float] | Skipped:
+        """Image ``index`` with its boxes, at the cached resolution when cached.
+
+        Returns:
+            ``(sample, (H, W) of the original image, scale of sample relative to it)``, or
+            ``Skipped``.
+        """
+        got = self._cache[index] if self._cache is not None else self._decode(index, None)
+        if isinstance(got, Skipped):
+            return got
+        image, size, scale = got
+        record = self.dataset.records[index]
+        boxes = torch.as_tensor(record.boxes, dtype=torch.float32) * scale
+        labels = torch.as_tensor(record.labels, dtype=torch.int64)
+        return Sample(image, boxes, labels), size, scale
+
+    # ---- samples ------------------------------------------------------------------------
+
+    def __getitem__(self, key: int | tuple[int, int, float]) -> dict | Skipped:
+        index, epoch, mosaic_p = (key, 0, self.augment.mosaic) if isinstance(key, int) else key
+        first = self.load(index)
+        if isinstance(first, Skipped):
+            return first
+        sample, size, scale = first
+        if not self.train:
+            out, extra = letterbox(sample, self.imgsz)
+            return _as_item(out, self.dataset.records[index].image_id, size, scale * extra)
+        rng = np.random.default_rng((self.seed, epoch, index))
+        samples = [sample]
+        use_mosaic = rng.random() < mosaic_p
+        if use_mosaic:
+            for other in rng.integers(0, len(self), 3):
+                got = self.load(int(other))
+                samples.append(sample if isinstance(got, Skipped) else got[0])
+        out = train_transform(samples, self.imgsz, rng, self.augment, use_mosaic)
+        # train_transform's jitter is relative to the letterbox scale of the loaded image.
+        letterbox_scale = scale * self.imgsz / max(sample.height, sample.width)
+        return _as_item(out, self.dataset.records[index].image_id, size, letterbox_scale)
+
+
+def _as_item(sample: Sample, image_id: int, size: tuple[int, int], scale: float) -> dict:
+    return {"image": sample.image.contiguous(), "boxes": sample.boxes.float(), "labels": sample.labels,
+            "image_id": int(image_id), "orig_size": size, "scale": float(scale)}
+
+
+def collate(batch: list[dict | Skipped]) -> tuple[Tensor, list[dict], list[Skipped]]:
+    """Stack samples, dropping ``Skipped`` ones.
+
+    Returns:
+        ``(images (B, 3, S, S) as produced (uint8 from the dataset), targets (B dicts without
+        "image"), skipped)``; ``B`` may be 0 when every image of the batch failed.
+    """
+    good = [b for b in batch if not isinstance(b, Skipped)]
+    skipped = [b for b in batch if isinstance(b, Skipped)]
+    if not good:
+        return torch.zeros(0, 3, 0, 0, dtype=torch.uint8), [], skipped
+    images = torch.stack([b["image"] for b in good])
+    targets = [{k: v for k, v in b.items() if k != "image"} for b in good]
+    return images, targets, skipped
+
+
+class _KeySampler(Sampler):
+    """Batches of ``(index, epoch, mosaic probability)`` keys; order fixed by ``(seed, epoch)``."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
+                 mosaic: float) -> None:
+        self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
+        self.seed, self.mosaic, self.epoch = seed, mosaic, 0
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, float]]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield [(i, self.epoch, self.mosaic) for i in order[start:start + self.batch_size]]
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        # A dataset smaller than one batch still gives one batch.
+        return full + (1 if rest and (not self.drop_last or full == 0) else 0)
+
+
+class DetectionLoader:
+    """Iterable of ``(images (B, 3, S, S) float32 in [0, 1], targets)``; see module docstring.
+
+    Attributes:
+        dataset: the ``DetectionTorchDataset``.
+        skipped: every ``Skipped`` image met so far (all epochs, in order of arrival).
+    """
+
+    def __init__(self, dataset: DetectionTorchDataset, batch_size: int, shuffle: bool,
+                 drop_last: bool, workers: int, seed: int, device: torch.device | None) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.device = device
+        self.pin = torch.cuda.is_available()
+        self.sampler = _KeySampler(len(dataset), batch_size, shuffle, drop_last, seed,
+                                   dataset.augment.mosaic)
+        self.skipped: list[Skipped] = []
+        self._next_epoch = 0
+        self._loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
+                                  collate_fn=collate, pin_memory=self.pin and device is not None,
+                                  persistent_workers=workers > 0,
+                                  prefetch_factor=4 if workers > 0 else None)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch ``epoch`` (order and augmentation follow ``(seed, epoch)``)."""
+        self._next_epoch = int(epoch)
+
+    def set_mosaic(self, probability: float) -> None:
+        """Mosaic probability from the next pass on (``0.0`` closes mosaic)."""
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"mosaic probability must be in [0, 1], got {probability}")
+        self.sampler.mosaic = float(probability)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the current (or last) pass."""
+        return self.sampler.epoch
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def summary(self) -> str:
+        """One line per distinct skipped image, or ``"no images skipped"``."""
+        if not self.skipped:
+            return "no images skipped"
+        unique = {s.path: s.reason for s in self.skipped}
+        lines = [f"skipped {len(self.skipped)} samples from {len(unique)} unreadable images:"]
+        lines += [f"  {path}: {reason}" for path, reason in unique.items()]
+        return "\n".join(lines)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, list[dict]]]:
+        self.sampler.epoch = self._next_epoch
+        self._next_epoch += 1
+        for images, targets, skipped in self._loader:
+            self.skipped.extend(skipped)
+            if targets:
+                yield self._to_float(images), targets
+
+    def _to_float(self, images: Tensor) -> Tensor:
+        if self.device is not None:
+            return images.to(self.device, non_blocking=True).float().div_(255)
+        out = torch.empty(images.shape, dtype=torch.float32, pin_memory=self.pin)
+        return out.copy_(images).div_(255)
+
+
+def build_dataloader(dataset: DetectionDataset, imgsz: int = 320, batch_size: int = 16,
+                     train: bool = True, workers: int = 2, augment: AugmentConfig | None = None,
+                     seed: int = 0, strict: bool = False, shuffle: bool | None = None,
+                     drop_last: bool | None = None, *, cache: bool | str = "auto",
+                     device: torch.device | str | None = None) -> DetectionLoader:
+    """The training or evaluation loader (contract in the module docstring).
+
+    Args:
+        dataset: records and class table.
+        imgsz: square input size (pixels).
+        batch_size: images per batch.
+        train: augment, shuffle and drop the last partial batch by default.
+        workers: worker processes (0 = load in the main process); persistent between passes.
+        augment: augmentation settings (``AugmentConfig()`` when ``None``; unused for eval).
+        seed: base seed; with the epoch it fixes order and augmentation.
+        strict: raise at the first unreadable image instead of skipping it.
+        shuffle, drop_last: default to ``train`` (a dataset smaller than one batch still
+            gives one batch).
+        cache: decoded-image RAM cache, ``True`` / ``False`` / ``"auto"``.
+        device: if given, batches are moved there as uint8 and converted to float there.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    data = DetectionTorchDataset(dataset, imgsz, train, augment, seed, strict, cache)
+    shuffle = train if shuffle is None else shuffle
+    drop_last = train if drop_last is None else drop_last
+    dev = torch.device(device) if device is not None else None
+    return DetectionLoader(data, batch_size, shuffle, drop_last, workers, seed, dev)

@@ -1,0 +1,223 @@
+"""The loader contract: shapes, letterbox mapping, determinism, bad images skipped / strict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scaledet.data.images import ImageReadError
+from scaledet.data.loader import DetectionTorchDataset, Skipped, build_dataloader, collate
+from scaledet.data.records import DetectionDataset, DetectionRecord
+from scaledet.data.transforms import PAD_VALUE, AugmentConfig
+
+SIZES = [(60, 80), (90, 50), (64, 64), (40, 120), (75, 75), (100, 70)]  # (h, w)
+
+
+def make_dataset(root: Path, sizes=SIZES, suffix: str = ".png") -> DetectionDataset:
+    """Images of one flat colour each (image k has red = 40 * k) with two boxes drawn."""
+    records = []
+    for k, (h, w) in enumerate(sizes):
+        array = np.full((h, w, 3), (40 * k, 100, 100), dtype=np.uint8)
+        boxes = np.array([[2, 3, w // 2, h // 2], [w // 3, h // 3, w - 1, h - 2]], float)
+        for x0, y0, x1, y1 in boxes.astype(int):
+            array[y0:y1, x0:x1, 1] = 250
+        Image.fromarray(array).save(root / f"img{k}{suffix}")
+        records.append(DetectionRecord(k + 1, f"img{k}{suffix}", w, h, boxes, [k % 2, 1]))
+    return DetectionDataset(records, ["a", "b"], image_root=root)
+
+
+def check_contract(images, targets, imgsz: int, batch: int) -> None:
+    assert images.shape == (batch, 3, imgsz, imgsz) and images.dtype == torch.float32
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    assert len(targets) == batch
+    for t in targets:
+        assert set(t) == {"boxes", "labels", "image_id", "orig_size", "scale"}
+        assert t["boxes"].dtype == torch.float32 and t["boxes"].shape == (len(t["labels"]), 4)
+        assert t["labels"].dtype == torch.int64
+        assert isinstance(t["image_id"], int) and isinstance(t["scale"], float)
+        assert len(t["orig_size"]) == 2
+        b = t["boxes"]
+        assert bool(((b >= 0) & (b <= imgsz)).all()) and bool((b[:, 2:] > b[:, :2]).all())
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_val_loader_letterboxes_and_maps_back(tmp_path, cache):
+    ds = make_dataset(tmp_path)
+    loader = build_dataloader(ds, imgsz=64, batch_size=4, train=False, workers=0, cache=cache)
+    assert len(loader) == 2  # 6 images, last partial batch kept in eval
+    seen = []
+    for images, targets in loader:
+        check_contract(images, targets, 64, len(targets))
+        for image, t in zip(images, targets):
+            rec = ds.records[t["image_id"] - 1]
+            h, w = t["orig_size"]
+            assert (h, w) == (rec.height, rec.width)
+            assert t["scale"] == pytest.approx(64 / max(h, w))
+            torch.testing.assert_close(t["boxes"] / t["scale"],
+                                       torch.tensor(rec.boxes, dtype=torch.float32))
+            nh, nw = round(h * t["scale"]), round(w * t["scale"])
+            pad = image[:, nh:, :].flatten().tolist() + image[:, :, nw:].flatten().tolist()
+            assert all(v == pytest.approx(PAD_VALUE / 255) for v in pad)
+            red = (t["image_id"] - 1) * 40 / 255
+            assert float(image[0, :nh, :nw].mean()) == pytest.approx(red, abs=2 / 255)
+            seen.append(t["image_id"])
+    assert seen == [1, 2, 3, 4, 5, 6]  # no shuffle in eval
+
+
+def test_cached_and_uncached_val_give_the_same_pixels(tmp_path):
+    ds = make_dataset(tmp_path)
+    a = DetectionTorchDataset(ds, 48, train=False, cache=True)
+    b = DetectionTorchDataset(ds, 48, train=False, cache=False)
+    for i in range(len(ds)):
+        torch.testing.assert_close(a[i]["image"], b[i]["image"])
+        torch.testing.assert_close(a[i]["boxes"], b[i]["boxes"])
+
+
+def test_train_loader_contract_and_boxes_on_drawn_pixels(tmp_path):
+    ds = make_dataset(tmp_path)
+    cfg = AugmentConfig(mosaic=0.0, brightness=0, contrast=0, saturation=0, hue=0)
+    loader = build_dataloader(ds, imgsz=64, batch_size=4, workers=0, augment=cfg, seed=1)
+    assert len(loader) == 1  # drop_last in training
+    for _ in range(3):
+        images, targets = next(iter(loader))
+        check_contract(images, targets, 64, 4)
+        for image, t in zip(images, targets):
+            for x0, y0, x1, y1 in t["boxes"].round().int().tolist():
+                if min(x1 - x0, y1 - y0) >= 6:  # drawn boxes are bright green inside
+                    assert float(image[1, y0 + 2:y1 - 2, x0 + 2:x1 - 2].min()) > 0.95
+    assert loader.epoch == 2
+
+
+def test_training_is_reproducible_and_epochs_differ(tmp_path):
+    ds = make_dataset(tmp_path)
+
+    def run(epoch: int | None, seed: int = 0):
+        loader = build_dataloader(ds, imgsz=48, batch_size=3, workers=0, seed=seed,
+                                  augment=AugmentConfig(mosaic=0.5))
+        if epoch is not None:
+            loader.set_epoch(epoch)
+        return [(im, [t["boxes"] for t in ts]) for im, ts in loader]
+
+    a, b = run(None), run(None)
+    assert all(torch.equal(x[0], y[0]) for x, y in zip(a, b))
+    assert not torch.equal(run(1)[0][0], a[0][0])      # another epoch, another sample
+    assert not torch.equal(run(None, 7)[0][0], a[0][0])  # another seed
+    loader = build_dataloader(ds, imgsz=48, batch_size=3, workers=0)
+    passes = [next(iter(loader))[0] for _ in range(2)]
+    assert torch.equal(passes[1], run(1)[0][0])          # the 2nd pass is epoch 1
+
+
+def test_workers_give_the_same_batches_as_the_main_process(tmp_path):
+    ds = make_dataset(tmp_path, suffix=".jpg")
+    batches = {}
+    for workers in (0, 2):
+        loader = build_dataloader(ds, imgsz=48, batch_size=2, workers=workers, seed=3)
+        loader.set_epoch(5)
+        batches[workers] = list(loader)
+        batches[workers] += list(loader)  # persistent workers: a second pass, epoch 6
+    assert len(batches[0]) == len(batches[2]) == 6
+    for (ia, ta), (ib, tb) in zip(batches[0], batches[2]):
+        assert torch.equal(ia, ib)
+        assert [t["image_id"] for t in ta] == [t["image_id"] for t in tb]
+        assert all(torch.equal(x["boxes"], y["boxes"]) for x, y in zip(ta, tb))
+
+
+def test_set_mosaic_zero_closes_mosaic(tmp_path):
+    ds = make_dataset(tmp_path)
+    cfg = AugmentConfig(mosaic=1.0, scale_range=(1, 1), hflip=0, brightness=0, contrast=0,
+                        saturation=0, hue=0)
+    loader = build_dataloader(ds, imgsz=48, batch_size=6, workers=0, augment=cfg)
+
+    def reds(images):  # distinct red levels (one per source image) in each sample
+        return [len({round(v * 255 / 40) for v in im[0].flatten().tolist()
+                     if abs(v - PAD_VALUE / 255) > 1e-6}) for im in images]
+
+    images, _ = next(iter(loader))
+    assert max(reds(images)) >= 3  # mosaics mix several images
+    loader.set_mosaic(0.0)
+    images, _ = next(iter(loader))
+    assert max(reds(images)) == 1
+    with pytest.raises(ValueError, match="mosaic"):
+        loader.set_mosaic(2.0)
+
+
+def broken_dataset(root: Path) -> DetectionDataset:
+    ds = make_dataset(root)
+    (root / "img2.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    ds.records[4].file_name = "missing.png"
+    return ds
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_bad_images_are_skipped_and_counted(tmp_path, cache):
+    ds = broken_dataset(tmp_path)
+    loader = build_dataloader(ds, imgsz=32, batch_size=3, train=False, workers=0, cache=cache)
+    ids = [t["image_id"] for _, targets in loader for t in targets]
+    assert ids == [1, 2, 4, 6]
+    assert loader.num_skipped == 2
+    assert {Path(s.path).name for s in loader.skipped} == {"img2.png", "missing.png"}
+    summary = loader.summary()
+    assert "img2.png" in summary and "missing.png" in summary and "skipped 2" in summary
+
+
+def test_batch_with_only_bad_images_is_not_yielded(tmp_path):
+    ds = broken_dataset(tmp_path)
+    ds.records = [ds.records[2], ds.records[4], ds.records[0]]
+    loader = build_dataloader(ds, imgsz=32, batch_size=2, train=False, workers=0, cache=False)
+    batches = list(loader)
+    assert len(batches) == 1 and batches[0][1][0]["image_id"] == 1
+    assert loader.num_skipped == 2
+
+
+def test_mosaic_partner_that_fails_is_replaced(tmp_path):
+    ds = broken_dataset(tmp_path)
+    loader = build_dataloader(ds, imgsz=32, batch_size=2, workers=0, cache=False,
+                              augment=AugmentConfig(mosaic=1.0))
+    for _ in range(2):
+        for images, targets in loader:
+            check_contract(images, targets, 32, len(targets))
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_strict_stops_at_the_first_bad_image_naming_it(tmp_path, cache):
+    ds = broken_dataset(tmp_path)
+    with pytest.raises(ImageReadError, match="img2.png"):
+        loader = build_dataloader(ds, imgsz=32, batch_size=3, train=False, workers=0,
+                                  strict=True, cache=cache)
+        list(loader)
+
+
+def test_collate_drops_skipped_and_handles_all_skipped():
+    item = {"image": torch.zeros(3, 8, 8, dtype=torch.uint8), "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64), "image_id": 3, "orig_size": (8, 8),
+            "scale": 1.0}
+    bad = Skipped(1, "x.jpg", "corrupt")
+    images, targets, skipped = collate([item, bad, item])
+    assert images.shape == (2, 3, 8, 8) and len(targets) == 2 and skipped == [bad]
+    assert "image" not in targets[0]
+    images, targets, skipped = collate([bad])
+    assert len(images) == 0 and targets == [] and skipped == [bad]
+
+
+def test_bad_arguments_are_rejected(tmp_path):
+    ds = make_dataset(tmp_path, sizes=SIZES[:1])
+    with pytest.raises(ValueError, match="batch_size"):
+        build_dataloader(ds, batch_size=0)
+    with pytest.raises(ValueError, match="workers"):
+        build_dataloader(ds, workers=-1)
+    with pytest.raises(ValueError, match="imgsz"):
+        build_dataloader(ds, imgsz=4)
+    with pytest.raises(ValueError, match="cache"):
+        build_dataloader(ds, cache="disk")
+
+
+def test_small_dataset_still_gives_a_training_batch(tmp_path):
+    ds = make_dataset(tmp_path, sizes=SIZES[:3])
+    loader = build_dataloader(ds, imgsz=32, batch_size=16, workers=0)
+    assert len(loader) == 1
+    images, targets = next(iter(loader))
+    assert images.shape[0] == 3
