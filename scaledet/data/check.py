@@ -94,7 +94,8 @@ def check_split(path: str | Path, split: str, *, workers: int | None = None) -> 
                 issues.add(result[0], image_where, result[1])
             if len(record) == 0:
                 issues.add("no_labels", image_where, "no boxes")
-            _check_boxes(record, issues, lambda i, r=record: _label_where(ds, r, i, fmt, base))
+            _check_boxes(record, issues, lambda i, r=record: _label_where(ds, r, i, fmt, base),
+                         lambda i, r=record: _entry(fmt, int(r.ann_ids[i])))
     boxes = np.concatenate([r.boxes for r in ds.records] or [np.zeros((0, 4))])
     labels = np.concatenate([r.labels for r in ds.records] or [np.zeros(0, np.int64)])
     return {"images": len(ds), "boxes": len(boxes), "class_names": ds.class_names,
@@ -117,7 +118,8 @@ def _check_image(ds: DetectionDataset, record: DetectionRecord) -> tuple[str, st
     return None
 
 
-def _check_boxes(record: DetectionRecord, issues: _Issues, where) -> None:
+def _check_boxes(record: DetectionRecord, issues: _Issues, where, entry) -> None:
+    """Box problems; ``where(i)`` locates box ``i`` in its file, ``entry(i)`` names it briefly."""
     if len(record) == 0:
         return
     x1, y1, x2, y2 = record.boxes.T
@@ -127,7 +129,7 @@ def _check_boxes(record: DetectionRecord, issues: _Issues, where) -> None:
     if record.width > 0 and record.height > 0:
         _check_bounds(record, issues, where)
     for i, j, iou in _duplicates(record):
-        issues.add("duplicate_box", where(j), f"IoU {iou:.3f} with {where(i)}, same class")
+        issues.add("duplicate_box", where(j), f"IoU {iou:.3f} with {entry(i)}, same class")
 
 
 def _check_bounds(record: DetectionRecord, issues: _Issues, where) -> None:
@@ -178,6 +180,10 @@ def _label_where(ds: DetectionDataset, record: DetectionRecord, i: int, fmt: str
     if fmt == "voc":
         return f"Annotations/{Path(record.file_name).stem}.xml: object {ann}"
     return f"{ds.source}: annotation id {ann} ({record.file_name})"
+
+
+def _entry(fmt: str, ann: int) -> str:
+    return {"yolo": "line", "voc": "object"}.get(fmt, "annotation id") + f" {ann}"
 
 
 def _rel(path: Path, base: Path) -> str:
