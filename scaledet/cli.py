@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 100)")
+    p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
+                   help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
+    p.add_argument("--grad-ckpt", action="store_true",
+                   help="gradient checkpointing of the backbone (less memory, ~30%% slower)")
+    p.add_argument("--eval-interval", type=int, default=None,
+                   help="validate every N epochs (default 1; 0: only at the end)")
+    p.add_argument("--exist-ok", action="store_true", help="overwrite the run in --out")
 
     p = _add(sub, "val", "scaledet.engine.commands:val_command",
              "evaluate trained weights on a dataset split (12 COCO stats)",
