@@ -1,0 +1,294 @@
+"""Handlers of ``scaledet train | val | predict | demo`` (arguments are declared in cli.py).
+
+Each returns an exit code; user errors are raised as ValueError / FileNotFoundError and printed
+by ``scaledet.cli.main`` as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MINUTES = 10.0
+
+
+# ---- train ----------------------------------------------------------------------------------
+
+def train_command(args: argparse.Namespace) -> int:
+    from scaledet.engine.trainer import TrainingDiverged
+
+    try:
+        summary = train(args)
+    except TrainingDiverged as e:
+        print(f"scaledet train: error: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    print(f"best mAP {summary['best_map']:.4f}  ->  {out / 'weights' / 'best.safetensors'}")
+    print(f"metrics: {out / 'metrics.csv'}   plots: {out / 'plots'}")
+    return 0
+
+
+def train(args: argparse.Namespace, eval_min_minutes: float = 0.0) -> dict[str, Any]:
+    """Build data, model and trainer from the parsed ``train`` arguments and run it."""
+    from scaledet.data import available_splits, load_dataset
+    from scaledet.engine.trainer import Trainer
+    from scaledet.models import build
+
+    out = _prepare_out(Path(args.out), args.resume, getattr(args, "exist_ok", False))
+    _check_positive(imgsz=args.imgsz, batch=args.batch)
+    if args.epochs is None and args.time is None:
+        args.time = DEFAULT_MINUTES
+        print(f"no --epochs or --time given: training for {DEFAULT_MINUTES:g} minutes")
+    train_ds = load_dataset(args.data, "train")
+    if len(train_ds) == 0:
+        raise ValueError(f"--data {args.data}: the train split has no images")
+    val_ds = load_dataset(args.data, "val") if "val" in available_splits(args.data) else None
+    model = build(args.model, num_classes=train_ds.num_classes)
+    cfg = _train_config(args, model, eval_min_minutes)
+    loader = _loader(train_ds, args, train=True)
+    validator = _validator(val_ds, args, cfg) if val_ds is not None and len(val_ds) else None
+    if validator is None:
+        print(f"warning: {args.data} has no val split: no validation, best = last")
+    meta = checkpoint_meta(args, model, train_ds)
+    print(f"training {args.model} on {len(train_ds)} images ({train_ds.num_classes} classes), "
+          f"{len(val_ds) if val_ds else 0} val images, imgsz {args.imgsz}, batch {args.batch}, "
+          f"{_budget(args)}, device {cfg.device}, amp {cfg.amp} -> {out}")
+    trainer = Trainer(model, loader, cfg, out, evaluate=validator, meta=meta)
+    summary = trainer.fit(resume=args.resume)
+    if getattr(loader, "num_skipped", 0):
+        print(loader.summary())
+    return summary
+
+
+def _check_positive(**values: float) -> None:
+    for name, v in values.items():
+        if v is None or v < 1:
+            raise ValueError(f"--{name} must be >= 1, got {v}")
+
+
+def _budget(args: argparse.Namespace) -> str:
+    return f"{args.epochs} epochs" if args.epochs is not None else f"{args.time:g} minutes"
+
+
+def _prepare_out(out: Path, resume: bool, exist_ok: bool) -> Path:
+    """Refuse to silently overwrite an earlier run; clear our files when overwriting is asked."""
+    state = out / "weights" / "last.state.pt"
+    if resume:
+        if not state.is_file():
+            raise FileNotFoundError(f"--resume: no run to resume in {out} ({state} not found)")
+        return out
+    if state.is_file() or (out / "weights" / "last.safetensors").is_file():
+        if not exist_ok:
+            raise ValueError(f"--out {out} already holds a training run; use --resume to "
+                             "continue it, --exist-ok to overwrite it, or another --out")
+        for name in ("weights", "plots"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        (out / "metrics.csv").unlink(missing_ok=True)
+    return out
+
+
+def _train_config(args: argparse.Namespace, model, eval_min_minutes: float):
+    from scaledet.engine.trainer import TrainConfig
+
+    lr = args.lr if args.lr is not None else getattr(model.config, "lr", None)
+    kwargs = {k: v for k, v in {
+        "optimizer": getattr(args, "optimizer", None), "amp": getattr(args, "amp", None),
+        "eval_interval": getattr(args, "eval_interval", None), "lr": lr,
+        "warmup_iters": getattr(args, "warmup", None),
+    }.items() if v is not None}
+    return TrainConfig(epochs=args.epochs, time_minutes=args.time, seed=args.seed,
+                       device=args.device, grad_ckpt=getattr(args, "grad_ckpt", False),
+                       eval_min_minutes=eval_min_minutes, **kwargs)
+
+
+def _loader(dataset, args: argparse.Namespace, train: bool):
+    from scaledet.data.loader import build_dataloader
+
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    return build_dataloader(dataset, imgsz=args.imgsz, batch_size=args.batch, train=train,
+                            workers=args.workers if train else min(args.workers, 1),
+                            seed=args.seed, strict=getattr(args, "strict", False))
+
+
+def _validator(val_ds, args: argparse.Namespace, cfg):
+    from scaledet.engine.trainer import resolve_amp, resolve_device
+    from scaledet.engine.validate import DetectionValidator
+
+    device = resolve_device(cfg.device)
+    return DetectionValidator(_loader(val_ds, args, train=False), val_ds, device,
+                              resolve_amp(cfg.amp, device))
+
+
+def checkpoint_meta(args: argparse.Namespace, model, dataset) -> dict[str, Any]:
+    """What every checkpoint records besides the weights (see engine/checkpoint.py)."""
+    train_args = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    return {"model": args.model, "model_config": asdict(model.config),
+            "class_names": list(dataset.class_names),
+            "category_ids": [int(c) for c in dataset.category_ids],
+            "imgsz": args.imgsz, "train_args": train_args}
+
+
+# ---- val ------------------------------------------------------------------------------------
+
+def val_command(args: argparse.Namespace) -> int:
+    from scaledet.data import load_dataset
+    from scaledet.engine.checkpoint import model_from_weights
+    from scaledet.engine.trainer import resolve_device
+    from scaledet.engine.validate import DetectionValidator
+
+    device = resolve_device(args.device)
+    model, meta = model_from_weights(args.weights, device)
+    dataset = load_dataset(args.data, args.split)
+    _check_classes(meta, dataset, args.weights, args.data)
+    args.imgsz = int(getattr(args, "imgsz", None) or meta.get("imgsz", 320))
+    args.workers, args.seed = getattr(args, "workers", 1), 0
+    _check_positive(batch=args.batch, imgsz=args.imgsz)
+    validator = DetectionValidator(_loader(dataset, args, train=False), dataset, device)
+    result = validator.run(model)
+    print(result.summary())
+    print(f"{len(dataset)} images, {validator.images_per_second:.1f} images/s")
+    if args.json_out:
+        payload = {**result.to_dict(), "images_per_second": validator.images_per_second}
+        _write_json(args.json_out, payload)
+        print(f"wrote {args.json_out}")
+    return 0
+
+
+def _check_classes(meta: dict, dataset, weights: str, data: str) -> None:
+    names = meta.get("class_names")
+    if names is not None and list(names) != list(dataset.class_names):
+        raise ValueError(f"{weights} was trained on classes {names} but {data} has "
+                         f"{list(dataset.class_names)}")
+
+
+def _write_json(path: str | Path, payload: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+
+
+# ---- predict --------------------------------------------------------------------------------
+
+def predict_command(args: argparse.Namespace) -> int:
+    from scaledet.inference.predictor import Predictor
+
+    files = collect_images(args.source)
+    predictor = Predictor(args.weights, device=args.device, conf=args.conf)
+    out = Path(args.out)
+    n_boxes, results = predict_to_folder(predictor, files, out)
+    json_path = Path(args.json_out) if args.json_out else out / "predictions.json"
+    _write_json(json_path, results)
+    print(f"{len(files)} images, {n_boxes} detections (conf >= {args.conf:g}) -> {out}")
+    print(f"COCO results: {json_path}")
+    return 0
+
+
+def collect_images(sources: list[str]) -> list[Path]:
+    """Image files named directly or found (non-recursively, sorted) in the given folders."""
+    from scaledet.data.images import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"source not found: {p}")
+    if not files:
+        raise ValueError(f"no images found in {' '.join(sources)} "
+                         f"(looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def predict_to_folder(predictor, files: list[Path], out: Path) -> tuple[int, list[dict]]:
+    """Annotated copies of ``files`` in ``out`` and their COCO results (image ids 1..N, with
+    ``file_name`` added to every entry)."""
+    from scaledet.data import read_image
+    from scaledet.inference.predictor import save_annotated
+
+    results, n_boxes, used = [], 0, set()
+    for image_id, path in enumerate(files, start=1):
+        image = read_image(path)
+        det = predictor.predict([image])[0]
+        name = path.stem if path.stem not in used else f"{path.stem}_{image_id}"
+        used.add(name)
+        save_annotated(image, det, predictor.class_names, out / f"{name}.jpg")
+        rows = predictor.to_coco_results(det, image_id)
+        results += [{**r, "file_name": str(path)} for r in rows]
+        n_boxes += len(rows)
+    return n_boxes, results
+
+
+# ---- demo -----------------------------------------------------------------------------------
+
+DEMO_TRAIN, DEMO_VAL, DEMO_IMGSZ, DEMO_PREDICT = 1500, 200, 320, 6
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from scaledet.inference.predictor import Predictor
+
+    if not args.minutes > 0:
+        raise ValueError(f"--minutes must be > 0, got {args.minutes}")
+    start = time.monotonic()
+    out = Path(args.out)
+    data = demo_dataset(out / "data")
+    setup_min = (time.monotonic() - start) / 60
+    train_args = argparse.Namespace(
+        data=str(data), model=args.model, imgsz=DEMO_IMGSZ, epochs=None,
+        time=max(args.minutes - setup_min, args.minutes / 2), batch=16,
+        workers=getattr(args, "workers", 2), device=args.device, out=str(out / "train"),
+        resume=False, exist_ok=True, seed=0, lr=None, strict=False)
+    summary = train(train_args, eval_min_minutes=args.minutes / 4)
+    weights = out / "train" / "weights" / "best.safetensors"
+    val_images = sorted((data / "images" / "val").iterdir())[:DEMO_PREDICT]
+    predictor = Predictor(weights, device=args.device, conf=0.3)
+    _, results = predict_to_folder(predictor, val_images, out / "predictions")
+    _write_json(out / "predictions" / "predictions.json", results)
+    _print_demo_summary(out, summary, time.monotonic() - start)
+    return 0
+
+
+def demo_dataset(folder: Path) -> Path:
+    """The demo's synthetic dataset in ``folder``, generated once (atomically: a killed
+    generation leaves no half dataset behind)."""
+    from scaledet.data import make_synthetic_dataset
+
+    if (folder / "annotations" / "instances_val.json").is_file():
+        print(f"using the built-in dataset in {folder}")
+        return folder
+    if folder.exists():
+        raise ValueError(f"{folder} exists but is not a complete demo dataset; remove it")
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    t = time.monotonic()
+    print(f"generating the built-in dataset ({DEMO_TRAIN} train + {DEMO_VAL} val images, "
+          f"{DEMO_IMGSZ} px) in {folder} ...")
+    make_synthetic_dataset(tmp, n_train=DEMO_TRAIN, n_val=DEMO_VAL, seed=0, imgsz=DEMO_IMGSZ)
+    tmp.rename(folder)
+    print(f"  done in {time.monotonic() - t:.0f} s")
+    return folder
+
+
+def _print_demo_summary(out: Path, summary: dict[str, Any], seconds: float) -> None:
+    m = summary["metrics"]
+    print()
+    print(f"demo finished in {seconds / 60:.1f} min "
+          f"({summary['epoch']} epochs, {summary['step']} steps)")
+    if m:
+        print(f"  validation (EMA model, {DEMO_VAL} images): mAP {m['mAP']:.4f}  "
+              f"mAP50 {m['mAP50']:.4f}  mAP75 {m['mAP75']:.4f}  "
+              f"(small {m['mAP_small']:.4f}, medium {m['mAP_medium']:.4f}, "
+              f"large {m['mAP_large']:.4f})")
+    print(f"  weights:      {out / 'train' / 'weights' / 'best.safetensors'}")
+    print(f"  metrics:      {out / 'train' / 'metrics.csv'}")
+    print(f"  plots:        {out / 'train' / 'plots'}")
+    print(f"  predictions:  {out / 'predictions'}  (annotated images + predictions.json)")
