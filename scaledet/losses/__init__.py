@@ -1,1 +1,5 @@
 """scaledet.losses."""
+
+from scaledet.losses.iou_loss import iou_loss
+
+__all__ = ["iou_loss"]

@@ -1,1 +1,52 @@
-"""scaledet.ops."""
+"""scaledet.ops: box formats, the IoU family, the NMS family, receptive fields.
+
+All boxes are xyxy unless a function takes a format argument. ``iou_loss`` lives in
+``scaledet.losses.iou_loss`` and is re-exported here lazily (``scaledet.losses`` imports
+``scaledet.ops``, so an eager import here would be circular).
+"""
+
+from scaledet.ops.boxes import (
+    BOX_FORMATS,
+    box_area,
+    box_convert,
+    check_boxes,
+    clip_boxes,
+    remove_small_boxes,
+    scale_boxes,
+)
+from scaledet.ops.iou import IOU_KINDS, box_iou
+from scaledet.ops.nms import (
+    batched_diou_nms,
+    batched_nms,
+    batched_soft_nms,
+    diou_nms,
+    nms,
+    soft_nms,
+)
+
+__all__ = [
+    "BOX_FORMATS",
+    "IOU_KINDS",
+    "batched_diou_nms",
+    "batched_nms",
+    "batched_soft_nms",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "check_boxes",
+    "clip_boxes",
+    "diou_nms",
+    "iou_loss",
+    "nms",
+    "remove_small_boxes",
+    "scale_boxes",
+    "soft_nms",
+]
+
+
+def __getattr__(name: str):
+    if name == "iou_loss":
+        from scaledet.losses.iou_loss import iou_loss
+
+        return iou_loss
+    raise AttributeError(f"module 'scaledet.ops' has no attribute {name!r}")
