@@ -5,7 +5,7 @@ with a random colour (class is never decided by colour), an optional outline, a 
 aspect jitter. Sizes (``sqrt(box area)``) are log-uniform in ``[6, 32)`` px for a third of the
 objects (COCO "small") and in ``[32, imgsz / 2]`` for the rest. Backgrounds mix a colour gradient,
 low-frequency colour blobs, random lines and pixel noise; distractor shapes that are no class
-(jagged blobs, L shapes, arcs) are drawn in between. Later shapes occlude earlier ones: an object
+(jagged blobs, L shapes, arcs) are drawn in between, over patches of hatching. Later shapes occlude earlier ones: an object
 less than ``MIN_VISIBLE`` visible is dropped from the labels (it stays in the picture).
 Boxes are the full (amodal) extent of each shape, ``xyxy`` pixels, rounded to 0.01 px.
 
@@ -103,6 +103,8 @@ def synth_image(rng: np.random.Generator, imgsz: int = 320
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image: ``(imgsz, imgsz, 3)`` uint8 RGB, boxes ``(N, 4)`` xyxy pixels, labels ``(N,)``."""
     canvas = Image.fromarray(_background(rng, imgsz))
+    for _ in range(rng.integers(0, 3)):
+        _draw_hatching(rng, canvas)
     for _ in range(rng.integers(2, 7)):
         _draw_line(rng, canvas)
     owner = np.full((imgsz, imgsz), -1, dtype=np.int16)  # which item owns each pixel
@@ -127,22 +129,44 @@ def synth_image(rng: np.random.Generator, imgsz: int = 320
 
 
 def _background(rng: np.random.Generator, s: int) -> np.ndarray:
-    """Gradient between two colours blended with low-frequency colour blobs, ``(s, s, 3)`` uint8."""
+    """A colour gradient mixed with low-frequency colour blobs, ``(s, s, 3)`` uint8.
+
+    Both are built on a coarse ``n x n`` grid and upsampled once with a bicubic filter (which
+    reproduces a linear gradient), about 20x faster than computing them at full resolution.
+    """
+    n = int(rng.integers(3, 7))
     c0, c1 = rng.uniform(0, 255, (2, 3))
     angle = rng.uniform(0, 2 * math.pi)
-    ramp = np.linspace(-0.5, 0.5, s)
+    ramp = np.linspace(-0.5, 0.5, n)
     t = np.clip(0.5 + ramp[None, :] * math.cos(angle) + ramp[:, None] * math.sin(angle), 0, 1)
     gradient = c0 + t[..., None] * (c1 - c0)
-    grid = rng.integers(0, 256, (int(rng.integers(3, 7)),) * 2 + (3,), dtype=np.uint8)
-    blobs = np.asarray(Image.fromarray(grid).resize((s, s), Image.BICUBIC), dtype=np.float64)
+    blobs = rng.uniform(0, 255, (n, n, 3))
     alpha = rng.uniform(0.2, 0.6)
-    return ((1 - alpha) * gradient + alpha * blobs).astype(np.uint8)
+    coarse = ((1 - alpha) * gradient + alpha * blobs).round().astype(np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((s, s), Image.BICUBIC))
 
 
 def _draw_line(rng: np.random.Generator, canvas: Image.Image) -> None:
     s = canvas.width
     xy = [tuple(rng.uniform(-0.1 * s, 1.1 * s, 2)) for _ in range(2)]
     ImageDraw.Draw(canvas).line(xy, fill=_colour(rng), width=int(rng.integers(1, 4)))
+
+
+def _draw_hatching(rng: np.random.Generator, canvas: Image.Image) -> None:
+    """Texture clutter: a rectangle of parallel thin lines at a random angle and spacing."""
+    s = canvas.width
+    w, h = (int(rng.uniform(0.1, 0.5) * s) for _ in range(2))
+    x, y = int(rng.integers(0, s - w)), int(rng.integers(0, s - h))
+    mask = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(mask)
+    angle, spacing = rng.uniform(0, math.pi), rng.uniform(3, 9)
+    dx, dy = math.cos(angle), math.sin(angle)
+    reach = w + h
+    for offset in np.arange(-reach, reach, spacing):
+        cx, cy = w / 2 - dy * offset, h / 2 + dx * offset
+        draw.line([(cx - dx * reach, cy - dy * reach), (cx + dx * reach, cy + dy * reach)],
+                  fill=int(rng.integers(80, 200)), width=1)
+    canvas.paste(_colour(rng), (x, y), mask)
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -278,6 +302,8 @@ def _contrasting_colour(rng: np.random.Generator, behind: np.ndarray) -> tuple[i
 
 
 def _add_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-    sigma = rng.uniform(2, 10)
-    noise = rng.standard_normal(image.shape, dtype=np.float32) * sigma
-    return np.clip(image + noise, 0, 255).astype(np.uint8)
+    """Uniform pixel noise of a random amplitude (integer arithmetic: 5x faster than Gaussian)."""
+    amplitude = int(rng.integers(3, 15))
+    noisy = image.astype(np.int16)
+    noisy += rng.integers(-amplitude, amplitude + 1, image.shape, dtype=np.int16)
+    return np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
