@@ -157,6 +157,7 @@ class _RowIoU:
         self.area = (self.x2 - self.x1).clamp(min=0) * (self.y2 - self.y1).clamp(min=0)
         self.py_boxes = b.tolist()
         self.py_area = self.area.tolist()
+        self.cx, self.cy = (self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2
         self.tiny = torch.finfo(torch.float64).tiny
 
     def iou(self, m: int) -> Tensor:
@@ -170,8 +171,8 @@ class _RowIoU:
     def center_penalty(self, m: int) -> Tensor:
         """rho^2 / c^2: squared centre distance over squared enclosing-box diagonal."""
         x1, y1, x2, y2 = self.py_boxes[m]
-        dx = (self.x1 + self.x2 - (x1 + x2)) / 2
-        dy = (self.y1 + self.y2 - (y1 + y2)) / 2
+        dx = self.cx - (x1 + x2) / 2
+        dy = self.cy - (y1 + y2) / 2
         cw = self.x2.clamp(min=x2) - self.x1.clamp(max=x1)
         ch = self.y2.clamp(min=y2) - self.y1.clamp(max=y1)
         c2 = (cw * cw + ch * ch).clamp_(min=self.tiny)
