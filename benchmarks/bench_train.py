@@ -197,8 +197,20 @@ def train_command(c: Contender, data: BenchData, args: argparse.Namespace) -> li
             str(args.workers), "--threads", str(c.threads), "--seed", str(args.seed)]
 
 
+def prepare_ultralytics(c: Contender, data: BenchData, args: argparse.Namespace) -> None:
+    """Build ultralytics' label caches before the runs that would race to write them."""
+    cmd = [args.ultra_python, str(RUNNER), "prepare", "--data", str(data.yolo_yaml),
+           "--out", str(c.out.parent / "ultralytics-prepare"), "--imgsz", str(args.imgsz)]
+    log = c.out.parent / "ultralytics-prepare.log"
+    if run_logged(pinned(c.cores, cmd), log, c.threads) != 0:
+        raise RuntimeError(f"ultralytics could not read {data.yolo_yaml}, see {log}")
+
+
 def train_all(contenders: list[Contender], data: BenchData, args: argparse.Namespace) -> None:
     """Train every contender, all at once with ``--parallel`` (disjoint cores) else in turn."""
+    ultra = [c for c in contenders if c.kind == "ultralytics"]
+    if ultra:
+        prepare_ultralytics(ultra[0], data, args)
     groups = [contenders] if args.parallel else [[c] for c in contenders]
     for group in groups:
         running = []

@@ -2,10 +2,11 @@
 
 Ultralytics is never a scaledet dependency: this script runs in a separate virtualenv (or, on a
 machine that has it, in the same interpreter) as a subprocess of `benchmarks/bench_train.py`, which
-pins it to its cores with `taskset`. Two sub-commands:
+pins it to its cores with `taskset`. Sub-commands:
 
     train     YOLOv8n from scratch (`yolov8n.yaml`, no pretrained weights) for a wall-clock budget;
               writes OUT/summary.json with images seen, training seconds and ultralytics' own mAP.
+    prepare   build ultralytics' label caches once (parallel runs would race to write them).
     evaluate  predictions on the val images as a COCO results json (category and image ids taken
               from the COCO ground truth) for scaledet's evaluator, and the batch-1 CPU latency.
 
@@ -142,6 +143,25 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- prepare ----------------------------------------------------------------------------
+
+
+def prepare(args: argparse.Namespace) -> int:
+    """Write ultralytics' label caches (labels/{train,val}.cache) once, before parallel runs
+    read them: two trainings creating the same cache at once can read it half-written."""
+    out = Path(args.out).resolve()
+    _offline_ultralytics(out / "settings")
+    from ultralytics.data.dataset import YOLODataset
+    from ultralytics.data.utils import check_det_dataset
+
+    data = check_det_dataset(str(Path(args.data).resolve()))
+    for split in ("train", "val"):
+        ds = YOLODataset(img_path=data[split], data=data, imgsz=args.imgsz, augment=False,
+                         prefix=f"{split}: ")
+        print(f"{split}: {len(ds)} images, {sum(len(x['cls']) for x in ds.labels)} boxes")
+    return 0
+
+
 # ---- evaluate -----------------------------------------------------------------------------
 
 
@@ -253,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=train)
+    r = sub.add_parser("prepare", help="build ultralytics' label caches of a YOLO dataset")
+    r.add_argument("--data", required=True, help="YOLO data.yaml")
+    r.add_argument("--out", required=True, help="folder for ultralytics' settings file")
+    r.add_argument("--imgsz", type=int, default=320)
+    r.set_defaults(func=prepare)
     e = sub.add_parser("evaluate", help="COCO results json on val images + batch-1 latency")
     e.add_argument("--weights", required=True, help="ultralytics .pt checkpoint")
     e.add_argument("--gt", required=True, help="COCO ground-truth json of the val split")
