@@ -36,6 +36,7 @@ import csv
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -384,13 +385,11 @@ def machine() -> dict[str, Any]:
 
 
 def measure_scaledet(argv: list[str]) -> int:
-    """``bench_train.py measure-scaledet ...``: val detections json + batch-1 latency."""
+    """``bench_train.py measure-scaledet ...``: val detections json + batch-1 latency, the same
+    measurements ``ultralytics_runner.py evaluate`` makes for YOLOv8n."""
     p = argparse.ArgumentParser(prog="bench_train.py measure-scaledet")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--gt", required=True)
-    p.add_argument("--images", required=True)
-    p.add_argument("--dt", required=True)
-    p.add_argument("--json", required=True)
+    for name in ("--weights", "--gt", "--images", "--dt", "--json"):
+        p.add_argument(name, required=True)
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=100)
@@ -398,10 +397,56 @@ def measure_scaledet(argv: list[str]) -> int:
     a = p.parse_args(argv)
     import torch
 
-    torch.set_num_threads(a.threads)
-    from scaledet_adapter import scaledet_measure  # noqa: F401  (placeholder until the API lands)
+    from scaledet.data import read_image
+    from scaledet.inference.predictor import Predictor
 
-    raise NotImplementedError
+    torch.set_num_threads(a.threads)
+    gt = json.loads(Path(a.gt).read_text())
+    files = {f.stem: f for f in Path(a.images).iterdir() if f.is_file()}
+    missing = [im["file_name"] for im in gt["images"] if Path(im["file_name"]).stem not in files]
+    if missing:
+        raise FileNotFoundError(f"--images: no file for ground-truth images {missing[:3]}")
+    predictor = Predictor(a.weights, conf=EVAL_CONF, imgsz=a.imgsz)
+    dets, t0 = [], time.perf_counter()
+    for im in gt["images"]:
+        (det,) = predictor.predict([read_image(files[Path(im["file_name"]).stem])])
+        dets += predictor.to_coco_results(det, im["id"])[:MAX_DET]
+    ips = len(gt["images"]) / (time.perf_counter() - t0)
+    Path(a.dt).write_text(json.dumps(dets))
+    times = scaledet_latency_ms(a.weights, files[Path(gt["images"][0]["file_name"]).stem],
+                                a.imgsz, a.runs, a.warmup)
+    result = {"weights": a.weights, "detections_json": a.dt, "num_detections": len(dets),
+              "predict_images_per_second": ips, "latency_ms_median": statistics.median(times),
+              "latency_ms_p10": statistics.quantiles(times, n=10)[0],
+              "latency_ms_p90": statistics.quantiles(times, n=10)[-1],
+              "latency_runs": len(times), "latency_conf": LATENCY_CONF, "threads": a.threads}
+    Path(a.json).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
+    return 0
+
+
+def scaledet_latency_ms(weights: str, image: Path, imgsz: int, runs: int, warmup: int
+                        ) -> list[float]:
+    """Batch-1 times (ms) of the model on one preprocessed val image: in eval mode the model's
+    forward includes box decoding and NMS, i.e. forward + postprocess."""
+    import torch
+
+    from scaledet.data import read_image
+    from scaledet.inference.predictor import Predictor
+
+    predictor = Predictor(weights, conf=LATENCY_CONF, imgsz=imgsz, batch_size=1)
+    model = predictor.model
+    if callable(getattr(model, "fuse", None)):  # Conv+BN folding, as ultralytics does
+        model = model.fuse() or model
+    x = predictor.preprocess(read_image(image))[0][None].float().div(255)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1e3)
+    return times
 
 
 # ---- main -----------------------------------------------------------------------------------
