@@ -1,0 +1,443 @@
+"""COCO bbox evaluation with pycocotools' exact numbers, in numpy.
+
+Use it on files::
+
+    result = evaluate_coco("instances_val.json", "results.json")
+    print(result.summary())            # pycocotools' 12-line layout
+    result.stats                        # (12,) AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl
+
+or incrementally inside a training loop, without writing json::
+
+    evaluator = COCOEvaluator(gt_dict_or_path)
+    for image_ids, boxes, scores, labels in predictions:   # boxes xyxy pixels, labels = COCO ids
+        evaluator.update(image_ids, boxes, scores, labels)
+    result = evaluator.compute()
+
+Semantics follow pycocotools' ``COCOeval`` for ``iouType="bbox"`` exactly, including its quirks:
+area ranges use the annotation's ``area`` field (detections use ``w * h``); crowd gts are
+ignored and matched by intersection over detection area; an annotation's ``ignore`` field is
+overwritten by ``iscrowd`` in pycocotools, so it has no effect here either; a match to an
+annotation with id 0 counts as unmatched (a warning says so). Unlike pycocotools, malformed input
+(missing keys, bad boxes, detections on unknown images or categories) raises ``ValueError``
+naming the file and the entry instead of being skipped or crashing later.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scaledet.evaluation.coco_engine import (
+    AREA_NAMES,
+    IOU_THRESHOLDS,
+    MAX_DETS,
+    RECALL_THRESHOLDS,
+    DetectionArrays,
+    GroundTruthArrays,
+    evaluate_arrays,
+    summarize,
+)
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+# ---------------------------------------------------------------------------------------------
+# reading and validating input
+
+
+def _read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+_REQUIRED = object()
+
+
+def _column(items: list, key: str, source: str, what: str, default: Any = _REQUIRED) -> list:
+    """``[item[key] for item in items]`` (or ``item.get(key, default)``), with a clear error."""
+    try:
+        if default is _REQUIRED:
+            return [item[key] for item in items]
+        return [item.get(key, default) for item in items]
+    except (KeyError, TypeError, AttributeError):
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValueError(f"{source}: {what} {i} is not an object: {item!r:.80}") from None
+            if key not in item:
+                raise ValueError(f"{source}: {what} {i} has no '{key}'") from None
+        raise
+
+
+def _int_array(values: list, source: str, what: str, key: str) -> np.ndarray:
+    """Integer ids as int64; integral floats are accepted (pycocotools compares them equal)."""
+    arr = np.array(values) if values else np.zeros(0, np.int64)
+    if arr.dtype.kind == "f" and arr.ndim == 1 and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        i = next((i for i, v in enumerate(values)
+                  if isinstance(v, bool) or not isinstance(v, (int, float))
+                  or v != int(v)), 0)
+        raise ValueError(f"{source}: {what} {i}: '{key}' must be an integer, got {values[i]!r:.80}")
+    return arr.astype(np.int64)
+
+
+def _box_array(values: list, source: str, what: str) -> np.ndarray:
+    """``(N, 4)`` float64 xywh boxes: 4 finite numbers each, non-negative width and height."""
+    try:
+        arr = np.array(values) if values else np.zeros((0, 4))
+    except ValueError:  # ragged
+        arr = None
+    if arr is None or arr.ndim != 2 or arr.shape[1] != 4 or arr.dtype.kind not in "iuf":
+        i = next(i for i, b in enumerate(values)
+                 if not (isinstance(b, (list, tuple)) and len(b) == 4
+                         and all(_is_number(v) for v in b)))
+        raise ValueError(f"{source}: {what} {i}: bbox must be 4 numbers [x, y, w, h], "
+                         f"got {values[i]!r:.80}")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{source}: {what} {i}: bbox has a non-finite value {values[i]!r}")
+    bad = (arr[:, 2] < 0) | (arr[:, 3] < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{source}: {what} {i}: bbox has a negative width or height "
+                         f"{values[i]!r} (COCO boxes are [x, y, w, h])")
+    return arr
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _float_array(values: list, source: str, what: str, key: str) -> np.ndarray:
+    arr = np.array(values) if values else np.zeros(0)
+    if arr.ndim != 1 or arr.dtype.kind not in "iuf":
+        i = next(i for i, v in enumerate(values) if not _is_number(v))
+        raise ValueError(f"{source}: {what} {i}: '{key}' must be a number, got {values[i]!r:.80}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        i = int(np.argmax(~np.isfinite(arr)))
+        raise ValueError(f"{source}: {what} {i}: '{key}' is not finite ({values[i]!r})")
+    return arr
+
+
+def _lookup(sorted_ids: np.ndarray, values: np.ndarray, source: str, what: str,
+            key: str) -> np.ndarray:
+    """Index of each value in ``sorted_ids``; ``ValueError`` for values not there."""
+    idx = np.searchsorted(sorted_ids, values)
+    found = np.zeros(len(values), bool)
+    if len(sorted_ids):
+        found = sorted_ids[np.minimum(idx, len(sorted_ids) - 1)] == values
+    if not found.all():
+        i = int(np.argmax(~found))
+        where = "images" if key == "image_id" else "categories"
+        raise ValueError(f"{source}: {what} {i}: {key} {values[i]} is not in the ground "
+                         f"truth's {where} ({int((~found).sum())} such entries)")
+    return idx
+
+
+def _unique_ids(items: list, source: str, section: str) -> np.ndarray:
+    ids = _int_array(_column(items, "id", source, section[:-1]), source, section[:-1], "id")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{source}: duplicate {section[:-1]} id {uniq[np.argmax(counts > 1)]}")
+    return ids
+
+
+@dataclass
+class CocoGroundTruth:
+    """A validated COCO ground truth.
+
+    ``image_ids``/``category_ids`` are sorted (pycocotools' evaluation order);
+    ``category_names[k]`` names ``category_ids[k]``; ``arrays`` holds the annotations.
+    """
+
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    category_names: list[str]
+    arrays: GroundTruthArrays
+    source: str
+
+
+def load_ground_truth(gt: str | Path | dict) -> CocoGroundTruth:
+    """Read and validate a COCO ground truth from a json path or an in-memory dict.
+
+    Required: ``images`` (each with ``id``), ``categories`` (``id``, optional ``name``),
+    ``annotations`` (``image_id``, ``category_id``, ``bbox`` ``[x, y, w, h]``; optional ``area``,
+    default ``w * h``, ``iscrowd``, default 0, and ``id``).
+    """
+    source = str(gt) if isinstance(gt, (str, Path)) else "ground truth"
+    data = _read_json(gt) if isinstance(gt, (str, Path)) else gt
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a COCO object with images/annotations/categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"{source}: missing or non-list '{key}'")
+    image_ids = np.sort(_unique_ids(data["images"], source, "images"))
+    cats = data["categories"]
+    cat_ids = _unique_ids(cats, source, "categories")
+    order = np.argsort(cat_ids)
+    names = [str(cats[i].get("name", cats[i]["id"])) for i in order]
+    anns = data["annotations"]
+    what = "annotation"
+    img = _lookup(image_ids, _int_array(_column(anns, "image_id", source, what), source, what,
+                                        "image_id"), source, what, "image_id")
+    cat = _lookup(cat_ids[order], _int_array(_column(anns, "category_id", source, what), source,
+                                             what, "category_id"), source, what, "category_id")
+    boxes = _box_array(_column(anns, "bbox", source, what), source, what)
+    area = _column(anns, "area", source, what, default=None)
+    box_area = boxes[:, 2] * boxes[:, 3]
+    area = _float_array([box_area[i] if a is None else a for i, a in enumerate(area)],
+                        source, what, "area")  # absent: the box area
+    if (area < 0).any():
+        raise ValueError(f"{source}: annotation {int(np.argmax(area < 0))}: negative area")
+    crowd = np.array([bool(c) for c in _column(anns, "iscrowd", source, what, default=0)], bool)
+    ann_ids = _ann_ids(anns, source)
+    if (ann_ids == 0).any():
+        warnings.warn(f"{source}: annotation id 0 is counted as unmatched by pycocotools' "
+                      "matching, and so here; renumber annotations from 1", stacklevel=3)
+    arrays = GroundTruthArrays(img, cat, boxes, area, crowd.reshape(-1), ann_ids == 0)
+    return CocoGroundTruth(image_ids, cat_ids[order], names, arrays, source)
+
+
+def _ann_ids(anns: list, source: str) -> np.ndarray:
+    if anns and all("id" in a for a in anns):
+        return _unique_ids(anns, source, "annotations")
+    return np.arange(1, len(anns) + 1, dtype=np.int64)
+
+
+def parse_results(results: list | str | Path, gt: CocoGroundTruth) -> DetectionArrays:
+    """Validate COCO results (``[{image_id, category_id, bbox [x, y, w, h], score}, ...]``, or
+    a json file of that list) against ``gt``; returns the detections in input order."""
+    source = str(results) if isinstance(results, (str, Path)) else "detections"
+    data = _read_json(results) if isinstance(results, (str, Path)) else results
+    if not isinstance(data, list):
+        raise ValueError(f"{source}: expected a list of detections "
+                         "[{image_id, category_id, bbox, score}, ...]")
+    what = "detection"
+    img = _int_array(_column(data, "image_id", source, what), source, what, "image_id")
+    cat = _int_array(_column(data, "category_id", source, what), source, what, "category_id")
+    boxes = _box_array(_column(data, "bbox", source, what), source, what)
+    score = _float_array(_column(data, "score", source, what), source, what, "score")
+    return DetectionArrays(_lookup(gt.image_ids, img, source, what, "image_id"),
+                           _lookup(gt.category_ids, cat, source, what, "category_id"),
+                           boxes, score)
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+
+
+def format_coco_stats(stats: Sequence[float]) -> str:
+    """pycocotools' 12-line summary of the stats (AP, AP50, ..., ARl)."""
+    lines = []
+    for i, name in enumerate(STAT_NAMES):
+        ap = name.startswith("AP")
+        iou = {"AP50": "0.50", "AP75": "0.75"}.get(name, "0.50:0.95")
+        area = {"s": "small", "m": "medium", "l": "large"}.get(name[-1], "all")
+        max_dets = {"AR1": 1, "AR10": 10}.get(name, MAX_DETS[-1])
+        title = "Average Precision" if ap else "Average Recall"
+        kind = "(AP)" if ap else "(AR)"
+        lines.append(f" {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6s} | "
+                     f"maxDets={max_dets:>3d} ] = {stats[i]:0.3f}")
+    return "\n".join(lines)
+
+
+@dataclass
+class COCOEvalResult:
+    """The outcome of a COCO bbox evaluation.
+
+    Attributes:
+        stats: ``(12,)`` AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl
+            (-1 where no category has ground truth).
+        precision: ``(T, R, K, A, M)`` = (10 IoU thresholds, 101 recall thresholds,
+            categories, 4 area ranges, 3 maxDets), pycocotools' ``eval['precision']``.
+        recall: ``(T, K, A, M)``, pycocotools' ``eval['recall']``.
+        category_ids: ``K`` COCO category ids (sorted), the ``K`` axis.
+        category_names: ``K`` names, same order.
+
+    ``result["stats"]`` etc. also work, so it can be used like a dict.
+    """
+
+    stats: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    category_ids: list[int]
+    category_names: list[str]
+
+    iou_thresholds = IOU_THRESHOLDS
+    recall_thresholds = RECALL_THRESHOLDS
+    area_names = AREA_NAMES
+    max_dets = MAX_DETS
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in ("stats", "precision", "recall", "per_category", "metrics",
+                       "category_ids", "category_names"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The 12 stats by name: ``{"AP": ..., "AP50": ..., ..., "ARl": ...}``."""
+        return {n: float(v) for n, v in zip(STAT_NAMES, self.stats)}
+
+    @property
+    def per_category(self) -> dict[str, float]:
+        """``{category name: AP@[.5:.95]}`` (area all, 100 dets); -1 for no ground truth."""
+        return {name: row["AP"] for name, row in self.per_category_stats().items()}
+
+    def per_category_stats(self) -> dict[str, dict[str, float]]:
+        """``{name: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` per category (-1: no gt)."""
+        out = {}
+        for k, name in enumerate(self._unique_names()):
+            row = {}
+            for stat, t, a in (("AP", None, 0), ("AP50", 0, 0), ("AP75", 5, 0),
+                               ("APs", None, 1), ("APm", None, 2), ("APl", None, 3)):
+                p = self.precision[:, :, k, a, -1] if t is None else self.precision[t, :, k, a, -1]
+                p = p[p > -1]
+                row[stat] = float(np.mean(p)) if p.size else -1.0
+            out[name] = row
+        return out
+
+    def _unique_names(self) -> list[str]:
+        seen = {n: 0 for n in self.category_names}
+        for n in self.category_names:
+            seen[n] += 1
+        return [n if seen[n] == 1 else f"{n} (id {i})"
+                for n, i in zip(self.category_names, self.category_ids)]
+
+    def summary(self) -> str:
+        """pycocotools' familiar 12-line summary."""
+        return format_coco_stats(self.stats)
+
+    def per_category_table(self) -> str:
+        """A text table of per-category AP, AP50, AP75, APs, APm, APl (``-`` for no gt)."""
+        rows = self.per_category_stats()
+        width = max([len(n) for n in rows] + [8])
+        cols = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+        lines = [f"{'category':<{width}} " + " ".join(f"{c:>6}" for c in cols)]
+        for name, row in rows.items():
+            cells = [f"{row[c]:6.3f}" if row[c] > -1 else f"{'-':>6}" for c in cols]
+            lines.append(f"{name:<{width}} " + " ".join(cells))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"stats": [12 floats], "per_category": {name: AP}}`` (json-serialisable)."""
+        return {"stats": [float(s) for s in self.stats], "per_category": self.per_category}
+
+
+# ---------------------------------------------------------------------------------------------
+# the evaluator
+
+
+class COCOEvaluator:
+    """Accumulates detections and evaluates them against a COCO ground truth.
+
+    Args:
+        gt: path to a COCO ground-truth json, or the same content as a dict.
+
+    Feed detections with :meth:`update` (tensors/arrays per image, e.g. from a model) and/or
+    :meth:`add_results` (COCO results list or json), then call :meth:`compute`. Detections for
+    an image may come in any number of calls; their order only matters for exact score ties,
+    where, as in pycocotools, earlier detections rank first.
+    """
+
+    def __init__(self, gt: str | Path | dict) -> None:
+        self.gt = load_ground_truth(gt)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all detections (the ground truth stays)."""
+        self._chunks: list[DetectionArrays] = []
+
+    def update(self, image_id: Any, boxes: Any, scores: Any, labels: Any) -> None:
+        """Add the detections of one image, or of a batch of images.
+
+        One image: ``image_id`` an int; ``boxes`` ``(N, 4)`` xyxy pixels in the original image's
+        coordinates; ``scores`` ``(N,)``; ``labels`` ``(N,)`` COCO category ids. numpy arrays,
+        torch tensors (any device) or lists.
+        A batch: ``image_id`` a sequence (or 1-D tensor) of B ids and ``boxes``/``scores``/
+        ``labels`` sequences of B per-image arrays.
+        """
+        if np.ndim(_to_numpy(image_id)) == 0:
+            self._add_image(int(_to_numpy(image_id)), boxes, scores, labels)
+            return
+        ids = np.asarray(_to_numpy(image_id)).reshape(-1).tolist()
+        if not len(ids) == len(boxes) == len(scores) == len(labels):
+            raise ValueError(f"update: {len(ids)} image ids but {len(boxes)} boxes, "
+                             f"{len(scores)} scores and {len(labels)} labels entries")
+        for i, b, s, lab in zip(ids, boxes, scores, labels):
+            self._add_image(int(i), b, s, lab)
+
+    def _add_image(self, image_id: int, boxes: Any, scores: Any, labels: Any) -> None:
+        where = f"update (image_id {image_id})"
+        b = np.asarray(_to_numpy(boxes), dtype=np.float64)
+        if b.size == 0:
+            b = b.reshape(0, 4)
+        s = np.asarray(_to_numpy(scores), dtype=np.float64).reshape(-1)
+        lab = np.asarray(_to_numpy(labels)).reshape(-1)
+        if b.ndim != 2 or b.shape[1] != 4 or not len(b) == len(s) == len(lab):
+            raise ValueError(f"{where}: boxes must be (N, 4) with N scores and N labels, got "
+                             f"{tuple(b.shape)}, {len(s)} scores, {len(lab)} labels")
+        if not (np.isfinite(b).all() and not np.isnan(s).any()):
+            raise ValueError(f"{where}: boxes and scores must be finite")
+        xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+        if (xywh[:, 2:] < 0).any():
+            raise ValueError(f"{where}: boxes must be xyxy with x2 >= x1 and y2 >= y1")
+        if lab.dtype.kind not in "iuf" or (lab.dtype.kind == "f" and (lab != np.round(lab)).any()):
+            raise ValueError(f"{where}: labels must be integer COCO category ids")
+        idx = _lookup(self.gt.image_ids, np.array([image_id]), where, "detection", "image_id")
+        img = np.full(len(s), idx[0], dtype=np.int64)
+        cat = _lookup(self.gt.category_ids, lab.astype(np.int64), where, "detection",
+                      "category_id (label)")
+        self._chunks.append(DetectionArrays(img, cat, xywh, s))
+
+    def add_results(self, results: list | str | Path) -> None:
+        """Add COCO results: a list of ``{image_id, category_id, bbox [x,y,w,h], score}`` or a
+        json file holding one."""
+        self._chunks.append(parse_results(results, self.gt))
+
+    def compute(self) -> COCOEvalResult:
+        """Evaluate everything added so far (the detections are kept; see :meth:`reset`)."""
+        dt = _concat(self._chunks)
+        precision, recall = evaluate_arrays(self.gt.arrays, dt, len(self.gt.category_ids))
+        return COCOEvalResult(summarize(precision, recall), precision, recall,
+                              self.gt.category_ids.tolist(), list(self.gt.category_names))
+
+
+def _to_numpy(x: Any) -> Any:
+    if hasattr(x, "detach"):  # torch tensor, without importing torch here
+        return x.detach().cpu().numpy()
+    return x
+
+
+def _concat(chunks: list[DetectionArrays]) -> DetectionArrays:
+    if not chunks:
+        return DetectionArrays(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)),
+                               np.zeros(0))
+    if len(chunks) == 1:
+        return chunks[0]
+    return DetectionArrays(*(np.concatenate([getattr(c, f) for c in chunks])
+                             for f in ("img", "cat", "boxes", "score")))
+
+
+def evaluate_coco(gt: str | Path | dict, dt: list | str | Path) -> COCOEvalResult:
+    """Evaluate COCO results ``dt`` (list or json path) against ground truth ``gt`` (dict or
+    json path) for ``bbox``; see :class:`COCOEvalResult`."""
+    evaluator = COCOEvaluator(gt)
+    evaluator.add_results(dt)
+    return evaluator.compute()

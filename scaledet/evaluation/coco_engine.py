@@ -1,0 +1,324 @@
+"""The numeric core of COCO bbox evaluation: IoU, greedy matching and accumulation in numpy.
+
+It reproduces pycocotools' ``COCOeval`` (``evaluate`` + ``accumulate`` + ``summarize``) to the
+last bit, without its per-(image, category) Python loops:
+
+* detections are grouped by (image, category) with one ``lexsort``; ``rank`` is a detection's
+  position in its group after the stable sort by score (pycocotools' ``mergesort`` over
+  ``-score``), and ranks ``>= maxDets[-1]`` are dropped as pycocotools does before matching;
+* IoUs are computed only for (detection, ground truth) pairs of the same group, and pairs below
+  the lowest IoU threshold are dropped: they can never match;
+* the greedy matching is sequential only within a group, so it runs rank by rank over *all*
+  groups at once, for all 4 area ranges x 10 IoU thresholds (40 "channels") at once;
+* accumulation sorts every detection once by (category, -score), cumsums TP/FP for all
+  categories together and reads the interpolated precision at the 101 recall thresholds with
+  integer ``searchsorted`` and block maxima, so every float is computed as pycocotools does.
+
+Boxes here are COCO ``xywh`` float64 in pixels. Written in numpy because torchvision has no COCO
+evaluator and pycocotools' C code covers only the IoU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
+MAX_DETS = (1, 10, 100)
+AREA_RANGES = ((0.0, 1e10), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e10))
+AREA_NAMES = ("all", "small", "medium", "large")
+
+
+@dataclass
+class GroundTruthArrays:
+    """``G`` ground-truth boxes, in the order of the annotation list.
+
+    ``img``/``cat`` are indices into the sorted image / category ids; ``boxes`` ``(G, 4)`` xywh;
+    ``area`` the annotation's ``area`` field; ``crowd`` the ``iscrowd`` flag; ``id_is_zero``
+    marks annotation id 0, which pycocotools cannot tell from "unmatched".
+    """
+
+    img: np.ndarray
+    cat: np.ndarray
+    boxes: np.ndarray
+    area: np.ndarray
+    crowd: np.ndarray
+    id_is_zero: np.ndarray
+
+
+@dataclass
+class DetectionArrays:
+    """``D`` detections in input order: ``img``/``cat`` indices, ``boxes`` ``(D, 4)`` xywh, ``score``."""
+
+    img: np.ndarray
+    cat: np.ndarray
+    boxes: np.ndarray
+    score: np.ndarray
+
+
+def evaluate_arrays(gt: GroundTruthArrays, dt: DetectionArrays,
+                    num_categories: int) -> tuple[np.ndarray, np.ndarray]:
+    """Match and accumulate; returns pycocotools' ``precision`` ``(T, R, K, A, M)`` and
+    ``recall`` ``(T, K, A, M)`` (-1 where a category has no non-ignored ground truth)."""
+    K = num_categories
+    d = _sort_and_truncate(dt, K)
+    order = np.argsort(gt.img * K + gt.cat, kind="stable")
+    g = GroundTruthArrays(*(a[order] for a in (gt.img, gt.cat, gt.boxes, gt.area,
+                                               gt.crowd, gt.id_is_zero)))
+    gt_ignored = _outside(g.area) | g.crowd[None, :]  # (A, G)
+    det_outside = _outside(d.area)  # (A, D)
+    pair_det, pair_gt, pair_iou = _candidate_pairs(d, g, K)
+    # only detections with a candidate pair can ever match: the rest are plain FPs (or ignored)
+    cand, pair_cand = np.unique(pair_det, return_inverse=True)
+    match = _greedy_match(pair_cand, pair_gt, pair_iou, d.rank[pair_det], g.crowd, gt_ignored,
+                          len(cand))
+    tp, fp = _true_false_positives(match, gt_ignored, g.id_is_zero, det_outside[:, cand])
+    npig = np.stack([np.bincount(g.cat[~ign], minlength=K) for ign in gt_ignored], axis=1)
+    return _accumulate(d, cand, tp, fp, det_outside, npig)
+
+
+@dataclass
+class _SortedDetections:
+    img: np.ndarray
+    cat: np.ndarray
+    boxes: np.ndarray
+    score: np.ndarray
+    area: np.ndarray
+    rank: np.ndarray  # position within its (image, category) group, by score
+
+
+def _sort_and_truncate(dt: DetectionArrays, K: int) -> _SortedDetections:
+    """Sort by (image, category, -score), stable in input order; keep ranks < maxDets[-1]."""
+    key = dt.img * K + dt.cat
+    order = np.lexsort((-dt.score, key))
+    key = key[order]
+    new_group = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(key)), 0))
+    rank = np.arange(len(key)) - group_start
+    keep = order[rank < MAX_DETS[-1]]
+    boxes = dt.boxes[keep]
+    # loadRes sets a detection's area to w * h of its bbox
+    return _SortedDetections(dt.img[keep], dt.cat[keep], boxes, dt.score[keep],
+                             boxes[:, 2] * boxes[:, 3], rank[rank < MAX_DETS[-1]])
+
+
+def _outside(area: np.ndarray) -> np.ndarray:
+    """``(A, N)`` bool: area outside each area range (the ranges are inclusive)."""
+    lo = np.array([r[0] for r in AREA_RANGES])[:, None]
+    hi = np.array([r[1] for r in AREA_RANGES])[:, None]
+    return (area[None, :] < lo) | (area[None, :] > hi)
+
+
+def _candidate_pairs(d: _SortedDetections, g: GroundTruthArrays,
+                     K: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All same-group (detection, gt) pairs with IoU >= the lowest threshold.
+
+    Returned sorted by (detection rank, detection, gt) so that each matching round is a slice.
+    """
+    g_key = g.img * K + g.cat
+    d_key = d.img * K + d.cat
+    lo = np.searchsorted(g_key, d_key, side="left")
+    n = np.searchsorted(g_key, d_key, side="right") - lo
+    pair_det = np.repeat(np.arange(len(d_key)), n)
+    first = np.repeat(np.cumsum(n) - n, n)
+    pair_gt = lo[pair_det] + np.arange(len(pair_det)) - first
+    iou = coco_pair_iou(d.boxes[pair_det], g.boxes[pair_gt], g.crowd[pair_gt])
+    keep = np.flatnonzero(iou >= _thresholds()[0])
+    keep = keep[np.argsort(d.rank[pair_det[keep]], kind="stable")]
+    return pair_det[keep], pair_gt[keep], iou[keep]
+
+
+def coco_pair_iou(dt: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """IoU of paired xywh boxes ``(P, 4)``, ``(P, 4)``, as pycocotools' ``maskUtils.iou``.
+
+    For a crowd gt the union is the detection's area (the fraction of the detection inside the
+    crowd region). The operations follow pycocotools' C code so the floats are identical.
+    """
+    w = np.minimum(dt[:, 2] + dt[:, 0], gt[:, 2] + gt[:, 0]) - np.maximum(dt[:, 0], gt[:, 0])
+    h = np.minimum(dt[:, 3] + dt[:, 1], gt[:, 3] + gt[:, 1]) - np.maximum(dt[:, 1], gt[:, 1])
+    overlap = (w > 0) & (h > 0)
+    inter = np.where(overlap, w * h, 0.0)
+    dt_area = dt[:, 2] * dt[:, 3]
+    union = np.where(crowd, dt_area, dt_area + gt[:, 2] * gt[:, 3] - inter)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=overlap)
+
+
+def _thresholds() -> np.ndarray:
+    """The IoU thresholds as pycocotools compares them: ``min(t, 1 - 1e-10)``."""
+    return np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
+
+
+def _greedy_match(pair_det: np.ndarray, pair_gt: np.ndarray, pair_iou: np.ndarray,
+                  pair_rank: np.ndarray, crowd: np.ndarray, gt_ignored: np.ndarray,
+                  num_dets: int) -> np.ndarray:
+    """pycocotools' greedy matching for every (area range, IoU threshold) channel at once.
+
+    Detections are visited by score within their group, so all detections of the same rank (one
+    per group at most, groups never share gts) are matched together. A detection takes, among
+    the gts still free (crowd gts are never used up) with IoU >= the threshold, a non-ignored gt
+    if there is one, else an ignored one; the highest IoU, and on ties the later gt in
+    annotation order (pycocotools' loop keeps the last ``>=``).
+
+    Pairs come sorted by (rank, detection, gt). Returns ``(A * T, num_dets)`` int64: the matched
+    gt index per channel (channel ``a * T + t``), -1 if unmatched.
+    """
+    T = len(IOU_THRESHOLDS)
+    thr = np.tile(_thresholds(), len(AREA_RANGES))[:, None]  # (C, 1)
+    ign = np.repeat(gt_ignored, T, axis=0)  # (C, G)
+    used = np.zeros_like(ign)
+    match = np.full((len(thr), num_dets), -1, dtype=np.int64)
+    if len(pair_det) == 0:
+        return match
+    bounds = np.flatnonzero(np.r_[True, pair_rank[1:] != pair_rank[:-1], True])
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        det, gts, iou = pair_det[s:e], pair_gt[s:e], pair_iou[s:e]
+        new_det = np.r_[True, det[1:] != det[:-1]]
+        starts, seg = np.flatnonzero(new_det), np.cumsum(new_det) - 1
+        ok = (~used[:, gts] | crowd[gts]) & (iou >= thr)
+        priority = ok * (2 - ign[:, gts])  # 2: free non-ignored, 1: free ignored, 0: not allowed
+        best = np.maximum.reduceat(priority, starts, axis=1)
+        cand = (priority == best[:, seg]) & (priority > 0)
+        cand_iou = np.where(cand, iou, -1.0)
+        cand &= cand_iou == np.maximum.reduceat(cand_iou, starts, axis=1)[:, seg]
+        pick = np.maximum.reduceat(np.where(cand, np.arange(len(det)), -1), starts, axis=1)
+        c, k = np.nonzero(pick >= 0)
+        chosen = gts[pick[c, k]]
+        used[c, chosen] = True
+        match[c, det[starts[k]]] = chosen
+    return match
+
+
+def _true_false_positives(match: np.ndarray, gt_ignored: np.ndarray, id_is_zero: np.ndarray,
+                          det_outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(A * T, D)`` bool TP and FP flags; ignored detections are neither.
+
+    A detection is ignored if matched to an ignored gt, or unmatched with its area outside the
+    range. pycocotools stores the matched gt *id* and tests it for non-zero, so a match to an
+    annotation with id 0 counts as unmatched; that is kept for identical numbers.
+    """
+    T = len(IOU_THRESHOLDS)
+    matched = match >= 0
+    gt = np.where(matched, match, 0)
+    ign = np.repeat(gt_ignored, T, axis=0)
+    matched_ign = matched & np.take_along_axis(ign, gt, axis=1) if ign.size else matched
+    counted = matched & ~id_is_zero[gt] if len(id_is_zero) else matched
+    det_ign = matched_ign | (~counted & np.repeat(det_outside, T, axis=0))
+    return counted & ~det_ign, ~counted & ~det_ign
+
+
+def _accumulate(d: _SortedDetections, cand: np.ndarray, tp: np.ndarray, fp: np.ndarray,
+                outside: np.ndarray, npig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision ``(T, R, K, A, M)`` and recall ``(T, K, A, M)``.
+
+    ``cand`` indexes the detections that have candidate pairs, ``tp``/``fp`` ``(A * T, Nc)`` are
+    their flags; every other detection is a FP unless its area is ``outside`` the range.
+    Per category, pycocotools concatenates the images' top-``maxDet`` detections (in image id
+    order) and stable-sorts them by -score: the same order as a stable sort of our (image,
+    category, rank) order by (category, -score).
+    """
+    T, R, A, M = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(AREA_RANGES), len(MAX_DETS)
+    K = len(npig)
+    precision = -np.ones((T, R, K, A, M))
+    recall = -np.ones((T, K, A, M))
+    order = np.lexsort((-d.score, d.cat))
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    corder = np.argsort(position[cand])
+    cpos, tp, fp = position[cand][corder], tp[:, corder], fp[:, corder]
+    cat, rank, outside = d.cat[order], d.rank[order], outside[:, order]
+    ccat = cat[cpos]
+    start_all, _ = _segments(cat, K)
+    seg_cand = _segments(ccat, K)
+    for m, max_det in enumerate(MAX_DETS):
+        included = rank < max_det
+        for a in range(A):
+            # FPs so far = every detection counted as a plain FP + the candidates' corrections
+            plain_fp = included & ~outside[a]
+            plain_sum = np.cumsum(plain_fp)
+            plain_before = np.r_[0, plain_sum][start_all][ccat]
+            rows = slice(a * T, (a + 1) * T)
+            tp_a, fp_a = tp[rows] & included[cpos], fp[rows] & included[cpos]
+            fp_sum = (plain_sum[cpos] - plain_before
+                      + _segment_cumsum(fp_a.astype(np.int8) - plain_fp[cpos], *seg_cand))
+            tp_sum = _segment_cumsum(tp_a, *seg_cand)
+            p, r = _precision_recall(tp_a, tp_sum, fp_sum, ccat, npig[:, a])
+            precision[:, :, :, a, m] = p
+            recall[:, :, a, m] = r
+    return precision, recall
+
+
+def _segments(cat: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) of each category's run in a category-sorted array."""
+    n = np.bincount(cat, minlength=K)
+    return np.cumsum(n) - n, n
+
+
+def _segment_cumsum(x: np.ndarray, start: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """``(T, N)`` inclusive cumsum along axis 1, restarting at each segment start, int64."""
+    c = np.cumsum(x, axis=1, dtype=np.int64)
+    before = np.concatenate([np.zeros((len(c), 1), np.int64), c], axis=1)[:, start]
+    return c - np.repeat(before, n, axis=1)
+
+
+def _precision_recall(is_tp: np.ndarray, tp_sum: np.ndarray, fp_sum: np.ndarray, cat: np.ndarray,
+                      npig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolated precision ``(T, R, K)`` and recall ``(T, K)`` for one (area, maxDet).
+
+    ``is_tp``, ``tp_sum``, ``fp_sum`` ``(T, Nc)``: TP flag and running TP / FP counts at each
+    candidate detection, sorted by (category ``cat``, -score); ``npig`` ``(K,)``.
+
+    pycocotools takes ``q[r] = max(pr[i:])`` at ``i`` = the first detection whose recall
+    ``tp / npig`` reaches threshold r. Precision rises only at TPs and ``tp`` counts 1, 2, ...
+    there, so this is the max of ``pr`` over the TPs from the c-th on, c the smallest count
+    whose ``c / npig`` reaches the threshold: only TPs are needed, and every ``pr`` value is
+    the float pycocotools computes.
+    """
+    T = len(is_tp)
+    K, R = len(npig), len(RECALL_THRESHOLDS)
+    t, j = np.nonzero(is_tp)  # row-major: segments (t, k) come out in order
+    tp_at, fp_at = tp_sum[t, j], fp_sum[t, j]
+    pr = tp_at / (fp_at + tp_at + np.spacing(1))  # same float ops as pycocotools
+    n_tp = np.bincount(t * K + cat[j], minlength=T * K).reshape(T, K)
+    start = (np.cumsum(n_tp) - n_tp.ravel()).reshape(T, K)
+    has_gt = npig > 0
+    recall = np.where(has_gt, n_tp / np.maximum(npig, 1), -1.0)
+    first = np.maximum(_counts_reaching(npig), 1) - 1  # (K, R) index of that TP in the segment
+    b = start[:, :, None] + np.minimum(first[None], n_tp[:, :, None])
+    bounds = np.concatenate([b, (start + n_tp)[:, :, None]], axis=2).ravel()
+    # max of pr over [b_r, b_r+1), then the running max from the right
+    block = np.maximum.reduceat(np.r_[pr, 0.0], bounds)
+    block = np.where(bounds[:-1] < bounds[1:], block[:-1], 0.0)
+    block = np.r_[block, 0.0].reshape(T, K, R + 1)[:, :, :R]
+    q = np.maximum.accumulate(block[:, :, ::-1], axis=2)[:, :, ::-1]
+    q = np.where(has_gt[None, :, None], q, -1.0)
+    return q.transpose(0, 2, 1), recall
+
+
+def _counts_reaching(npig: np.ndarray) -> np.ndarray:
+    """``(K, R)`` smallest integer c with ``c / npig >= recThr`` in float64."""
+    n = np.maximum(npig, 1).astype(np.float64)[:, None, None]
+    guess = np.floor(RECALL_THRESHOLDS[None, :] * n[..., 0]).astype(np.int64) - 1
+    cands = np.maximum(guess[:, :, None] + np.arange(4), 0)  # (K, R, 4), ascending
+    ok = cands / n >= RECALL_THRESHOLDS[None, :, None]  # the last candidate always is
+    return np.take_along_axis(cands, ok.argmax(axis=2)[..., None], axis=2)[..., 0]
+
+
+def summarize(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    """The 12 COCO stats from ``precision``/``recall``, as pycocotools' ``summarize``.
+
+    Order: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl. -1 when no category
+    has ground truth for a stat.
+    """
+    specs = [(1, None, 0, 2), (1, 0.5, 0, 2), (1, 0.75, 0, 2), (1, None, 1, 2), (1, None, 2, 2),
+             (1, None, 3, 2), (0, None, 0, 0), (0, None, 0, 1), (0, None, 0, 2),
+             (0, None, 1, 2), (0, None, 2, 2), (0, None, 3, 2)]
+    stats = np.zeros(12)
+    for i, (ap, iou, a, m) in enumerate(specs):
+        s = precision if ap else recall
+        if iou is not None:
+            s = s[np.where(iou == IOU_THRESHOLDS)[0]]
+        s = s[..., a, m]
+        stats[i] = np.mean(s[s > -1]) if np.any(s > -1) else -1
+    return stats
