@@ -2,12 +2,14 @@
 
 ``read_image`` decodes JPEG and PNG with ``torchvision.io.decode_image`` (libjpeg-turbo / libpng
 called on the bytes already in memory, writing straight into a tensor) and everything else, and
-every request for a reduced size, with PIL. Measured in ``benchmarks/bench_images.py`` (see
-``benchmarks/RESULTS.md``): torchvision decodes a 320 px JPEG about 1.3-1.6x faster than
-``PIL.Image.open(...).convert("RGB")`` + ``np.asarray``, because PIL goes through its own tile
-decoder and then copies the image into a new buffer for numpy; both apply the EXIF orientation.
-For huge JPEGs with ``max_side``, PIL's ``draft`` mode decodes at 1/2, 1/4 or 1/8 scale inside
-libjpeg (the full-resolution image never exists in memory), which torchvision cannot do.
+every request for a reduced size, with PIL. Measured in ``benchmarks/bench_images.py`` (results in
+``benchmarks/RESULTS.md``, 2 shared CPU cores): against ``PIL.Image.open`` + ``exif_transpose`` +
+``convert("RGB")`` + ``np.asarray`` (what a PIL reader needs to give the same result) torchvision
+is 1.2-1.5x faster on JPEG and about 1.1x on PNG. Both call the same C libraries; the gain is PIL's
+extra passes (its tile decoder writes into PIL's own buffer, ``convert`` and ``asarray`` copy the
+image again). For huge JPEGs with ``max_side`` we use PIL's ``draft`` mode instead, which decodes
+at 1/2, 1/4 or 1/8 scale inside libjpeg (4.5x faster than a full decode + resize for a 6000x4000
+image, and the full-resolution image never exists in memory); torchvision cannot do that.
 
 Every failure (missing, unreadable, corrupt or truncated file, too many pixels) raises
 ``ImageReadError`` naming the path, so a data loader can count and skip bad images.
@@ -81,11 +83,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
         ImageReadError: the file is missing or not a readable image.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageReadError(f"{path}: cannot read image ({e.strerror or e})") from e
-    with _open_pil(path, data) as im:
+    if not path.is_file():
+        raise ImageReadError(f"{path}: cannot read image (no such file)")
+    with _open_pil(path, path) as im:  # PIL reads only the header from the file
         width, height = im.size
         if _orientation(im) in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
@@ -103,11 +103,11 @@ def _pixel_limit(limit: int | None):
 
 
 @contextmanager
-def _open_pil(path: Path, data: bytes):
-    """PIL image opened lazily (header parsed, pixels not decoded) from ``data``."""
+def _open_pil(path: Path, source: bytes | Path):
+    """PIL image opened lazily (header parsed, pixels not decoded) from bytes or a file."""
     try:
         with _pixel_limit(None):  # our own MAX_PIXELS check replaces PIL's
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
         raise ImageReadError(f"{path}: not a readable image ({e})") from e
     with im:
