@@ -1,1 +1,47 @@
-"""scaledet.models."""
+"""scaledet.models: ``Detector(backbone, neck, head)``, its parts, and named presets.
+
+>>> from scaledet.models import build
+>>> model = build("fcos-n", num_classes=3)
+"""
+
+from scaledet.models.assigners import ATSSAssigner, FCOSAssigner
+from scaledet.models.backbones.csp import CSPNet
+from scaledet.models.box_coders import PointDistanceCoder
+from scaledet.models.detector import Detector
+from scaledet.models.factory import (
+    PRESETS,
+    BackboneConfig,
+    HeadConfig,
+    ModelConfig,
+    NeckConfig,
+    build,
+    build_from_config,
+    config_from_dict,
+)
+from scaledet.models.heads.dense import NMS_METHODS, DenseHead, PostProcess, postprocess
+from scaledet.models.heads.fcos import FCOSHead
+from scaledet.models.necks.pan import PAFPN, SPP, SPPF
+
+__all__ = [
+    "NMS_METHODS",
+    "PRESETS",
+    "SPP",
+    "SPPF",
+    "ATSSAssigner",
+    "BackboneConfig",
+    "CSPNet",
+    "DenseHead",
+    "Detector",
+    "FCOSAssigner",
+    "FCOSHead",
+    "HeadConfig",
+    "ModelConfig",
+    "NeckConfig",
+    "PAFPN",
+    "PointDistanceCoder",
+    "PostProcess",
+    "build",
+    "build_from_config",
+    "config_from_dict",
+    "postprocess",
+]

@@ -1,0 +1,187 @@
+"""Named presets and the typed config they are built from.
+
+``build("fcos-n", num_classes=C)`` returns a :class:`~scaledet.models.detector.Detector`
+whose ``config`` (a :class:`ModelConfig`) fully describes the architecture;
+``dataclasses.asdict(model.config)`` is JSON-safe and ``build_from_config(that_dict)`` rebuilds
+the same model (checkpoints store it next to the weights).
+
+The factory only knows the FCOS presets. Other models need no table edit: compose
+``Detector(MyBackbone(...), MyNeck(...), MyHead(...))`` directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scaledet.models.assigners import ATSSAssigner, FCOSAssigner
+from scaledet.models.backbones.csp import CSPNet
+from scaledet.models.detector import Detector
+from scaledet.models.heads.dense import PostProcess
+from scaledet.models.heads.fcos import FCOSHead
+from scaledet.models.necks.pan import PAFPN
+
+ASSIGNERS = ("atss", "fcos")
+
+
+@dataclass
+class BackboneConfig:
+    """:class:`~scaledet.models.backbones.csp.CSPNet` arguments."""
+
+    widths: tuple[int, ...] = (16, 24, 48, 96, 192)
+    depths: tuple[int, ...] = (0, 1, 1, 1)
+    depthwise: bool = False
+
+
+@dataclass
+class NeckConfig:
+    """:class:`~scaledet.models.necks.pan.PAFPN` arguments."""
+
+    channels: int = 48
+    bottom_up: bool = True
+    depth: int = 0
+    depthwise: bool = True
+    sppf_k: int = 5
+
+
+@dataclass
+class HeadConfig:
+    """:class:`~scaledet.models.heads.fcos.FCOSHead` arguments and its assigner.
+
+    ``assigner``: ``"atss"`` (``atss_topk`` candidates per level) or ``"fcos"`` (centre
+    sampling of ``center_radius`` strides; level ``i`` takes objects whose largest
+    point-to-side distance lies between ``fcos_bounds[i-1]`` and ``fcos_bounds[i]`` pixels,
+    the first from 0 and the last unbounded).
+    """
+
+    num_convs: int = 1
+    depthwise: bool = True
+    norm: str = "gn"
+    assigner: str = "atss"
+    atss_topk: int = 9
+    center_radius: float = 1.5
+    fcos_bounds: tuple[float, ...] = (64.0, 128.0)
+    box_loss: str = "giou"
+    box_loss_weight: float = 2.0
+    vfl_alpha: float = 0.75
+    vfl_gamma: float = 2.0
+    prior_prob: float = 0.01
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model (architecture and inference settings).
+
+    ``lr`` is the preset's recommended AdamW learning rate (used by the trainer when no
+    ``--lr`` is given); it does not affect the architecture.
+    """
+
+    name: str = "fcos-n"
+    num_classes: int = 80
+    strides: tuple[int, ...] = (8, 16, 32)
+    act: str = "relu"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    neck: NeckConfig = field(default_factory=NeckConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    postprocess: PostProcess = field(default_factory=PostProcess)
+    lr: float = 2e-3
+
+
+def fcos_n(num_classes: int = 80) -> ModelConfig:
+    """fcos-n: the default, fastest preset (see the README table for FLOPs and speed)."""
+    return ModelConfig(name="fcos-n", num_classes=num_classes)
+
+
+def fcos_s(num_classes: int = 80) -> ModelConfig:
+    """fcos-s: wider and deeper than fcos-n."""
+    return ModelConfig(name="fcos-s", num_classes=num_classes,
+                       backbone=BackboneConfig(widths=(16, 32, 64, 128, 256), depths=(1, 1, 2, 1)),
+                       neck=NeckConfig(channels=64, depth=1),
+                       head=HeadConfig(num_convs=2))
+
+
+def fcos_m(num_classes: int = 80) -> ModelConfig:
+    """fcos-m: the largest preset."""
+    return ModelConfig(name="fcos-m", num_classes=num_classes, act="silu",
+                       backbone=BackboneConfig(widths=(24, 48, 96, 192, 384), depths=(1, 2, 2, 1)),
+                       neck=NeckConfig(channels=96, depth=1, depthwise=False),
+                       head=HeadConfig(num_convs=2), lr=1e-3)
+
+
+PRESETS: dict[str, Callable[..., ModelConfig]] = {"fcos-n": fcos_n, "fcos-s": fcos_s,
+                                                  "fcos-m": fcos_m}
+
+
+def build(name: str = "fcos-n", *, num_classes: int = 80, **overrides) -> Detector:
+    """Build the preset ``name`` for ``num_classes`` classes.
+
+    ``overrides`` replace fields of the :class:`ModelConfig`; a dict value updates a nested
+    config, e.g. ``build("fcos-n", num_classes=3, head={"assigner": "fcos"})``.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; valid names: {', '.join(PRESETS)}")
+    cfg = PRESETS[name](num_classes)
+    for key, value in overrides.items():
+        if key not in {f.name for f in dataclasses.fields(cfg)}:
+            raise ValueError(f"unknown ModelConfig field {key!r}")
+        current = getattr(cfg, key)
+        if isinstance(value, dict) and dataclasses.is_dataclass(current):
+            value = dataclasses.replace(current, **value)
+        setattr(cfg, key, value)
+    return build_from_config(cfg)
+
+
+def build_from_config(cfg: ModelConfig | dict) -> Detector:
+    """Build the model a :class:`ModelConfig` (or its ``asdict`` / JSON form) describes."""
+    if isinstance(cfg, dict):
+        cfg = config_from_dict(cfg)
+    b, n, h = cfg.backbone, cfg.neck, cfg.head
+    backbone = CSPNet(widths=b.widths, depths=b.depths, depthwise=b.depthwise, act=cfg.act,
+                      out_strides=cfg.strides)
+    neck = PAFPN(in_channels=backbone.out_channels, channels=n.channels, bottom_up=n.bottom_up,
+                 sppf_k=n.sppf_k, depth=n.depth, depthwise=n.depthwise, act=cfg.act)
+    head = FCOSHead(num_classes=cfg.num_classes, in_channels=n.channels, strides=cfg.strides,
+                    num_convs=h.num_convs, depthwise=h.depthwise, norm=h.norm, act=cfg.act,
+                    assigner=_assigner(h), box_loss=h.box_loss,
+                    box_loss_weight=h.box_loss_weight, vfl_alpha=h.vfl_alpha,
+                    vfl_gamma=h.vfl_gamma, prior_prob=h.prior_prob)
+    model = Detector(backbone, neck, head, postprocess=dataclasses.replace(cfg.postprocess))
+    model.config = cfg
+    return model
+
+
+def _assigner(h: HeadConfig):
+    if h.assigner == "atss":
+        return ATSSAssigner(topk=h.atss_topk)
+    if h.assigner == "fcos":
+        bounds = [0.0, *h.fcos_bounds, float("inf")]
+        return FCOSAssigner(regress_ranges=list(zip(bounds[:-1], bounds[1:])),
+                            radius=h.center_radius)
+    raise ValueError(f"head.assigner must be one of {ASSIGNERS}, got {h.assigner!r}")
+
+
+def config_from_dict(data: dict) -> ModelConfig:
+    """Inverse of ``dataclasses.asdict`` for :class:`ModelConfig` (lists back to tuples,
+    nested dicts back to their dataclasses); unknown keys raise ``ValueError``."""
+    return _from_dict(ModelConfig, data, "model config")
+
+
+def _from_dict(cls: type, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a dict, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; valid: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            value = _from_dict(hint, value, f"{where}.{key}")
+        elif typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)

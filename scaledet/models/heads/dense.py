@@ -1,0 +1,191 @@
+"""Shared parts of dense (one prediction per feature-map location) detection heads.
+
+:class:`DenseHead` generates the location grid of every pyramid level, flattens per-level maps
+and turns them into boxes and scores; :func:`postprocess` does score threshold, per-level
+top-k, class-aware NMS (hard, Soft-NMS, DIoU-NMS) and the per-image cap. A new head
+(CenterNet, YOLO...) subclasses :class:`DenseHead` and adds only its layers (``forward``), its
+box decoding (``decode``) and its assignment and loss (``loss``).
+
+Locations are numbered level by level, finest level first, row-major inside a level; all
+flattened tensors (``(B, P, K)``) follow that order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from scaledet.ops import batched_diou_nms, batched_nms, batched_soft_nms
+
+NMS_METHODS = ("hard", "soft-linear", "soft-gaussian", "diou")
+
+
+@dataclass
+class PostProcess:
+    """Inference settings (see :func:`postprocess`).
+
+    Attributes:
+        score_thresh: drop (location, class) scores at or below this before NMS.
+        topk_per_level: keep at most this many candidates per pyramid level before NMS.
+        nms: ``"hard"`` (greedy), ``"soft-linear"`` / ``"soft-gaussian"`` (Soft-NMS, Bodla et
+            al.), or ``"diou"`` (DIoU-NMS, Zheng et al.); always class-aware.
+        nms_iou: IoU threshold (hard, DIoU, Soft-NMS linear).
+        soft_sigma: Soft-NMS gaussian width.
+        max_det: detections kept per image (100 for COCO-style evaluation; 300 for crowded
+            scenes).
+    """
+
+    score_thresh: float = 0.05
+    topk_per_level: int = 1000
+    nms: str = "hard"
+    nms_iou: float = 0.6
+    soft_sigma: float = 0.5
+    max_det: int = 100
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for an unknown NMS method or out-of-range numbers."""
+        if self.nms not in NMS_METHODS:
+            raise ValueError(f"nms must be one of {NMS_METHODS}, got {self.nms!r}")
+        if not 0 <= self.score_thresh < 1:
+            raise ValueError(f"score_thresh must be in [0, 1), got {self.score_thresh}")
+        if not 0 < self.nms_iou <= 1:
+            raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
+        if self.max_det < 1 or self.topk_per_level < 1:
+            raise ValueError(f"max_det and topk_per_level must be >= 1, got {self.max_det}, "
+                             f"{self.topk_per_level}")
+
+
+def flatten_levels(maps: Sequence[Tensor]) -> Tensor:
+    """Per-level ``(B, K, H_l, W_l)`` maps -> ``(B, P, K)`` with ``P = sum(H_l * W_l)``."""
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1]) for m in maps],
+                     dim=1)
+
+
+def make_points(shapes: Sequence[tuple[int, int]], strides: Sequence[int],
+                device: torch.device | None = None) -> tuple[Tensor, Tensor, list[int]]:
+    """Location centres of every level.
+
+    Args:
+        shapes: ``(H_l, W_l)`` of each level's map, finest first.
+        strides: pixels per location of each level.
+
+    Returns:
+        ``points (P, 2)`` float32 xy pixel centres ``((j + 0.5) * stride, (i + 0.5) * stride)``,
+        ``point_strides (P,)`` float32, and the number of locations per level.
+    """
+    points, point_strides, sizes = [], [], []
+    for (h, w), s in zip(shapes, strides):
+        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * s
+        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * s
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        points.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1))
+        point_strides.append(torch.full((h * w,), float(s), device=device))
+        sizes.append(h * w)
+    return torch.cat(points), torch.cat(point_strides), sizes
+
+
+class DenseHead(nn.Module):
+    """Base class of dense heads.
+
+    Subclasses implement:
+
+    - ``forward(feats) -> (cls_maps, reg_maps)``: per level ``(B, num_classes, H_l, W_l)``
+      classification logits and ``(B, R, H_l, W_l)`` box regression;
+    - ``decode(points, strides, reg) -> boxes``: ``(B, P, R)`` regression to ``(B, P, 4)`` xyxy
+      pixels of the (padded) input;
+    - ``loss(cls_maps, reg_maps, targets) -> dict`` of named scalar losses with ``"loss"`` the
+      total.
+
+    Args:
+        num_classes: number of foreground classes (sigmoid scores, no background class).
+        strides: stride of each input level, finest first.
+    """
+
+    def __init__(self, *, num_classes: int, strides: Sequence[int]) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.strides = tuple(int(s) for s in strides)
+
+    def points(self, maps: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[int]]:
+        """Location centres for per-level maps (see :func:`make_points`)."""
+        if len(maps) != len(self.strides):
+            raise ValueError(f"head has {len(self.strides)} strides but got {len(maps)} levels")
+        return make_points([tuple(m.shape[-2:]) for m in maps], self.strides, maps[0].device)
+
+    def decode(self, points: Tensor, strides: Tensor, reg: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def loss(self, cls_maps: list[Tensor], reg_maps: list[Tensor], targets: list[dict]
+             ) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def predict(self, cls_maps: list[Tensor], reg_maps: list[Tensor]
+                ) -> tuple[Tensor, Tensor, list[int]]:
+        """Boxes ``(B, P, 4)`` xyxy pixels, scores ``(B, P, C)`` in ``[0, 1]``, locations per
+        level. Only tensor ops without data-dependent control flow, so it exports to ONNX."""
+        points, strides, sizes = self.points(cls_maps)
+        boxes = self.decode(points, strides, flatten_levels(reg_maps))
+        return boxes, flatten_levels(cls_maps).sigmoid(), sizes
+
+
+def postprocess(boxes: Tensor, scores: Tensor, level_sizes: Sequence[int], cfg: PostProcess
+                ) -> list[dict[str, Tensor]]:
+    """Turn dense predictions into final detections, image by image.
+
+    Args:
+        boxes: ``(B, P, 4)`` xyxy pixels.
+        scores: ``(B, P, C)`` per-class scores.
+        level_sizes: locations per level (``P`` in total), for the per-level top-k.
+        cfg: thresholds and NMS method.
+
+    Returns:
+        One dict per image: ``boxes (K, 4)`` xyxy, ``scores (K,)``, ``labels (K,)`` int64,
+        sorted by descending score, ``K <= cfg.max_det``.
+    """
+    cfg.validate()
+    return [_postprocess_image(b, s, level_sizes, cfg) for b, s in zip(boxes, scores)]
+
+
+def _candidates(scores: Tensor, level_sizes: Sequence[int], cfg: PostProcess
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """(location, class) pairs scoring above the threshold, the best ``topk_per_level`` of each
+    level: ``(locations, labels, scores)``, each ``(M,)``."""
+    num_classes = scores.shape[1]
+    locs, labels, values = [], [], []
+    start = 0
+    for s in scores.split(list(level_sizes)):
+        flat = s.reshape(-1)
+        idx = (flat > cfg.score_thresh).nonzero().squeeze(1)
+        if idx.numel() > cfg.topk_per_level:
+            idx = idx[flat[idx].topk(cfg.topk_per_level).indices]
+        locs.append(idx // num_classes + start)
+        labels.append(idx % num_classes)
+        values.append(flat[idx])
+        start += s.shape[0]
+    return torch.cat(locs), torch.cat(labels), torch.cat(values)
+
+
+def _postprocess_image(boxes: Tensor, scores: Tensor, level_sizes: Sequence[int],
+                       cfg: PostProcess) -> dict[str, Tensor]:
+    locs, labels, values = _candidates(scores, level_sizes, cfg)
+    boxes = boxes[locs]
+    if cfg.nms == "hard":
+        keep = batched_nms(boxes, values, labels, cfg.nms_iou)
+        values = values[keep]
+    elif cfg.nms == "diou":
+        keep = batched_diou_nms(boxes, values, labels, cfg.nms_iou)
+        values = values[keep]
+    else:  # Soft-NMS returns the decayed scores of the kept boxes, in keep order
+        keep, values = batched_soft_nms(boxes, values, labels, method=cfg.nms[len("soft-"):],
+                                        sigma=cfg.soft_sigma, iou_threshold=cfg.nms_iou,
+                                        score_threshold=cfg.score_thresh)
+    keep, values = keep[: cfg.max_det], values[: cfg.max_det]
+    return {"boxes": boxes[keep], "scores": values, "labels": labels[keep]}

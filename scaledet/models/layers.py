@@ -1,0 +1,125 @@
+"""Small building blocks shared by backbones, necks and heads.
+
+Every block is ``Conv2d(bias=False) -> BatchNorm2d -> activation`` (or a depthwise-separable
+pair of those) so that models train from scratch without pretrained weights: BatchNorm keeps
+activations well scaled and the convolutions use Kaiming-normal init (see :func:`init_weights`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+ACTIVATIONS = ("relu", "silu", "leaky_relu")
+
+
+def make_act(name: str) -> nn.Module:
+    """Return the activation module called ``name`` (one of :data:`ACTIVATIONS`)."""
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "silu":
+        return nn.SiLU(inplace=True)
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.1, inplace=True)
+    raise ValueError(f"act must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def make_norm(name: str, channels: int) -> nn.Module:
+    """``"bn"``: BatchNorm2d; ``"gn"``: GroupNorm with 16 groups (fewer if ``channels`` is not
+    divisible), independent of the batch, so it suits heads shared across pyramid levels."""
+    if name == "bn":
+        return nn.BatchNorm2d(channels)
+    if name == "gn":
+        groups = next(g for g in (16, 8, 4, 2, 1) if channels % g == 0)
+        return nn.GroupNorm(groups, channels)
+    raise ValueError(f"norm must be 'bn' or 'gn', got {name!r}")
+
+
+class ConvBNAct(nn.Sequential):
+    """``k x k`` convolution (no bias) + norm (BatchNorm by default) + activation;
+    ``(B, cin, H, W) -> (B, cout, ceil(H / s), ceil(W / s))``."""
+
+    def __init__(self, cin: int, cout: int, *, k: int = 3, s: int = 1, groups: int = 1,
+                 act: str | None = "relu", norm: str = "bn") -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
+            make_norm(norm, cout),
+        )
+        if act is not None:
+            self.append(make_act(act))
+        self.out_channels = cout
+
+
+class DWSepConv(nn.Sequential):
+    """Depthwise-separable convolution (MobileNet): depthwise ``k x k`` (stride ``s``) then
+    pointwise ``1 x 1``, each with BatchNorm and activation. About ``k*k`` times fewer FLOPs than
+    a dense ``k x k`` convolution when ``cout`` is large."""
+
+    def __init__(self, cin: int, cout: int, *, k: int = 3, s: int = 1, act: str = "relu",
+                 norm: str = "bn") -> None:
+        super().__init__(
+            ConvBNAct(cin, cin, k=k, s=s, groups=cin, act=act, norm=norm),
+            ConvBNAct(cin, cout, k=1, act=act, norm=norm),
+        )
+        self.out_channels = cout
+
+
+def conv_block(cin: int, cout: int, *, k: int = 3, s: int = 1, depthwise: bool = False,
+               act: str = "relu", norm: str = "bn") -> nn.Module:
+    """A dense :class:`ConvBNAct` or, with ``depthwise``, a :class:`DWSepConv` (only for k > 1)."""
+    if depthwise and k > 1:
+        return DWSepConv(cin, cout, k=k, s=s, act=act, norm=norm)
+    return ConvBNAct(cin, cout, k=k, s=s, act=act, norm=norm)
+
+
+class Bottleneck(nn.Module):
+    """Two ``3 x 3`` convolutions with an identity shortcut (ResNet basic block without the
+    final activation); ``(B, c, H, W) -> (B, c, H, W)``."""
+
+    def __init__(self, c: int, *, depthwise: bool = False, act: str = "relu") -> None:
+        super().__init__()
+        self.conv1 = conv_block(c, c, depthwise=depthwise, act=act)
+        self.conv2 = conv_block(c, c, depthwise=depthwise, act=act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(self.conv1(x))
+
+
+class CSPBlock(nn.Module):
+    """Cross-stage-partial block in the C2f form of YOLOv8.
+
+    A ``1 x 1`` conv splits the input into two halves; ``n`` bottlenecks run on one half and
+    every intermediate output is concatenated with the untouched half before a final ``1 x 1``
+    conv. Only half the channels pass through the ``3 x 3`` convolutions, which is what makes CSP
+    blocks cheap, and the concatenation keeps a short gradient path for training from scratch.
+    ``(B, cin, H, W) -> (B, cout, H, W)``.
+    """
+
+    def __init__(self, cin: int, cout: int, *, n: int = 1, depthwise: bool = False,
+                 act: str = "relu") -> None:
+        super().__init__()
+        self.hidden = max(cout // 2, 8)
+        self.cv1 = ConvBNAct(cin, 2 * self.hidden, k=1, act=act)
+        self.blocks = nn.ModuleList(Bottleneck(self.hidden, depthwise=depthwise, act=act)
+                                    for _ in range(n))
+        self.cv2 = ConvBNAct((2 + n) * self.hidden, cout, k=1, act=act)
+        self.out_channels = cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = list(self.cv1(x).split(self.hidden, dim=1))
+        for block in self.blocks:
+            parts.append(block(parts[-1]))
+        return self.cv2(torch.cat(parts, dim=1))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Kaiming-normal (fan-out) init for convolutions, BatchNorm to identity; for training from
+    scratch. Heads re-initialise their prediction layers afterwards (prior-probability bias)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
