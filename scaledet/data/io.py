@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,10 @@ def convert_dataset(src: str | Path, dst: str | Path, to: str, *,
             from scaledet.data.yolo import write_yolo_labels
 
             write_yolo_labels(out, dst / "labels" / split)
+            crowd = sum(int(r.iscrowd.sum()) for r in ds.records)
+            if crowd:
+                warnings.warn(f"{split}: {crowd} crowd regions left out (YOLO has no crowd flag)",
+                              stacklevel=2)
         counts[split] = len(ds)
     if to == "yolo":
         from scaledet.data.yolo import write_yolo_yaml
