@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from scaledet.data.coco import to_coco_dict, write_coco_json
 from scaledet.data.records import DetectionDataset, DetectionRecord
+
+__all__ = ["CLASS_NAMES", "make_synthetic_dataset", "synth_image", "to_coco_dict"]
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "arrow")
 MIN_VISIBLE = 0.5  # keep an occluded object's box when at least this fraction is visible
@@ -72,8 +75,6 @@ def make_synthetic_dataset(out: str | Path, n_train: int = 800, n_val: int = 200
     splits = {"train": n_train, "val": n_val}
     datasets = {s: _write_split(out, s, n, seed, imgsz) for s, n in splits.items()}
     if format == "coco":
-        from scaledet.data.coco import write_coco_json
-
         for split, ds in datasets.items():
             write_coco_json(ds, out / "annotations" / f"instances_{split}.json")
     else:
