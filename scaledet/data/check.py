@@ -86,6 +86,8 @@ def check_split(path: str | Path, split: str, *, workers: int | None = None) -> 
         issues.add(p.kind, p.where, p.message)
     base = Path(path) if Path(path).is_dir() else Path(path).parent
     fmt = dataset_format(path)
+    import torchvision.io  # noqa: F401  (imported here once, not by the first worker threads)
+
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         image_results = pool.map(lambda r: _check_image(ds, r), ds.records)
         for record, result in zip(ds.records, image_results):
