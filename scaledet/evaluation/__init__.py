@@ -1,5 +1,8 @@
 """scaledet.evaluation: COCO bbox evaluation (pycocotools-exact, numpy), segmentation metrics,
-precision-recall plots."""
+precision-recall plots.
+
+The COCO evaluator needs only numpy; the segmentation metrics (torch) load on first use.
+"""
 
 from scaledet.evaluation.coco import (
     STAT_NAMES,
@@ -17,4 +20,14 @@ __all__ = [
     "evaluate_coco",
     "format_coco_stats",
     "load_ground_truth",
+    "SegmentationMetrics",
+    "metrics_from_confusion",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("SegmentationMetrics", "metrics_from_confusion"):
+        from scaledet.evaluation import segmentation
+
+        return getattr(segmentation, name)
+    raise AttributeError(f"module 'scaledet.evaluation' has no attribute {name!r}")
