@@ -23,10 +23,12 @@ from scaledet.ops.nms import (
     nms,
     soft_nms,
 )
+from scaledet.ops.receptive_field import RFLayer, receptive_field, receptive_field_table
 
 __all__ = [
     "BOX_FORMATS",
     "IOU_KINDS",
+    "RFLayer",
     "batched_diou_nms",
     "batched_nms",
     "batched_soft_nms",
@@ -38,6 +40,8 @@ __all__ = [
     "diou_nms",
     "iou_loss",
     "nms",
+    "receptive_field",
+    "receptive_field_table",
     "remove_small_boxes",
     "scale_boxes",
     "soft_nms",
