@@ -22,6 +22,7 @@ images are scaled to 8 bit (``v * 255 / 65535``, not clipped as PIL's ``convert(
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,14 +93,20 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return width, height
 
 
+_PIXEL_LIMIT_LOCK = threading.Lock()
+
+
 @contextmanager
 def _pixel_limit(limit: int | None):
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = limit
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
+    """Set PIL's global ``MAX_IMAGE_PIXELS`` for the duration (locked: threads share the global,
+    and interleaved save/restore pairs could otherwise leave it changed)."""
+    with _PIXEL_LIMIT_LOCK:
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
 
 
 @contextmanager
