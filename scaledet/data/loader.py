@@ -163,7 +163,9 @@ class DetectionTorchDataset(Dataset):
     # ---- samples ------------------------------------------------------------------------
 
     def __getitem__(self, key: int | tuple[int, int, float]) -> dict | Skipped:
-        index, epoch, mosaic_p = (key, 0, self.augment.mosaic) if isinstance(key, int) else key
+        if not isinstance(key, tuple):
+            key = (int(key), 0, self.augment.mosaic)
+        index, epoch, mosaic_p = key
         first = self.load(index)
         if isinstance(first, Skipped):
             return first

@@ -22,6 +22,7 @@ from scaledet.data.transforms import (
     mosaic,
     random_crop,
     resize,
+    resized_crop,
     train_transform,
 )
 
@@ -165,6 +166,29 @@ def test_random_crop_places_small_image_inside_window():
         assert 0 <= dx <= 30 and 0 <= dy <= 20
         torch.testing.assert_close(out.boxes, s.boxes + torch.tensor([dx, dy, dx, dy]))
         assert colour_bbox(out.image, 0) == tuple(out.boxes[0].tolist())
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(20, 120), w=st.integers(20, 120), scale=st.floats(0.3, 3.0),
+       fx=st.floats(-0.5, 1.2), fy=st.floats(-0.5, 1.2), size=st.integers(8, 100))
+def test_resized_crop_equals_resize_then_crop(h, w, scale, fx, fy, size):
+    g = torch.Generator().manual_seed(h * 1000 + w)
+    smooth = torch.rand(3, h // 16 + 2, w // 16 + 2, generator=g) * 200 + 20
+    image = F.resize(smooth, [h, w], antialias=True).round().to(torch.uint8)
+    boxes = torch.tensor([[0.0, 0, w, h], [w * 0.2, h * 0.3, w * 0.6, h * 0.9]])
+    sample = Sample(image, boxes, torch.tensor([0, 1]))
+    full = resize(sample, scale)
+    x0, y0 = int(fx * full.width), int(fy * full.height)
+    window = (x0, y0, x0 + size, y0 + size)
+    want = crop(full, window, 0.25, 2.0)
+    got = resized_crop(sample, scale, window, 0.25, 2.0)
+    torch.testing.assert_close(got.boxes, want.boxes)
+    assert torch.equal(got.labels, want.labels)
+    pad = want.image == PAD_VALUE
+    diff = (got.image.int() - want.image.int()).abs()
+    assert bool((got.image[pad.all(dim=0).expand_as(pad)] == PAD_VALUE).all())
+    # Up to about a pixel of shift (rounding) on a gradient of at most ~10 levels per pixel.
+    assert float(diff.float().mean()) < 5 and int(diff.max()) < 40
 
 
 def test_hflip_hand_worked():
