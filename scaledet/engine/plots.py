@@ -1,8 +1,9 @@
-"""Training plots, written as PNG with matplotlib's non-interactive Agg backend.
+"""Training plots, written as PNG with matplotlib's Agg canvas (no pyplot, no global backend
+switch: safe headless and inside other programs).
 
 * ``losses.png``: every loss column of ``metrics.csv`` against the optimizer step.
 * ``map.png``: the validation mAP columns against wall-clock minutes.
-* PR curves: delegated to ``scaledet.evaluation``'s plotting function when that package has one.
+* ``pr_*.png``: precision-recall curves of the last validation (by ``scaledet.evaluation.plots``).
 """
 
 from __future__ import annotations
@@ -26,13 +27,21 @@ def read_metrics(csv_path: str | Path) -> dict[str, list[float]]:
             for k in rows[0]}
 
 
-def _pyplot():
-    import matplotlib
+def _figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
-    return plt
+
+def _save(fig, ax, path: Path) -> Path:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def plot_metrics(csv_path: str | Path, out_dir: str | Path) -> list[Path]:
@@ -49,49 +58,30 @@ def plot_metrics(csv_path: str | Path, out_dir: str | Path) -> list[Path]:
 
 
 def _plot_losses(cols: dict[str, list[float]], path: Path) -> Path:
-    plt = _pyplot()
     losses = [k for k in cols if k not in _NOT_LOSSES and k not in _MAP_COLUMNS and k != "AR100"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure()
     for k in losses:
         ax.plot(cols["step"], cols[k], marker="o", ms=3, label=k)
     ax.set_xlabel("step")
     ax.set_ylabel("mean loss over the epoch")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def _plot_map(cols: dict[str, list[float]], path: Path) -> Path:
-    plt = _pyplot()
     minutes = [t / 60.0 for t in cols["elapsed_s"]]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure()
     for k in _MAP_COLUMNS:
         pts = [(m, v) for m, v in zip(minutes, cols.get(k, [])) if not math.isnan(v)]
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=3, label=k)
     ax.set_xlabel("wall-clock minutes")
     ax.set_ylabel("COCO AP (validation, EMA model)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
-def plot_pr(result: Any, out_dir: str | Path, class_names: list[str] | None = None) -> list[Path]:
-    """Precision-recall curves of an evaluation result, if ``scaledet.evaluation`` can draw them.
+def plot_pr(result: Any, out_dir: str | Path) -> list[Path]:
+    """Precision-recall curves (IoU 0.50 and 0.75, and all thresholds) of a COCO evaluation
+    result, drawn by ``scaledet.evaluation.plots``; returns the files written."""
+    from scaledet.evaluation.plots import plot_pr_curves
 
-    Returns the files written ([] when the evaluation package has no plotting function).
-    """
-    try:
-        from scaledet.evaluation import plot_pr_curves
-    except ImportError:
-        return []
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = plot_pr_curves(result, out_dir, class_names=class_names)
-    return [Path(p) for p in written] if written else sorted(out_dir.glob("pr*.png"))
+    return plot_pr_curves(result, out_dir, iou_thresholds=[0.5, 0.75])

@@ -42,6 +42,7 @@ from scaledet.engine.ema import ModelEMA
 from scaledet.engine.schedule import WarmupCosine
 
 METRIC_KEYS = ["mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large", "AR100"]
+_ROW_KEYS = ("epoch", "step", "elapsed_s", "lr", "images_per_s")
 
 
 class TrainingDiverged(RuntimeError):
@@ -217,8 +218,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state(("MT19937",  # noqa: NPY002 n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["gauss"]))
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -417,9 +418,10 @@ class Trainer:
     def _end_of_epoch(self, row: dict[str, float], final: bool) -> None:
         row = {"epoch": self.epoch, "step": self.step, "elapsed_s": round(self.elapsed(), 2),
                "lr": self.optimizer.param_groups[0]["lr"], **row}
+        loss_keys = [k for k in row if k not in _ROW_KEYS]
         metrics = self._run_eval() if self._should_eval(final) else {}
         row.update(metrics)
-        self._append_csv(row)
+        self._append_csv(row, loss_keys)
         improved = bool(metrics) and metrics["mAP"] > self.best_map
         if improved:
             self.best_map = float(metrics["mAP"])
@@ -448,7 +450,9 @@ class Trainer:
         msg += f"  {row['images_per_s']:.1f} img/s  {row['elapsed_s'] / 60:.1f} min"
         tqdm.write(msg)
 
-    def _append_csv(self, row: dict[str, Any]) -> None:
+    def _append_csv(self, row: dict[str, Any], loss_keys: list[str]) -> None:
+        """Columns: epoch, step, elapsed_s, lr, the loss terms, images_per_s, METRIC_KEYS,
+        val_images_per_s (fixed by the first row; a resumed run appends to the same file)."""
         path = self.out / "metrics.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file() and path.stat().st_size > 0:
@@ -456,9 +460,8 @@ class Trainer:
                 fields = next(csv.reader(f))
             mode = "a"
         else:
-            losses = [k for k in row if k not in ("epoch", "step", "elapsed_s", "lr",
-                                                  "images_per_s") and k not in METRIC_KEYS]
-            fields = ["epoch", "step", "elapsed_s", "lr", *losses, "images_per_s", *METRIC_KEYS]
+            fields = [*_ROW_KEYS[:4], *loss_keys, "images_per_s", *METRIC_KEYS,
+                      "val_images_per_s"]
             mode = "w"
         with path.open(mode, newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore", restval="")
@@ -528,7 +531,6 @@ class Trainer:
         try:
             plot_metrics(self.out / "metrics.csv", self.out / "plots")
             if self.last_eval_result is not None:
-                plot_pr(self.last_eval_result, self.out / "plots",
-                        self.meta.get("class_names"))
+                plot_pr(self.last_eval_result, self.out / "plots")
         except Exception as e:  # a plotting problem must not lose a finished run
             tqdm.write(f"warning: could not write plots: {e}")
