@@ -358,11 +358,14 @@ class COCOEvaluator:
 
     def __init__(self, gt: str | Path | dict) -> None:
         self.gt = load_ground_truth(gt)
+        self._image_set = set(self.gt.image_ids.tolist())
+        self._category_set = set(self.gt.category_ids.tolist())
         self.reset()
 
     def reset(self) -> None:
         """Forget all detections (the ground truth stays)."""
         self._chunks: list[DetectionArrays] = []
+        self._pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def update(self, image_id: Any, boxes: Any, scores: Any, labels: Any) -> None:
         """Add the detections of one image, or of a batch of images.
@@ -374,49 +377,71 @@ class COCOEvaluator:
         ``labels`` sequences of B per-image arrays.
         """
         if np.ndim(_to_numpy(image_id)) == 0:
-            self._add_image(int(_to_numpy(image_id)), boxes, scores, labels)
-            return
-        ids = np.asarray(_to_numpy(image_id)).reshape(-1).tolist()
-        if not len(ids) == len(boxes) == len(scores) == len(labels):
-            raise ValueError(f"update: {len(ids)} image ids but {len(boxes)} boxes, "
-                             f"{len(scores)} scores and {len(labels)} labels entries")
+            ids, boxes, scores, labels = [int(_to_numpy(image_id))], [boxes], [scores], [labels]
+        else:
+            ids = np.asarray(_to_numpy(image_id)).reshape(-1).tolist()
+            if not len(ids) == len(boxes) == len(scores) == len(labels):
+                raise ValueError(f"update: {len(ids)} image ids but {len(boxes)} boxes, "
+                                 f"{len(scores)} scores and {len(labels)} labels entries")
         for i, b, s, lab in zip(ids, boxes, scores, labels):
-            self._add_image(int(i), b, s, lab)
+            arrays = _image_arrays(i, b, s, lab)
+            if i not in self._image_set:
+                raise ValueError(f"update: image_id {i} is not in the ground truth's images")
+            if not self._category_set.issuperset(arrays[2].tolist()):
+                bad = sorted(set(arrays[2].tolist()) - self._category_set)
+                raise ValueError(f"update (image_id {i}): labels {bad} are not category ids of "
+                                 "the ground truth (labels must be COCO category ids)")
+            self._pending.append((i, *arrays))
+        if len(self._pending) >= 256:  # index into the ground truth in bulk: per image is slow
+            self._flush()
 
-    def _add_image(self, image_id: int, boxes: Any, scores: Any, labels: Any) -> None:
-        where = f"update (image_id {image_id})"
-        b = np.asarray(_to_numpy(boxes), dtype=np.float64)
-        if b.size == 0:
-            b = b.reshape(0, 4)
-        s = np.asarray(_to_numpy(scores), dtype=np.float64).reshape(-1)
-        lab = np.asarray(_to_numpy(labels)).reshape(-1)
-        if b.ndim != 2 or b.shape[1] != 4 or not len(b) == len(s) == len(lab):
-            raise ValueError(f"{where}: boxes must be (N, 4) with N scores and N labels, got "
-                             f"{tuple(b.shape)}, {len(s)} scores, {len(lab)} labels")
-        if not (np.isfinite(b).all() and not np.isnan(s).any()):
-            raise ValueError(f"{where}: boxes and scores must be finite")
+    def _flush(self) -> None:
+        """Index the pending (already validated) per-image arrays into the ground truth."""
+        if not self._pending:
+            return
+        ids, b, s, lab = zip(*self._pending)
+        self._pending = []
+        counts = [len(x) for x in s]
+        b, s, lab = np.concatenate(b), np.concatenate(s), np.concatenate(lab)
         xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
-        if (xywh[:, 2:] < 0).any():
-            raise ValueError(f"{where}: boxes must be xyxy with x2 >= x1 and y2 >= y1")
-        if lab.dtype.kind not in "iuf" or (lab.dtype.kind == "f" and (lab != np.round(lab)).any()):
-            raise ValueError(f"{where}: labels must be integer COCO category ids")
-        idx = _lookup(self.gt.image_ids, np.array([image_id]), where, "detection", "image_id")
-        img = np.full(len(s), idx[0], dtype=np.int64)
-        cat = _lookup(self.gt.category_ids, lab.astype(np.int64), where, "detection",
-                      "category_id (label)")
-        self._chunks.append(DetectionArrays(img, cat, xywh, s))
+        img_idx = _lookup(self.gt.image_ids, np.array(ids, dtype=np.int64), "update", "image",
+                          "image_id")
+        cat = _lookup(self.gt.category_ids, lab, "update", "detection", "category_id (label)")
+        self._chunks.append(DetectionArrays(np.repeat(img_idx, counts), cat, xywh, s))
 
     def add_results(self, results: list | str | Path) -> None:
         """Add COCO results: a list of ``{image_id, category_id, bbox [x,y,w,h], score}`` or a
         json file holding one."""
+        self._flush()  # keep the input order
         self._chunks.append(parse_results(results, self.gt))
 
     def compute(self) -> COCOEvalResult:
         """Evaluate everything added so far (the detections are kept; see :meth:`reset`)."""
+        self._flush()
         dt = _concat(self._chunks)
         precision, recall = evaluate_arrays(self.gt.arrays, dt, len(self.gt.category_ids))
         return COCOEvalResult(summarize(precision, recall), precision, recall,
                               self.gt.category_ids.tolist(), list(self.gt.category_names))
+
+
+def _image_arrays(image_id: int, boxes: Any, scores: Any,
+                  labels: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's ``(N, 4)`` float64 boxes, ``(N,)`` float64 scores, ``(N,)`` int64 labels."""
+    b = np.asarray(_to_numpy(boxes), dtype=np.float64)
+    b = b.reshape(0, 4) if b.size == 0 else b
+    s = np.asarray(_to_numpy(scores), dtype=np.float64).reshape(-1)
+    lab = np.asarray(_to_numpy(labels)).reshape(-1)
+    if b.ndim != 2 or b.shape[1] != 4 or not len(b) == len(s) == len(lab):
+        raise ValueError(f"update (image_id {image_id}): boxes must be (N, 4) with N scores and "
+                         f"N labels, got {tuple(b.shape)}, {len(s)} scores, {len(lab)} labels")
+    if lab.dtype.kind not in "iuf" or (lab.dtype.kind == "f" and (lab != np.round(lab)).any()):
+        raise ValueError(f"update (image_id {image_id}): labels must be integer COCO category ids")
+    if not (np.isfinite(b).all() and np.isfinite(s).all()):
+        raise ValueError(f"update (image_id {image_id}): boxes and scores must be finite")
+    if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+        raise ValueError(f"update (image_id {image_id}): boxes must be xyxy with x2 >= x1 and "
+                         "y2 >= y1")
+    return b, s, lab.astype(np.int64)
 
 
 def _to_numpy(x: Any) -> Any:

@@ -227,21 +227,23 @@ def _accumulate(d: _SortedDetections, cand: np.ndarray, tp: np.ndarray, fp: np.n
     position[order] = np.arange(len(order))
     corder = np.argsort(position[cand])
     cpos, tp, fp = position[cand][corder], tp[:, corder], fp[:, corder]
-    cat, rank, outside = d.cat[order], d.rank[order], outside[:, order]
+    cat, rank, inside = d.cat[order], d.rank[order], ~outside[:, order]
     ccat = cat[cpos]
     start_all, _ = _segments(cat, K)
     seg_cand = _segments(ccat, K)
     for m, max_det in enumerate(MAX_DETS):
-        included = rank < max_det
+        # running count of FPs if every detection were unmatched, read at the candidates
+        plain_fp = inside & (rank < max_det)  # (A, N)
+        plain_sum = np.cumsum(plain_fp, axis=1)
+        before = np.concatenate([np.zeros((A, 1), np.int64), plain_sum], axis=1)[:, start_all]
+        plain_at = plain_sum[:, cpos] - before[:, ccat]  # (A, Nc)
+        included = rank[cpos] < max_det
         for a in range(A):
-            # FPs so far = every detection counted as a plain FP + the candidates' corrections
-            plain_fp = included & ~outside[a]
-            plain_sum = np.cumsum(plain_fp)
-            plain_before = np.r_[0, plain_sum][start_all][ccat]
             rows = slice(a * T, (a + 1) * T)
-            tp_a, fp_a = tp[rows] & included[cpos], fp[rows] & included[cpos]
-            fp_sum = (plain_sum[cpos] - plain_before
-                      + _segment_cumsum(fp_a.astype(np.int8) - plain_fp[cpos], *seg_cand))
+            tp_a, fp_a = tp[rows] & included, fp[rows] & included
+            # + the candidates' corrections to that count
+            fix = fp_a.astype(np.int8) - plain_fp[a, cpos]
+            fp_sum = plain_at[a] + _segment_cumsum(fix, *seg_cand)
             tp_sum = _segment_cumsum(tp_a, *seg_cand)
             p, r = _precision_recall(tp_a, tp_sum, fp_sum, ccat, npig[:, a])
             precision[:, :, :, a, m] = p
