@@ -240,3 +240,18 @@ def test_cuda_matches_cpu():
         keep_cpu, decayed_cpu = batched_soft_nms(b, s, c)
         assert keep.cpu().tolist() == keep_cpu.tolist()
         torch.testing.assert_close(decayed.cpu(), decayed_cpu)
+
+
+def test_suppression_is_strictly_greater_than_threshold():
+    # same centre, IoU exactly 8 / 16: criterion == threshold keeps both boxes
+    boxes = torch.tensor([[0.0, 0, 4, 4], [0, 1, 4, 3]])
+    scores = torch.tensor([0.9, 0.8])
+    classes = torch.zeros(2, dtype=torch.int64)
+    assert nms(boxes, scores, 0.5).tolist() == [0, 1]
+    assert batched_nms(boxes, scores, classes, 0.5).tolist() == [0, 1]
+    assert diou_nms(boxes, scores, 0.5).tolist() == [0, 1]
+    assert diou_nms(boxes, scores, 0.499).tolist() == [0]
+    assert soft_nms(boxes, scores, "linear", iou_threshold=0.5)[1].tolist() == pytest.approx(
+        [0.9, 0.8])
+    assert soft_nms(boxes, scores, "linear", iou_threshold=0.499)[1].tolist() == pytest.approx(
+        [0.9, 0.4])
