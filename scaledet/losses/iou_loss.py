@@ -29,8 +29,9 @@ def iou_loss(pred: Tensor, target: Tensor, kind: str = "giou", reduction: str = 
         target: ``(..., 4)`` target xyxy boxes, same shape as ``pred``.
         kind: one of ``"iou"``, ``"giou"``, ``"diou"``, ``"ciou"``, ``"eiou"``.
         reduction: ``"none"`` (shape ``(...)``), ``"mean"`` or ``"sum"``.
-        weight: optional ``(...)`` per-pair weights (e.g. FCOS centerness); with ``"mean"`` the
-            result is the weighted mean ``sum(w * loss) / sum(w)``.
+        weight: optional per-pair weights broadcastable to ``(...)`` (e.g. FCOS centerness):
+            ``"none"`` returns ``w * loss``, ``"sum"`` ``sum(w * loss)``, ``"mean"`` the weighted
+            mean ``sum(w * loss) / sum(w)``.
         eps: lower bound of the denominators.
 
     Returns:

@@ -107,8 +107,9 @@ def receptive_field(model_or_layers: nn.Module | Sequence, input_size: int | Pai
     """Per-layer theoretical receptive field of a CNN.
 
     Args:
-        model_or_layers: an ``nn.Module`` (traced with one dummy forward pass in eval mode under
-            ``no_grad``; training flags are restored), a list of modules (run in sequence), or
+        model_or_layers: an ``nn.Module`` whose forward takes one ``(1, C, H, W)`` image tensor
+            (traced with one dummy forward pass of zeros in eval mode under ``no_grad``;
+            training flags are restored), a list of modules (run in sequence), or
             a list of ``(kernel, stride, padding[, dilation])`` specs (ints or ``(h, w)`` pairs).
         input_size: input image size, ``int`` or ``(height, width)`` pixels.
         in_channels: channels of the dummy input (default: the first Conv2d's ``in_channels``).
