@@ -179,6 +179,8 @@ def _write_json(path: str | Path, payload: Any) -> None:
 def predict_command(args: argparse.Namespace) -> int:
     from scaledet.inference.predictor import Predictor
 
+    if not 0.0 <= args.conf <= 1.0:
+        raise ValueError(f"--conf must be in [0, 1], got {args.conf}")
     files = collect_images(args.source)
     predictor = Predictor(args.weights, device=args.device, conf=args.conf)
     out = Path(args.out)
