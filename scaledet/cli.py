@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 100)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 50)")
     p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
                    help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
     p.add_argument("--grad-ckpt", action="store_true",

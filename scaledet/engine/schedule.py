@@ -21,7 +21,7 @@ class WarmupCosine:
         min_ratio: the cosine floor, as a fraction of the base LR (reached at progress 1).
     """
 
-    warmup_iters: int = 100
+    warmup_iters: int = 50
     warmup_start: float = 0.1
     min_ratio: float = 0.05
 

@@ -67,7 +67,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float | None = None
     momentum: float = 0.9
-    warmup_iters: int = 100
+    warmup_iters: int = 50
     min_lr_ratio: float = 0.05
     ema: bool = True
     ema_decay: float = 0.9998
