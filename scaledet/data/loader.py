@@ -19,7 +19,10 @@ The contract (what the engine codes against)::
   ``AugmentConfig()``): mosaic or scale jitter + random crop/placement, flip, colour jitter.
   ``image_id`` / ``orig_size`` / ``scale`` are those of the first image of a mosaic and do not
   map augmented boxes back to the original image.
-* Shuffling (default: ``train``) and ``drop_last`` (default: ``train``).
+* Shuffling (default: ``train``) and ``drop_last`` (default: ``train``; a dataset smaller than
+  one batch still gives one batch).
+* Keyword-only extras: ``cache=True | False | "auto"`` (decoded-image RAM cache) and
+  ``device=...`` (batches moved there as uint8, then converted to float there).
 
 Determinism: every sample's randomness comes from ``np.random.default_rng((seed, epoch,
 index))`` and the order of an epoch from ``(seed, epoch)``, so results do not depend on the
