@@ -29,6 +29,8 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"scaledet train: error: {e}", file=sys.stderr)
         return 1
     out = Path(args.out)
+    if summary["skipped_steps"]:
+        print(f"warning: {summary['skipped_steps']} steps were skipped (non-finite loss)")
     print(f"best mAP {summary['best_map']:.4f}  ->  {out / 'weights' / 'best.safetensors'}")
     print(f"metrics: {out / 'metrics.csv'}   plots: {out / 'plots'}")
     return 0
@@ -73,7 +75,7 @@ def _check_positive(**values: float) -> None:
 
 
 def _budget(args: argparse.Namespace) -> str:
-    return f"{args.epochs} epochs" if args.epochs is not None else f"{args.time:g} minutes"
+    return f"{args.epochs} epochs" if args.epochs is not None else f"{args.time:.2f} minutes"
 
 
 def _prepare_out(out: Path, resume: bool, exist_ok: bool) -> Path:
@@ -112,9 +114,11 @@ def _loader(dataset, args: argparse.Namespace, train: bool):
 
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    on_gpu = str(args.device).startswith("cuda")  # then uint8 batches go to float on the GPU
     return build_dataloader(dataset, imgsz=args.imgsz, batch_size=args.batch, train=train,
                             workers=args.workers if train else min(args.workers, 1),
-                            seed=args.seed, strict=getattr(args, "strict", False))
+                            seed=args.seed, strict=getattr(args, "strict", False),
+                            device=args.device if on_gpu else None)
 
 
 def _validator(val_ds, args: argparse.Namespace, cfg):
