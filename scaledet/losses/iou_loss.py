@@ -20,9 +20,10 @@ def iou_loss(pred: Tensor, target: Tensor, kind: str = "giou", reduction: str = 
     ``>= 0`` (``<= 2`` for giou/diou/ciou, ``<= 4`` for eiou).
 
     eps policy (see ``scaledet.ops.iou``): each pair is translated and scaled so that its
-    enclosing box has side 1, then every denominator is clamped from below by ``eps``. So the
-    loss and its gradient stay finite for zero-width, identical, disjoint and huge-coordinate
-    boxes, and ``eps`` is relative to the pair's size. Computed in float32 for float16/bfloat16.
+    enclosing box has side 1; a ratio whose denominator is ``<= eps`` (degenerate boxes only)
+    divides by ``denominator + 1`` instead. So the loss and its gradient stay finite and small
+    for zero-width, identical, disjoint and huge-coordinate boxes, and ``eps`` is relative to the
+    pair's size. Computed in float32 for float16/bfloat16 (float64 stays float64).
 
     Args:
         pred: ``(..., 4)`` predicted xyxy boxes.
@@ -32,7 +33,7 @@ def iou_loss(pred: Tensor, target: Tensor, kind: str = "giou", reduction: str = 
         weight: optional per-pair weights broadcastable to ``(...)`` (e.g. FCOS centerness):
             ``"none"`` returns ``w * loss``, ``"sum"`` ``sum(w * loss)``, ``"mean"`` the weighted
             mean ``sum(w * loss) / sum(w)``.
-        eps: lower bound of the denominators.
+        eps: denominators <= eps mark degenerate boxes (see above).
 
     Returns:
         The loss in the dtype of ``pred`` (float32 for integer ``pred``); ``"mean"`` over zero

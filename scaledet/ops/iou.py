@@ -14,13 +14,17 @@ c the diagonal of C, w/h widths and heights):
   alpha = v / (1 - IoU + v), alpha treated as a constant in backward (as in torchvision)
 - EIoU  = IoU - rho^2/c^2 - (w_B-w_G)^2/C_w^2 - (h_B-h_G)^2/C_h^2 (Zhang et al. 2022) in [-3, 1]
 
-eps policy: every denominator (union, |C|, c^2, C_w^2, C_h^2, h, 1 - IoU + v) is clamped from
-below by ``eps`` (default 1e-7) instead of having ``eps`` added, so values for non-degenerate
-boxes are exact and degenerate boxes (zero width, zero area, identical points) give finite
-values and gradients: e.g. two empty boxes have IoU 0. In the aligned form both boxes are first
-translated and scaled so that their enclosing box has side <= 1 (every kind is invariant to a
-common translation and isotropic scaling), which keeps huge coordinates from overflowing and
-makes ``eps`` relative to the pair's size; in the pairwise form ``eps`` is in pixels^2.
+eps policy: every ratio here has ``0 <= numerator <= denominator`` (inter/union,
+union/|C|, rho^2/c^2, dw^2/C_w^2, ...). A denominator ``<= eps`` (default 1e-7) only occurs for
+degenerate boxes (zero area, identical points), and there the ratio divides by
+``denominator + 1`` instead: the value is ~0 and the gradient ~1, where ``0/0`` would be NaN
+and ``x / max(den, eps)`` would give gradients of 1/eps (inf once cast back to float16). Values
+for non-degenerate boxes are exact (no eps added). CIoU's atan(w/h) is computed as
+``atan2(w, h)``, finite at h = 0. In the aligned form both boxes are first translated and
+scaled so that their enclosing box has side <= 1 (every kind is invariant to a common
+translation and isotropic scaling), which keeps huge coordinates from overflowing and makes
+``eps`` relative to the pair's size; in the pairwise form ``eps`` is in pixels^2. So two empty
+boxes have IoU 0, and a pair whose union is below 1e-7 of its enclosing box counts as empty.
 Boxes with x2 < x1 (or y2 < y1) count as empty (width clamped to 0).
 """
 
@@ -46,7 +50,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, kind: str = "iou", aligned: bool = F
         kind: ``"iou"``, ``"giou"``, ``"diou"``, ``"ciou"`` or ``"eiou"``.
         aligned: ``False``: every box of boxes1 against every box of boxes2, leading dimensions
             broadcast, result ``(..., N, M)``. ``True``: element-wise pairs, result ``(...)``.
-        eps: lower bound of the denominators (see the module docstring).
+        eps: denominators <= eps mark degenerate boxes (see the module docstring).
 
     Returns:
         The overlap, in the dtype of the inputs (computed in float32 for float16/bfloat16 and
@@ -119,26 +123,37 @@ def _overlap(a: list[Tensor], b: list[Tensor], kind: str, eps: float) -> Tensor:
     ih = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
     inter = iw * ih
     union = (aw * ah + bw * bh) - inter
-    iou = inter / union.clamp(min=eps)
+    iou = _ratio(inter, union, eps)
     if kind == "iou":
         return iou
     cw = torch.maximum(ax2, bx2) - torch.minimum(ax1, bx1)
     ch = torch.maximum(ay2, by2) - torch.minimum(ay1, by1)
     if kind == "giou":
         # IoU - (|C| - |B u G|) / |C|, written as IoU - 1 + |B u G| / |C| (one op fewer)
-        return iou + (union / (cw * ch).clamp(min=eps) - 1)
-    dist = _center_dist2(a, b) / (cw.square() + ch.square()).clamp(min=eps)
+        return iou + (_ratio(union, cw * ch, eps) - 1)
+    dist = _ratio(_center_dist2(a, b), cw.square() + ch.square(), eps)
     if kind == "diou":
         return iou - dist
     if kind == "ciou":
-        v = _aspect_term(aw, ah, bw, bh, eps)
+        v = (_angle(bw, bh, eps) - _angle(aw, ah, eps)).square() * (4 / math.pi**2)
         with torch.no_grad():
-            alpha = v / (1 - iou + v).clamp(min=eps)
+            alpha = _ratio(v, 1 - iou + v, eps)
         return iou - dist - alpha * v
     # eiou
-    dw2 = (aw - bw).square() / cw.square().clamp(min=eps)
-    dh2 = (ah - bh).square() / ch.square().clamp(min=eps)
+    dw2 = _ratio((aw - bw).square(), cw.square(), eps)
+    dh2 = _ratio((ah - bh).square(), ch.square(), eps)
     return iou - dist - dw2 - dh2
+
+
+def _ratio(num: Tensor, den: Tensor, eps: float) -> Tensor:
+    """``num / den`` for ``0 <= num <= den``; where ``den <= eps`` (degenerate boxes) it divides
+    by ``den + 1`` instead, giving ~0 with a gradient of ~1 rather than 0/0 or 1/eps."""
+    return num / (den + (den <= eps))
+
+
+def _angle(w: Tensor, h: Tensor, eps: float) -> Tensor:
+    """atan(w / h) as atan2, bounded for h = 0; a point box (w + h <= eps) gets ~0."""
+    return torch.atan2(w, h + (w + h <= eps))
 
 
 def _center_dist2(a: list[Tensor], b: list[Tensor]) -> Tensor:
@@ -146,10 +161,3 @@ def _center_dist2(a: list[Tensor], b: list[Tensor]) -> Tensor:
     acx, acy = (a[0] + a[2]) / 2, (a[1] + a[3]) / 2
     bcx, bcy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
     return (acx - bcx).square() + (acy - bcy).square()
-
-
-def _aspect_term(aw: Tensor, ah: Tensor, bw: Tensor, bh: Tensor, eps: float) -> Tensor:
-    """CIoU's v = 4/pi^2 (atan(w_b/h_b) - atan(w_a/h_a))^2, broadcast."""
-    ta = torch.atan(aw / ah.clamp(min=eps))
-    tb = torch.atan(bw / bh.clamp(min=eps))
-    return (tb - ta).square() * (4 / math.pi**2)

@@ -65,6 +65,7 @@ DEGENERATE = [
     ([3.0, 3, 3, 3], [3.0, 3, 3, 3]),      # identical points
     ([3.0, 3, 3, 3], [5.0, 5, 5, 5]),      # distinct points
     ([0.0, 0, 1, 1], [0.0, 0, 1, 1]),      # identical boxes
+    ([0.0, 0, 1, 1e-8], [0.0, 0, 1, 1e-8]),  # identical slivers: union below eps
     ([0.0, 0, 1, 1], [5.0, 5, 6, 6]),      # disjoint
     ([0.0, 0, 1, 1], [1.0, 0, 2, 1]),      # touching
     ([1e7, 1e7, 1e7 + 50, 1e7 + 80], [1e7 + 10, 1e7, 1e7 + 60, 1e7 + 70]),  # huge
@@ -86,6 +87,7 @@ def test_degenerate_boxes_finite_values_and_gradients(kind, dtype):
         assert loss.dtype == dtype
         assert torch.isfinite(loss).all(), (kind, p, t)
         assert torch.isfinite(pred.grad).all(), (kind, p, t, pred.grad)
+        assert pred.grad.abs().max() <= 10, (kind, p, t, pred.grad)  # no 1/eps blow-up
         assert loss.item() >= 0
 
 
