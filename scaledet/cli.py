@@ -119,15 +119,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu")
 
-    p = _add(sub, "predict", "scaledet.engine.commands:predict_command",
-             "run a detector on images or folders: annotated images and COCO-results json",
-             "  scaledet predict --weights best.safetensors img1.jpg folder/ --out runs/pred\n")
+    p = _add(sub, "predict", "scaledet.inference.commands:predict_command",
+             "run a detector on images or folders: annotated images and COCO-results json "
+             "(or Parquet), streamed and resumable",
+             "  scaledet predict --weights best.safetensors img1.jpg folder/ --out runs/pred\n"
+             "  scaledet predict --weights W big/ --slice 512 --overlap 0.2 --no-images\n"
+             "  scaledet predict --weights W val/ --tta scales=0.75,1,1.5,flip --nms diou\n"
+             "  scaledet predict --weights W huge_folder/ --parquet dets.parquet --resume\n")
     p.add_argument("--weights", required=True)
     p.add_argument("source", nargs="+", help="images or folders")
-    p.add_argument("--out", default="runs/predict")
+    p.add_argument("--out", default="runs/predict",
+                   help="annotated images, predictions.json and errors.txt go here")
     p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--json", dest="json_out")
+    p.add_argument("--json", dest="json_out", help="COCO results here (default OUT/predictions.json)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--imgsz", type=int, default=None, help="input side (default: the training one)")
+    p.add_argument("--batch", type=int, default=8, help="images per forward pass")
+    p.add_argument("--nms", choices=["hard", "soft-linear", "soft-gaussian", "diou"],
+                   default=None, help="NMS variant (model, TTA and tile merging)")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=None, help="detections kept per image")
+    p.add_argument("--tta", metavar="scales=S,S,...[,flip][,snip]",
+                   help="image-pyramid TTA, e.g. scales=0.75,1,1.5,flip (snip: SNIP ranges)")
+    p.add_argument("--slice", type=int, metavar="TILE", help="sliced inference, TILE px tiles")
+    p.add_argument("--overlap", type=float, default=0.2, help="tile overlap fraction")
+    p.add_argument("--no-full", action="store_true",
+                   help="slicing without the extra full-image pass")
+    p.add_argument("--merge", choices=["wbf", "nms", "nmm"], default=None,
+                   help="merge TTA passes (wbf|nms, default wbf) or tiles (nmm|nms, default nmm)")
+    p.add_argument("--parquet", metavar="OUT.parquet",
+                   help="write a Parquet dataset (one row per box) instead of json")
+    p.add_argument("--resume", action="store_true", help="skip images already written")
+    p.add_argument("--no-images", action="store_true", help="do not write annotated images")
+
+    p = _add(sub, "export", "scaledet.inference.export:export_command",
+             "export trained weights to ONNX (checked against PyTorch with onnxruntime)",
+             "  scaledet export --weights best.safetensors --format onnx\n"
+             "  scaledet export --weights best.safetensors --format onnx --dynamic --nms\n")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", help="output file (default: the weights path with .onnx)")
+    p.add_argument("--imgsz", type=int, default=None, help="input side (default: the training one)")
+    p.add_argument("--batch", type=int, default=1, help="batch of the example input")
+    p.add_argument("--dynamic", action="store_true", help="free batch, height and width")
+    p.add_argument("--nms", action="store_true", help="include NMS: output detections (K, 7)")
+    p.add_argument("--conf", type=float, default=None, help="NMS score threshold")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold")
+    p.add_argument("--opset", type=int, default=17)
 
     p = _add(sub, "demo", "scaledet.engine.commands:demo_command",
              "build the built-in dataset, train the default preset, evaluate and predict",

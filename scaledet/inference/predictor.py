@@ -1,12 +1,18 @@
-"""Run a trained detector on images: the ``Predictor`` behind ``scaledet predict``.
+"""Run a trained detector on images: the ``Predictor`` behind ``scaledet.load`` and
+``scaledet predict``.
 
-    predictor = Predictor("runs/train/weights/best.safetensors", conf=0.25)
-    dets = predictor.predict([image])          # image: (H, W, 3) uint8 RGB
-    dets[0]["boxes"]                            # (K, 4) float32 xyxy, pixels of the original image
-    predictor.class_names[int(dets[0]["labels"][0])]
+    predictor = scaledet.load("runs/train/weights/best.safetensors", conf=0.25)
+    results = predictor(["a.jpg", pil_image, hwc_array, chw_tensor])   # any sizes, mixed
+    r = results[0]
+    r.boxes, r.scores, r.labels, r.class_names      # (K, 4) xyxy original pixels, (K,), (K,)
+    r.to_coco(image_id=1); r.to_dict(); r.plot("annotated.jpg")
 
 Pre-processing is the evaluation letterbox of ``scaledet.data`` (longer side -> ``imgsz``, pad
-bottom/right), so predictions match what ``scaledet val`` scores.
+bottom/right to ``imgsz x imgsz``), so predictions match what ``scaledet val`` scores. Every image
+of a batch is letterboxed to the same square on its own, so a result does not depend on the other
+images of the batch. Scale tools: ``tta=TTA(...)`` (image pyramid + flip, merged by WBF or NMS,
+see :mod:`scaledet.inference.tta`) and ``slicing=Slicing(...)`` (tiles over large images, see
+:mod:`scaledet.inference.slicing`).
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor, nn
 
-from scaledet.engine.checkpoint import model_from_weights
 from scaledet.engine.validate import to_original_pixels
+from scaledet.inference.inputs import InputImage, as_images
+from scaledet.inference.results import Result, to_coco_results
 
-Detections = dict[str, torch.Tensor]
+Detections = dict[str, Tensor]
 
 
 class Predictor:
@@ -32,82 +40,150 @@ class Predictor:
     Args:
         weights: ``.safetensors`` checkpoint written by ``scaledet train``.
         device: "cpu", "cuda", "cuda:N".
-        conf: minimum score of a returned detection, in [0, 1].
+        conf: minimum score of a returned detection, in ``[0, 1)``.
         imgsz: input side in pixels (default: the training image size).
         batch_size: images per forward pass.
+        nms: NMS variant of the model's post-processing and of TTA / tile merging:
+            ``"hard"``, ``"soft-linear"``, ``"soft-gaussian"`` or ``"diou"`` (default: the
+            checkpoint's).
+        iou: NMS IoU threshold (default: the checkpoint's).
+        max_det: detections kept per image (default: the checkpoint's, 100).
+        tta: :class:`~scaledet.inference.tta.TTA` test-time augmentation, or None.
+        slicing: :class:`~scaledet.inference.slicing.Slicing` sliced inference, or None.
     """
 
     def __init__(self, weights: str | os.PathLike, device: str = "cpu", conf: float = 0.25,
-                 imgsz: int | None = None, batch_size: int = 8) -> None:
-        if not 0.0 <= conf <= 1.0:
-            raise ValueError(f"--conf must be in [0, 1], got {conf}")
+                 imgsz: int | None = None, batch_size: int = 8, **options: Any) -> None:
+        from scaledet.engine.checkpoint import model_from_weights
         from scaledet.engine.trainer import resolve_device
 
-        self.device = resolve_device(device)
-        self.model, self.meta = model_from_weights(weights, self.device)
-        self.imgsz = int(imgsz or self.meta.get("imgsz", 320))
-        self.conf = conf
-        self.batch_size = batch_size
-        if hasattr(self.model, "score_thresh"):
-            self.model.score_thresh = conf
-        n = int(self.meta.get("model_config", {}).get("num_classes", 0) or 0)
-        self.class_names: list[str] = list(self.meta.get("class_names") or
-                                           [str(i) for i in range(n)])
-        self.category_ids: list[int] = list(self.meta.get("category_ids") or
-                                            range(1, len(self.class_names) + 1))
+        dev = resolve_device(device)
+        model, meta = model_from_weights(weights, dev)
+        n = int(meta.get("model_config", {}).get("num_classes", 0) or 0)
+        names = list(meta.get("class_names") or [str(i) for i in range(n)])
+        self._setup(model, meta, names, meta.get("category_ids"), dev, conf,
+                    int(imgsz or meta.get("imgsz", 320)), batch_size, **options)
 
-    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, float]:
-        """``(H, W, 3)`` uint8 RGB -> ``((3, imgsz, imgsz)`` uint8 letterboxed, scale)``."""
+    @classmethod
+    def from_model(cls, model: nn.Module, class_names: Sequence[str], *, imgsz: int = 320,
+                   device: str = "cpu", conf: float = 0.25, batch_size: int = 8,
+                   category_ids: Sequence[int] | None = None, **options: Any) -> Predictor:
+        """A predictor around an in-memory model (eval mode is set); same options as above."""
+        self = cls.__new__(cls)
+        dev = torch.device(device)
+        self._setup(model.to(dev).eval(), {}, list(class_names), category_ids, dev, conf,
+                    imgsz, batch_size, **options)
+        return self
+
+    def _setup(self, model: nn.Module, meta: dict, names: list[str], category_ids, device,
+               conf: float, imgsz: int, batch_size: int, nms: str | None = None,
+               iou: float | None = None, max_det: int | None = None, tta=None,
+               slicing=None) -> None:
+        if not 0.0 <= conf < 1.0:
+            raise ValueError(f"conf must be in [0, 1), got {conf}")
+        if imgsz < 32 or batch_size < 1:
+            raise ValueError(f"imgsz must be >= 32 and batch_size >= 1, got {imgsz}, "
+                             f"{batch_size}")
+        if tta is not None and slicing is not None:
+            raise ValueError("tta and slicing cannot be combined; choose one")
+        self.model, self.meta, self.device = model, meta, device
+        self.class_names: list[str] = names
+        self.category_ids: list[int] = list(category_ids or range(1, len(names) + 1))
+        self.conf, self.imgsz, self.batch_size = conf, imgsz, batch_size
+        self.tta, self.slicing = tta, slicing
+        settings = {"score_thresh": conf, "nms": nms, "nms_iou": iou, "max_det": max_det}
+        for name, value in settings.items():
+            if value is not None and hasattr(model, name):
+                setattr(model, name, value)
+        if hasattr(model, "postprocess"):
+            model.postprocess.validate()
+        self.nms: str = getattr(model, "nms", nms or "hard")
+        self.iou: float = float(getattr(model, "nms_iou", iou or 0.6))
+        self.max_det: int = int(getattr(model, "max_det", max_det or 100))
+
+    # ---- the user-facing call ---------------------------------------------------------------
+
+    def __call__(self, images) -> list[Result]:
+        """Detect objects in one image or many (paths, PIL images, numpy HWC arrays, CHW
+        tensors; see :mod:`scaledet.inference.inputs`). Returns one :class:`Result` per image,
+        in input order, boxes in original-image pixels."""
+        inputs = as_images(images)
+        dets = self._infer([im.image for im in inputs])
+        return [self.result(d, im) for d, im in zip(dets, inputs)]
+
+    def result(self, det: Detections, image: InputImage) -> Result:
+        """Wrap one image's detections dict as a :class:`Result`."""
+        return Result(det["boxes"], det["scores"], det["labels"], self.class_names, image.size,
+                      image.path, self.category_ids, image.image)
+
+    def predict(self, images) -> list[Detections]:
+        """Like ``__call__`` but returns plain dicts: ``"boxes"`` ``(K, 4)`` float32 xyxy
+        original-image pixels, ``"scores"`` ``(K,)``, ``"labels"`` ``(K,)`` int64 class
+        indices, sorted by score."""
+        return self._infer([im.image for im in as_images(images)])
+
+    def predict_files(self, paths: Sequence[str | os.PathLike]) -> list[Detections]:
+        """``predict`` on image files (EXIF orientation applied), one file at a time."""
+        return [self.predict(Path(p))[0] for p in paths]
+
+    def to_coco_results(self, det: Detections, image_id: int) -> list[dict[str, Any]]:
+        """COCO results entries ``{image_id, category_id, bbox [x, y, w, h], score}``."""
+        return to_coco_results(det, image_id, self.category_ids)
+
+    # ---- inference --------------------------------------------------------------------------
+
+    def _infer(self, images: list[Tensor]) -> list[Detections]:
+        if self.slicing is not None:
+            from scaledet.inference.slicing import sliced_detect
+
+            return [sliced_detect(self, im, self.slicing) for im in images]
+        if self.tta is not None:
+            from scaledet.inference.tta import tta_detect
+
+            return tta_detect(self, images, self.tta)
+        return self.detect(images)
+
+    def preprocess(self, image: np.ndarray | Tensor, size: int | None = None
+                   ) -> tuple[Tensor, float]:
+        """One image (``(H, W, 3)`` uint8 numpy or ``(3, H, W)`` uint8 tensor) ->
+        ``((3, size, size)`` uint8 letterboxed, scale)``: input pixels = original * scale."""
         from scaledet.data.transforms import Sample, letterbox
 
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.dtype} "
-                             f"{tuple(image.shape)}")
-        chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        out, scale = letterbox(Sample(chw, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)),
-                               self.imgsz)
+        chw = image if isinstance(image, Tensor) else as_images(image)[0].image
+        sample = Sample(chw, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))
+        out, scale = letterbox(sample, size or self.imgsz)
         return out.image, scale
 
     @torch.no_grad()
-    def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Detect objects in ``(H, W, 3)`` uint8 RGB images.
-
-        Returns:
-            one dict per image: ``"boxes"`` ``(K, 4)`` float32 xyxy original-image pixels,
-            ``"scores"`` ``(K,)``, ``"labels"`` ``(K,)`` int64 class indices, sorted by score.
-        """
+    def detect(self, images: Sequence[Tensor], size: int | None = None,
+               flip: bool = False) -> list[Detections]:
+        """One plain pass: ``(3, H, W)`` uint8 images letterboxed to ``size`` (default
+        ``imgsz``), optionally mirrored left-right first; detections mapped back to the
+        original (unmirrored) pixels, score >= ``conf``, sorted by score."""
         out: list[Detections] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
-            prepared = [self.preprocess(im) for im in chunk]
+            chunk = [im.flip(-1) if flip else im for im in images[start:start + self.batch_size]]
+            prepared = [self.preprocess(im, size) for im in chunk]
             batch = torch.stack([p[0] for p in prepared]).to(self.device).float().div_(255)
             for det, im, (_, scale) in zip(self.model(batch), chunk, prepared):
-                out.append(self._postprocess(det, scale, im.shape[:2]))
+                d = self._postprocess(det, scale, (im.shape[-2], im.shape[-1]))
+                out.append(_unflip(d, im.shape[-1]) if flip else d)
         return out
 
     def _postprocess(self, det: Detections, scale: float, size: tuple[int, int]) -> Detections:
         keep = det["scores"] >= self.conf
         scores = det["scores"][keep].float().cpu()
-        order = scores.argsort(descending=True)
+        order = scores.argsort(descending=True, stable=True)
         boxes = to_original_pixels(det["boxes"][keep].cpu(), scale, size)
         return {"boxes": boxes[order], "scores": scores[order],
                 "labels": det["labels"][keep].long().cpu()[order]}
 
-    def predict_files(self, paths: Sequence[str | os.PathLike]) -> list[Detections]:
-        """``predict`` on image files (EXIF orientation applied)."""
-        from scaledet.data import read_image
 
-        return [self.predict([read_image(p)])[0] for p in paths]
-
-    def to_coco_results(self, det: Detections, image_id: int) -> list[dict[str, Any]]:
-        """COCO results entries ``{image_id, category_id, bbox [x, y, w, h], score}``."""
-        rows = []
-        for (x1, y1, x2, y2), s, lab in zip(det["boxes"].tolist(), det["scores"].tolist(),
-                                            det["labels"].tolist()):
-            rows.append({"image_id": int(image_id), "category_id": self.category_ids[lab],
-                         "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2),
-                                  round(y2 - y1, 2)], "score": round(s, 5)})
-        return rows
+def _unflip(det: Detections, width: int) -> Detections:
+    """Boxes found on a left-right mirrored image -> boxes on the image: ``x -> W - x``."""
+    b = det["boxes"]
+    boxes = torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], dim=1)
+    return {**det, "boxes": boxes}
 
 
 def _colour(label: int) -> tuple[int, int, int]:

@@ -1,0 +1,185 @@
+"""Merging detections of one image that come from several passes (TTA) or tiles (slicing).
+
+* :func:`nms_merge`: the NMS family of :mod:`scaledet.ops` (hard, Soft-NMS, DIoU), class-aware.
+* :func:`weighted_boxes_fusion`: WBF (Solovyev, Wang & Gabruseva, 2019). Written here: neither
+  torchvision nor our ops have it.
+* :func:`greedy_nmm`: greedy non-maximum *merging* as in SAHI (Akyon et al., 2022): instead of
+  dropping the lower-ranked boxes that match a kept box, their union is taken, so the pieces of an
+  object cut by tile edges become one box. Written here for the same reason.
+
+Every function takes and returns a detections dict: ``"boxes"`` ``(N, 4)`` float32 xyxy,
+``"scores"`` ``(N,)``, ``"labels"`` ``(N,)`` int64; outputs are sorted by descending score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from scaledet.inference.results import empty_detections
+from scaledet.ops import batched_diou_nms, batched_nms, batched_soft_nms, box_iou
+
+Detections = dict[str, Tensor]
+NMS_METHODS = ("hard", "soft-linear", "soft-gaussian", "diou")
+
+
+def concat(dets: Sequence[Detections]) -> Detections:
+    """All detections of several dicts in one dict (in the given order)."""
+    if not dets:
+        return empty_detections()
+    return {k: torch.cat([d[k] for d in dets]) for k in ("boxes", "scores", "labels")}
+
+
+def select(det: Detections, index: Tensor) -> Detections:
+    """The detections at ``index`` (bool mask or int64 indices)."""
+    return {k: det[k][index] for k in ("boxes", "scores", "labels")}
+
+
+def sort_and_cap(det: Detections, min_score: float, max_det: int) -> Detections:
+    """Scores >= ``min_score``, sorted by descending score (stable), at most ``max_det``."""
+    det = select(det, det["scores"] >= min_score)
+    order = det["scores"].argsort(descending=True, stable=True)[:max_det]
+    return select(det, order)
+
+
+def nms_merge(det: Detections, method: str = "hard", iou: float = 0.6, min_score: float = 1e-3,
+              sigma: float = 0.5) -> Detections:
+    """Class-aware NMS of ``method`` (see ``NMS_METHODS``) over all the detections.
+
+    ``min_score`` is Soft-NMS's score floor (boxes decayed below it are dropped).
+    """
+    if method not in NMS_METHODS:
+        raise ValueError(f"nms must be one of {NMS_METHODS}, got {method!r}")
+    boxes, scores, labels = det["boxes"], det["scores"], det["labels"]
+    if method == "hard":
+        return select(det, batched_nms(boxes, scores, labels, iou))
+    if method == "diou":
+        return select(det, batched_diou_nms(boxes, scores, labels, iou))
+    keep, decayed = batched_soft_nms(boxes, scores, labels, method=method[len("soft-"):],
+                                     sigma=sigma, iou_threshold=iou,
+                                     score_threshold=max(min_score, 1e-6))
+    return {"boxes": boxes[keep], "scores": decayed, "labels": labels[keep]}
+
+
+def wbf_clusters(det: Detections, iou: float = 0.55) -> tuple[Detections, Tensor]:
+    """The clustering step of WBF, class by class.
+
+    Boxes are visited by descending score; each joins the fused box of its class it overlaps
+    most if that IoU is ``> iou``, else starts a new cluster. A fused box is the score-weighted
+    mean of its members' coordinates, its score the mean of their scores.
+
+    Returns:
+        ``(fused, counts)``: fused detections (scores = mean member score, not yet rescaled)
+        and ``(M,)`` int64 the number of members of each cluster.
+    """
+    if not 0 < iou <= 1:
+        raise ValueError(f"WBF iou must be in (0, 1], got {iou}")
+    fused, counts = [], []
+    for c in det["labels"].unique().tolist():
+        members = det["labels"] == c
+        f, n = _wbf_one_class(det["boxes"][members].double(), det["scores"][members].double(),
+                              iou)
+        fused.append({"boxes": f[0].float(), "scores": f[1].float(),
+                      "labels": torch.full((len(n),), c, dtype=torch.int64)})
+        counts.append(n)
+    if not fused:
+        return empty_detections(), torch.zeros(0, dtype=torch.int64)
+    return concat(fused), torch.cat(counts)
+
+
+def _wbf_one_class(boxes: Tensor, scores: Tensor, iou: float
+                   ) -> tuple[tuple[Tensor, Tensor], Tensor]:
+    order = scores.argsort(descending=True, stable=True)
+    weighted = torch.zeros(len(order), 4, dtype=torch.float64)  # sum of score * box
+    score_sum = torch.zeros(len(order), dtype=torch.float64)
+    counts = torch.zeros(len(order), dtype=torch.int64)
+    m = 0
+    for i in order.tolist():
+        j = -1
+        if m:
+            overlaps = box_iou(boxes[i:i + 1], weighted[:m] / score_sum[:m, None])[0]
+            best = int(overlaps.argmax())
+            j = best if float(overlaps[best]) > iou else -1
+        if j < 0:
+            j, m = m, m + 1
+        weighted[j] += scores[i] * boxes[i]
+        score_sum[j] += scores[i]
+        counts[j] += 1
+    return (weighted[:m] / score_sum[:m, None], score_sum[:m] / counts[:m]), counts[:m]
+
+
+def weighted_boxes_fusion(det: Detections, num_sources: int, iou: float = 0.55) -> Detections:
+    """Weighted boxes fusion of detections pooled from ``num_sources`` passes / models.
+
+    :func:`wbf_clusters`, then :func:`wbf_rescale`: a fused score is the mean member score times
+    ``min(count, T) / T`` with ``T = num_sources``, so a box only some passes found is
+    down-weighted.
+    """
+    fused, counts = wbf_clusters(det, iou)
+    return wbf_rescale(fused, counts, num_sources)
+
+
+def wbf_rescale(fused: Detections, counts: Tensor, num_sources: int | Tensor) -> Detections:
+    """Scale fused scores by ``min(count, T) / T`` and sort them; ``num_sources`` ``T`` is a
+    number or a ``(M,)`` tensor with one ``T`` per fused box (TTA with SNIP ranges counts only
+    the passes whose range holds that box's size)."""
+    t = torch.as_tensor(num_sources, dtype=torch.float32).clamp(min=1)
+    if t.dim() == 0:
+        t = t.expand(len(counts))
+    if t.shape != counts.shape:
+        raise ValueError(f"num_sources must be a number or one per fused box ({len(counts)}), "
+                         f"got shape {tuple(t.shape)}")
+    scores = fused["scores"] * torch.minimum(counts.float(), t) / t
+    return sort_and_cap({**fused, "scores": scores}, 0.0, len(counts))
+
+
+def greedy_nmm(det: Detections, threshold: float = 0.5, metric: str = "ios") -> Detections:
+    """Greedy non-maximum merging (SAHI's GREEDYNMM), class-aware.
+
+    Boxes are visited by descending score; an unmerged box becomes a keeper and absorbs every
+    remaining unmerged box of its class whose match with the keeper's merged box (the enclosing
+    box of everything absorbed so far, grown until nothing more matches) is ``> threshold``;
+    the result is that enclosing box with the keeper's score. Matching against the grown box
+    lets the pieces of an object cut by several tile edges join through the whole box that
+    another tile or the full-image pass saw. ``metric``: ``"ios"`` (intersection over the
+    smaller area: a piece cut by a tile edge lies inside the whole box) or ``"iou"``.
+    """
+    if metric not in ("ios", "iou"):
+        raise ValueError(f"metric must be 'ios' or 'iou', got {metric!r}")
+    boxes, scores, labels = det["boxes"].double(), det["scores"], det["labels"]
+    order = scores.argsort(descending=True, stable=True)
+    free = torch.ones(len(order), dtype=torch.bool)
+    keepers, merged = [], []
+    for i in order.tolist():
+        if not free[i]:
+            continue
+        free[i] = False
+        box = boxes[i]
+        while True:
+            cand = (free & (labels == labels[i])).nonzero().flatten()
+            absorbed = cand[_match(box, boxes[cand], metric) > threshold]
+            if len(absorbed) == 0:
+                break
+            free[absorbed] = False
+            group = torch.cat([box[None], boxes[absorbed]])
+            box = torch.cat([group[:, :2].min(0).values, group[:, 2:].max(0).values])
+        keepers.append(i)
+        merged.append(box)
+    if not keepers:
+        return empty_detections()
+    idx = torch.tensor(keepers, dtype=torch.int64)
+    return {"boxes": torch.stack(merged).float(), "scores": scores[idx], "labels": labels[idx]}
+
+
+def _match(box: Tensor, others: Tensor, metric: str) -> Tensor:
+    """``(M,)`` IoU or IoS of ``box`` ``(4,)`` with ``others`` ``(M, 4)``."""
+    lt = torch.maximum(box[:2], others[:, :2])
+    rb = torch.minimum(box[2:], others[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    area = (box[2:] - box[:2]).clamp(min=0).prod()
+    areas = (others[:, 2:] - others[:, :2]).clamp(min=0).prod(dim=1)
+    if metric == "iou":
+        return inter / (area + areas - inter).clamp(min=1e-12)
+    return inter / torch.minimum(area.expand_as(areas), areas).clamp(min=1e-12)

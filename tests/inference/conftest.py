@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny randomly initialised detector (saved as a checkpoint) and a stub
+detector whose answers are known exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+CLASS_NAMES = ["circle", "square", "star"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models are slower with several threads, badly so on a loaded machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_model() -> nn.Module:
+    """fcos-n for 3 classes, random weights; the classification bias spread out so that
+    scores vary (a fresh head scores every location at the prior, about 0.01)."""
+    from scaledet.models import build
+
+    torch.manual_seed(0)
+    model = build("fcos-n", num_classes=3)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        model.head.cls_pred.weight.mul_(4)
+        model.head.cls_pred.bias.fill_(-3.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> str:
+    """A checkpoint of :func:`tiny_model` (imgsz 96), written like ``scaledet train`` does."""
+    from dataclasses import asdict
+
+    from scaledet.engine.checkpoint import save_weights
+
+    model = tiny_model()
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    meta = {"model": "fcos-n", "model_config": asdict(model.config), "class_names": CLASS_NAMES,
+            "category_ids": [1, 2, 3], "imgsz": 96}
+    save_weights(path, model.state_dict(), meta)
+    return str(path)
+
+
+# Colour of each class for ColourBoxDetector, RGB in [0, 1].
+COLOURS = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+class ColourBoxDetector(nn.Module):
+    """A stand-in detector with exactly known answers: for each class colour present in an
+    input image (pixels within 0.4 of it in every channel), one box enclosing those pixels,
+    xyxy input pixels, score ``0.9 - 0.1 * class``. Draw objects in ``COLOURS`` on black."""
+
+    def forward(self, images: Tensor) -> list[dict[str, Tensor]]:
+        out = []
+        for im in images:
+            boxes, scores, labels = [], [], []
+            for c, colour in enumerate(COLOURS):
+                mask = ((im - colour[:, None, None]).abs() < 0.4).all(dim=0)
+                if not mask.any():
+                    continue
+                ys, xs = mask.nonzero(as_tuple=True)
+                boxes.append(torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]))
+                scores.append(0.9 - 0.1 * c)
+                labels.append(c)
+            out.append({"boxes": torch.stack(boxes).float() if boxes else torch.zeros(0, 4),
+                        "scores": torch.tensor(scores, dtype=torch.float32),
+                        "labels": torch.tensor(labels, dtype=torch.int64)})
+        return out
+
+
+def draw(height: int, width: int, objects: list[tuple[int, tuple[int, int, int, int]]]
+         ) -> Tensor:
+    """A black ``(3, H, W)`` uint8 image with class-coloured rectangles ``(class, (x0, y0, x1,
+    y1))`` (integer pixels, x1/y1 exclusive)."""
+    image = torch.zeros(3, height, width, dtype=torch.uint8)
+    for c, (x0, y0, x1, y1) in objects:
+        image[:, y0:y1, x0:x1] = (COLOURS[c] * 255).to(torch.uint8)[:, None, None]
+    return image
