@@ -333,9 +333,9 @@ def _pycocotools_map(gt: Path, dt: Path) -> float:
 # ---- report ---------------------------------------------------------------------------------
 
 
-def ratios(contenders: list[Contender]) -> dict[str, float]:
+def ratios(contenders: list[Contender]) -> dict[str, float | None]:
     """ours / the better YOLOv8n: mAP vs the higher mAP, img/s vs the faster trainer, latency vs
-    the lower latency (each against the strongest YOLOv8n figure)."""
+    the lower latency (each against the strongest YOLOv8n figure); None where YOLOv8n's mAP is 0."""
     ours = [c.results for c in contenders if c.kind == "scaledet" and "map50_95" in c.results]
     yolo = [c.results for c in contenders if c.kind == "ultralytics" and "map50_95" in c.results]
     if not ours or not yolo:
@@ -343,13 +343,13 @@ def ratios(contenders: list[Contender]) -> dict[str, float]:
     o = ours[0]
     best_map = max(r["map50_95"] for r in yolo)
     return {
-        "map": o["map50_95"] / best_map if best_map > 0 else float("inf"),
+        "map": o["map50_95"] / best_map if best_map > 0 else None,
         "train_ips": o["train_images_per_second"] / max(r["train_images_per_second"] for r in yolo),
         "latency": o["latency_ms_median"] / min(r["latency_ms_median"] for r in yolo),
     }
 
 
-def format_table(contenders: list[Contender], r: dict[str, float]) -> str:
+def format_table(contenders: list[Contender], r: dict[str, float | None]) -> str:
     head = (f"{'contender':<18} {'mAP50-95':>8} {'(own)':>7} {'mAP50':>6} {'epochs':>6} "
             f"{'train img/s':>11} {'latency ms':>10}")
     lines = [head, "-" * len(head)]
@@ -362,12 +362,17 @@ def format_table(contenders: list[Contender], r: dict[str, float]) -> str:
                      f"{x['map50']:>6.3f} {x['epochs_completed']:>6} "
                      f"{x['train_images_per_second']:>11.1f} {x['latency_ms_median']:>10.1f}")
     if r:
-        ok = {k: (r[k] <= GOALS[k]) if k == "latency" else (r[k] >= GOALS[k]) for k in r}
         lines.append("")
-        lines.append("ours / best YOLOv8n: " + ", ".join(
-            f"{k} x{r[k]:.2f} (goal {'<=' if k == 'latency' else '>='} {GOALS[k]:g}: "
-            f"{'met' if ok[k] else 'NOT met'})" for k in r))
+        lines.append("ours / best YOLOv8n: " + ", ".join(_verdict(k, v) for k, v in r.items()))
     return "\n".join(lines)
+
+
+def _verdict(key: str, value: float | None) -> str:
+    op = "<=" if key == "latency" else ">="
+    if value is None:
+        return f"{key} n/a (YOLOv8n scored 0; goal {op} {GOALS[key]:g})"
+    ok = value <= GOALS[key] if key == "latency" else value >= GOALS[key]
+    return f"{key} x{value:.2f} (goal {op} {GOALS[key]:g}: {'met' if ok else 'NOT met'})"
 
 
 def machine() -> dict[str, Any]:
@@ -419,7 +424,8 @@ def measure_scaledet(argv: list[str]) -> int:
               "predict_images_per_second": ips, "latency_ms_median": statistics.median(times),
               "latency_ms_p10": statistics.quantiles(times, n=10)[0],
               "latency_ms_p90": statistics.quantiles(times, n=10)[-1],
-              "latency_runs": len(times), "latency_conf": LATENCY_CONF, "threads": a.threads}
+              "latency_runs": len(times), "latency_conf": LATENCY_CONF,
+              "threads": torch.get_num_threads()}
     Path(a.json).write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
     return 0

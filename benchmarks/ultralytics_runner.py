@@ -67,10 +67,28 @@ def _read_results_csv(trainer) -> dict[str, list]:
 
 
 def _set_threads(threads: int) -> None:
+    """Make ultralytics use exactly ``threads`` torch threads.
+
+    `import ultralytics` sets OMP_NUM_THREADS=1 when it is unset, and `select_device("cpu")` (run
+    by every trainer and predictor) calls `torch.set_num_threads(min(8, os.cpu_count() - 1))`,
+    which ignores the taskset affinity: 8 threads on 2 pinned cores on a 16-core machine, 1 thread
+    on a 2-core one. Patch the constant it uses before those modules read it.
+    """
+    import torch
+    import ultralytics.utils
+    import ultralytics.utils.torch_utils
+
+    ultralytics.utils.NUM_THREADS = ultralytics.utils.torch_utils.NUM_THREADS = threads
+    torch.set_num_threads(threads)
+
+
+def _check_threads(threads: int) -> int:
     import torch
 
-    # `import ultralytics` sets OMP_NUM_THREADS=1 when it is unset; the bench wants exactly N.
-    torch.set_num_threads(threads)
+    if torch.get_num_threads() != threads:
+        raise RuntimeError(f"ultralytics runs with {torch.get_num_threads()} torch threads, "
+                           f"expected {threads}")
+    return threads
 
 
 # ---- train --------------------------------------------------------------------------------
@@ -86,6 +104,7 @@ def train(args: argparse.Namespace) -> int:
 
     def on_train_start(trainer) -> None:
         state["t_start"] = trainer.train_time_start
+        state["torch_threads"] = _check_threads(args.threads)
         preprocess, validate, final_eval = trainer.preprocess_batch, trainer.validate, trainer.final_eval
 
         def counting_preprocess(batch):
@@ -133,7 +152,7 @@ def train(args: argparse.Namespace) -> int:
         "last_weights": str(trainer.last),
         "ultralytics_map50_95": float(trainer.metrics.get("metrics/mAP50-95(B)", float("nan"))),
         "ultralytics_map50": float(trainer.metrics.get("metrics/mAP50(B)", float("nan"))),
-        "threads": args.threads,
+        "threads": state["torch_threads"],
         "batch": args.batch,
         "workers": args.workers,
         "versions": _versions(),
@@ -213,12 +232,15 @@ def latency_ms(model, image: Path, imgsz: int, runs: int, warmup: int) -> list[f
     img = Image.open(image).convert("RGB").resize((imgsz, imgsz))
     x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None].float() / 255.0
     times = []
+    threads = torch.get_num_threads()
     with torch.inference_mode():
         for i in range(warmup + runs):
             t0 = time.perf_counter()
             non_max_suppression(net(x), LATENCY_CONF, EVAL_IOU, max_det=MAX_DET)
             if i >= warmup:
                 times.append((time.perf_counter() - t0) * 1e3)
+    if torch.get_num_threads() != threads:
+        raise RuntimeError("the torch thread count changed during the latency measurement")
     return times
 
 
@@ -226,6 +248,7 @@ def evaluate(args: argparse.Namespace) -> int:
     out_json = Path(args.json)
     _offline_ultralytics(out_json.parent / "settings")
     _set_threads(args.threads)
+    import torch
     from ultralytics import YOLO
 
     gt = json.loads(Path(args.gt).read_text())
@@ -233,6 +256,7 @@ def evaluate(args: argparse.Namespace) -> int:
     model = YOLO(args.weights)
     dets, ips = coco_results(model, pairs, _category_ids(gt, model.names), args.imgsz)
     Path(args.dt).write_text(json.dumps(dets))
+    torch.set_num_threads(args.threads)  # predict() above reset it through select_device
     times = latency_ms(YOLO(args.weights), pairs[0][1], args.imgsz, args.runs, args.warmup)
     result = {
         "weights": args.weights,
@@ -244,7 +268,7 @@ def evaluate(args: argparse.Namespace) -> int:
         "latency_ms_p90": statistics.quantiles(times, n=10)[-1],
         "latency_runs": len(times),
         "latency_conf": LATENCY_CONF,
-        "threads": args.threads,
+        "threads": _check_threads(args.threads),
     }
     out_json.write_text(json.dumps(result, indent=2))
     print(json.dumps(result))

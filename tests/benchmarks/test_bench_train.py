@@ -160,3 +160,14 @@ def test_ultralytics_summary_excludes_validation_time(tmp_path: Path) -> None:
     got = bench.read_ultralytics_run(tmp_path)
     assert got["train_images_per_second"] == pytest.approx(20.0)
     assert got["own_map50_95"] == 0.12
+
+
+def test_ratio_is_none_when_yolo_scores_zero(tmp_path: Path) -> None:
+    cs = [bench.Contender("ours", "scaledet", "x", "0", tmp_path),
+          bench.Contender("y", "ultralytics", "x", "0", tmp_path)]
+    for c, m in zip(cs, (0.1, 0.0)):
+        c.results = {"map50_95": m, "own_map50_95": m, "map50": m, "epochs_completed": 1,
+                     "train_images_per_second": 10.0, "latency_ms_median": 10.0}
+    r = bench.ratios(cs)
+    assert r["map"] is None
+    assert "map n/a" in bench.format_table(cs, r)
