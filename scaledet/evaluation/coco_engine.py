@@ -58,15 +58,48 @@ class DetectionArrays:
     score: np.ndarray
 
 
-def evaluate_arrays(gt: GroundTruthArrays, dt: DetectionArrays,
-                    num_categories: int) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_arrays(gt: GroundTruthArrays, dt: DetectionArrays, num_categories: int,
+                    chunk_detections: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
     """Match and accumulate; returns pycocotools' ``precision`` ``(T, R, K, A, M)`` and
-    ``recall`` ``(T, K, A, M)`` (-1 where a category has no non-ignored ground truth)."""
+    ``recall`` ``(T, K, A, M)`` (-1 where a category has no non-ignored ground truth).
+
+    Categories are independent, so they are evaluated in runs of about ``chunk_detections``
+    detections: the arrays then stay in the CPU cache and memory stays bounded.
+    """
+    T, R, A, M = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(AREA_RANGES), len(MAX_DETS)
     K = num_categories
+    precision = -np.ones((T, R, K, A, M))
+    recall = -np.ones((T, K, A, M))
+    # stable sorts by category keep the input order within a category (it breaks score ties)
+    dt = DetectionArrays(*_take(np.argsort(dt.cat, kind="stable"), dt.img, dt.cat, dt.boxes,
+                                dt.score))
+    gt = GroundTruthArrays(*_take(np.argsort(gt.cat, kind="stable"), gt.img, gt.cat, gt.boxes,
+                                  gt.area, gt.crowd, gt.id_is_zero))
+    d_end = np.searchsorted(dt.cat, np.arange(1, K + 1))
+    g_start, g_end = np.searchsorted(gt.cat, np.arange(K)), np.searchsorted(gt.cat, np.arange(1, K + 1))
+    k0 = 0
+    while k0 < K:
+        d0 = d_end[k0 - 1] if k0 else 0
+        k1 = max(k0 + 1, int(np.searchsorted(d_end, d0 + chunk_detections, side="right")))
+        d, g = slice(d0, d_end[k1 - 1]), slice(g_start[k0], g_end[k1 - 1])
+        dt_k = DetectionArrays(dt.img[d], dt.cat[d] - k0, dt.boxes[d], dt.score[d])
+        gt_k = GroundTruthArrays(gt.img[g], gt.cat[g] - k0, gt.boxes[g], gt.area[g], gt.crowd[g],
+                                 gt.id_is_zero[g])
+        precision[:, :, k0:k1], recall[:, k0:k1] = _evaluate_categories(gt_k, dt_k, k1 - k0)
+        k0 = k1
+    return precision, recall
+
+
+def _take(order: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+    return [a[order] for a in arrays]
+
+
+def _evaluate_categories(gt: GroundTruthArrays, dt: DetectionArrays,
+                         K: int) -> tuple[np.ndarray, np.ndarray]:
+    """``evaluate_arrays`` for categories ``0..K-1`` at once."""
     d = _sort_and_truncate(dt, K)
-    order = np.argsort(gt.img * K + gt.cat, kind="stable")
-    g = GroundTruthArrays(*(a[order] for a in (gt.img, gt.cat, gt.boxes, gt.area,
-                                               gt.crowd, gt.id_is_zero)))
+    g = GroundTruthArrays(*_take(np.argsort(gt.img * K + gt.cat, kind="stable"), gt.img, gt.cat,
+                                 gt.boxes, gt.area, gt.crowd, gt.id_is_zero))
     gt_ignored = _outside(g.area) | g.crowd[None, :]  # (A, G)
     det_outside = _outside(d.area)  # (A, D)
     pair_det, pair_gt, pair_iou = _candidate_pairs(d, g, K)
@@ -161,14 +194,14 @@ def _greedy_match(pair_det: np.ndarray, pair_gt: np.ndarray, pair_iou: np.ndarra
     if there is one, else an ignored one; the highest IoU, and on ties the later gt in
     annotation order (pycocotools' loop keeps the last ``>=``).
 
-    Pairs come sorted by (rank, detection, gt). Returns ``(A * T, num_dets)`` int64: the matched
+    Pairs come sorted by (rank, detection, gt). Returns ``(A * T, num_dets)`` int32: the matched
     gt index per channel (channel ``a * T + t``), -1 if unmatched.
     """
     T = len(IOU_THRESHOLDS)
     thr = np.tile(_thresholds(), len(AREA_RANGES))[:, None]  # (C, 1)
     ign = np.repeat(gt_ignored, T, axis=0)  # (C, G)
     used = np.zeros_like(ign)
-    match = np.full((len(thr), num_dets), -1, dtype=np.int64)
+    match = np.full((len(thr), num_dets), -1, dtype=np.int32)
     if len(pair_det) == 0:
         return match
     bounds = np.flatnonzero(np.r_[True, pair_rank[1:] != pair_rank[:-1], True])
@@ -230,22 +263,21 @@ def _accumulate(d: _SortedDetections, cand: np.ndarray, tp: np.ndarray, fp: np.n
     cat, rank, inside = d.cat[order], d.rank[order], ~outside[:, order]
     ccat = cat[cpos]
     start_all, _ = _segments(cat, K)
-    seg_cand = _segments(ccat, K)
     for m, max_det in enumerate(MAX_DETS):
         # running count of FPs if every detection were unmatched, read at the candidates
         plain_fp = inside & (rank < max_det)  # (A, N)
-        plain_sum = np.cumsum(plain_fp, axis=1)
-        before = np.concatenate([np.zeros((A, 1), np.int64), plain_sum], axis=1)[:, start_all]
+        plain_sum = np.cumsum(plain_fp, axis=1, dtype=np.int32)
+        before = np.concatenate([np.zeros((A, 1), np.int32), plain_sum], axis=1)[:, start_all]
         plain_at = plain_sum[:, cpos] - before[:, ccat]  # (A, Nc)
         included = rank[cpos] < max_det
         for a in range(A):
             rows = slice(a * T, (a + 1) * T)
-            tp_a, fp_a = tp[rows] & included, fp[rows] & included
-            # + the candidates' corrections to that count
-            fix = fp_a.astype(np.int8) - plain_fp[a, cpos]
-            fp_sum = plain_at[a] + _segment_cumsum(fix, *seg_cand)
-            tp_sum = _segment_cumsum(tp_a, *seg_cand)
-            p, r = _precision_recall(tp_a, tp_sum, fp_sum, ccat, npig[:, a])
+            is_tp = tp[rows] & included
+            # the candidates' corrections to the plain count; other columns change nothing
+            fix = (fp[rows] & included).astype(np.int8) - plain_fp[a, cpos]
+            cols = np.flatnonzero((is_tp | (fix != 0)).any(axis=0))
+            fp_sum = plain_at[a, cols] + _segment_cumsum(fix[:, cols], *_segments(ccat[cols], K))
+            p, r = _precision_recall(is_tp[:, cols], fp_sum, ccat[cols], npig[:, a])
             precision[:, :, :, a, m] = p
             recall[:, :, a, m] = r
     return precision, recall
@@ -258,18 +290,18 @@ def _segments(cat: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _segment_cumsum(x: np.ndarray, start: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """``(T, N)`` inclusive cumsum along axis 1, restarting at each segment start, int64."""
-    c = np.cumsum(x, axis=1, dtype=np.int64)
-    before = np.concatenate([np.zeros((len(c), 1), np.int64), c], axis=1)[:, start]
+    """``(T, N)`` inclusive cumsum along axis 1, restarting at each segment start, int32."""
+    c = np.cumsum(x, axis=1, dtype=np.int32)
+    before = np.concatenate([np.zeros((len(c), 1), np.int32), c], axis=1)[:, start]
     return c - np.repeat(before, n, axis=1)
 
 
-def _precision_recall(is_tp: np.ndarray, tp_sum: np.ndarray, fp_sum: np.ndarray, cat: np.ndarray,
+def _precision_recall(is_tp: np.ndarray, fp_sum: np.ndarray, cat: np.ndarray,
                       npig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Interpolated precision ``(T, R, K)`` and recall ``(T, K)`` for one (area, maxDet).
 
-    ``is_tp``, ``tp_sum``, ``fp_sum`` ``(T, Nc)``: TP flag and running TP / FP counts at each
-    candidate detection, sorted by (category ``cat``, -score); ``npig`` ``(K,)``.
+    ``is_tp``, ``fp_sum`` ``(T, Nc)``: TP flag and running FP count at candidate detections
+    sorted by (category ``cat``, -score); ``npig`` ``(K,)`` non-ignored gt counts.
 
     pycocotools takes ``q[r] = max(pr[i:])`` at ``i`` = the first detection whose recall
     ``tp / npig`` reaches threshold r. Precision rises only at TPs and ``tp`` counts 1, 2, ...
@@ -280,10 +312,13 @@ def _precision_recall(is_tp: np.ndarray, tp_sum: np.ndarray, fp_sum: np.ndarray,
     T = len(is_tp)
     K, R = len(npig), len(RECALL_THRESHOLDS)
     t, j = np.nonzero(is_tp)  # row-major: segments (t, k) come out in order
-    tp_at, fp_at = tp_sum[t, j], fp_sum[t, j]
+    seg = t * K + cat[j]
+    n_tp = np.bincount(seg, minlength=T * K)
+    start = np.cumsum(n_tp) - n_tp
+    tp_at = np.arange(len(seg)) - start[seg] + 1  # the running TP count at each TP
+    fp_at = fp_sum[t, j]
     pr = tp_at / (fp_at + tp_at + np.spacing(1))  # same float ops as pycocotools
-    n_tp = np.bincount(t * K + cat[j], minlength=T * K).reshape(T, K)
-    start = (np.cumsum(n_tp) - n_tp.ravel()).reshape(T, K)
+    n_tp, start = n_tp.reshape(T, K), start.reshape(T, K)
     has_gt = npig > 0
     recall = np.where(has_gt, n_tp / np.maximum(npig, 1), -1.0)
     first = np.maximum(_counts_reaching(npig), 1) - 1  # (K, R) index of that TP in the segment
