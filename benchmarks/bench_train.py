@@ -402,7 +402,6 @@ def measure_scaledet(argv: list[str]) -> int:
     a = p.parse_args(argv)
     import torch
 
-    from scaledet.data import read_image
     from scaledet.inference.predictor import Predictor
 
     torch.set_num_threads(a.threads)
@@ -411,11 +410,11 @@ def measure_scaledet(argv: list[str]) -> int:
     missing = [im["file_name"] for im in gt["images"] if Path(im["file_name"]).stem not in files]
     if missing:
         raise FileNotFoundError(f"--images: no file for ground-truth images {missing[:3]}")
-    predictor = Predictor(a.weights, conf=EVAL_CONF, imgsz=a.imgsz)
+    predictor = Predictor(a.weights, conf=EVAL_CONF, imgsz=a.imgsz, max_det=MAX_DET)
     dets, t0 = [], time.perf_counter()
     for im in gt["images"]:
-        (det,) = predictor.predict([read_image(files[Path(im["file_name"]).stem])])
-        dets += predictor.to_coco_results(det, im["id"])[:MAX_DET]
+        (det,) = predictor.predict([files[Path(im["file_name"]).stem]])
+        dets += predictor.to_coco_results(det, im["id"])
     ips = len(gt["images"]) / (time.perf_counter() - t0)
     Path(a.dt).write_text(json.dumps(dets))
     times = scaledet_latency_ms(a.weights, files[Path(gt["images"][0]["file_name"]).stem],
@@ -440,7 +439,7 @@ def scaledet_latency_ms(weights: str, image: Path, imgsz: int, runs: int, warmup
     from scaledet.data import read_image
     from scaledet.inference.predictor import Predictor
 
-    predictor = Predictor(weights, conf=LATENCY_CONF, imgsz=imgsz, batch_size=1)
+    predictor = Predictor(weights, conf=LATENCY_CONF, imgsz=imgsz, batch_size=1, max_det=MAX_DET)
     model = predictor.model
     if callable(getattr(model, "fuse", None)):  # Conv+BN folding, as ultralytics does
         model = model.fuse() or model
