@@ -93,6 +93,7 @@ class Detector(nn.Module):
 
     def forward(self, images: Tensor, targets: list[dict] | None = None
                 ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        _check_images(images)
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode (call model.eval() "

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from scaledet.ops import batched_diou_nms, batched_nms, batched_soft_nms
 
 NMS_METHODS = ("hard", "soft-linear", "soft-gaussian", "diou")
+# Soft-NMS only decays scores, so it needs a positive floor to ever drop a box.
+_SOFT_MIN_SCORE = 1e-4
 
 
 @dataclass
@@ -28,7 +30,8 @@ class PostProcess:
     """Inference settings (see :func:`postprocess`).
 
     Attributes:
-        score_thresh: drop (location, class) scores at or below this before NMS.
+        score_thresh: drop (location, class) scores at or below this before NMS (and, for
+            Soft-NMS, boxes whose decayed score falls below it, or below 1e-4 if it is 0).
         topk_per_level: keep at most this many candidates per pyramid level before NMS.
         nms: ``"hard"`` (greedy), ``"soft-linear"`` / ``"soft-gaussian"`` (Soft-NMS, Bodla et
             al.), or ``"diou"`` (DIoU-NMS, Zheng et al.); always class-aware.
@@ -186,6 +189,6 @@ def _postprocess_image(boxes: Tensor, scores: Tensor, level_sizes: Sequence[int]
     else:  # Soft-NMS returns the decayed scores of the kept boxes, in keep order
         keep, values = batched_soft_nms(boxes, values, labels, method=cfg.nms[len("soft-"):],
                                         sigma=cfg.soft_sigma, iou_threshold=cfg.nms_iou,
-                                        score_threshold=cfg.score_thresh)
+                                        score_threshold=max(cfg.score_thresh, _SOFT_MIN_SCORE))
     keep, values = keep[: cfg.max_det], values[: cfg.max_det]
     return {"boxes": boxes[keep], "scores": values, "labels": labels[keep]}

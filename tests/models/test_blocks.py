@@ -1,0 +1,65 @@
+"""Backbone and neck building blocks: SPPF == SPP(5, 9, 13), shapes, grad checkpointing."""
+
+import pytest
+import torch
+
+from scaledet.models import PAFPN, SPP, SPPF, CSPNet
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_sppf_equals_spp_5_9_13_with_shared_weights(train):
+    torch.manual_seed(0)
+    sppf = SPPF(16, 24, k=5)
+    spp = SPP(16, 24, kernels=(5, 9, 13))
+    spp.load_state_dict(sppf.state_dict())  # same cv1/cv2 parameters, pools have none
+    sppf.train(train), spp.train(train)
+    with torch.no_grad():  # random BN statistics so the test does not rest on identity BNs
+        for m in list(sppf.modules()):
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2)
+        spp.load_state_dict(sppf.state_dict())
+    x = torch.randn(2, 16, 13, 11) * 3  # odd sizes: border windows are truncated by padding
+    torch.testing.assert_close(sppf(x), spp(x), rtol=0, atol=0)
+
+
+def test_sppf_differs_from_a_different_pyramid():
+    torch.manual_seed(0)
+    sppf, spp = SPPF(8, 8), SPP(8, 8, kernels=(3, 5, 7))
+    spp.load_state_dict(sppf.state_dict())
+    x = torch.randn(1, 8, 16, 16)
+    assert not torch.allclose(sppf.eval()(x), spp.eval()(x))
+
+
+def test_cspnet_levels_and_channels():
+    net = CSPNet(widths=(8, 16, 24, 32, 40), depths=(1, 1, 1, 1), out_strides=(4, 8, 16, 32))
+    outs = net(torch.rand(2, 3, 64, 96))
+    assert [tuple(o.shape) for o in outs] == [(2, 16, 16, 24), (2, 24, 8, 12), (2, 32, 4, 6),
+                                              (2, 40, 2, 3)]
+    assert net.out_channels == [16, 24, 32, 40]
+    with pytest.raises(ValueError, match="widths"):
+        CSPNet(widths=(8, 16), depths=(1, 1, 1, 1))
+
+
+def test_pafpn_handles_odd_sizes():
+    net = CSPNet(widths=(8, 16, 24, 32, 40), depths=(0, 1, 0, 1), depthwise=True)
+    neck = PAFPN(in_channels=net.out_channels, channels=16, depth=1)
+    feats = net(torch.rand(1, 3, 75, 101))
+    outs = neck(feats)
+    assert [o.shape[-2:] for o in outs] == [f.shape[-2:] for f in feats]
+    assert all(o.shape[1] == 16 for o in outs)
+
+
+def test_grad_checkpointing_same_outputs_gradients_and_bn_stats():
+    torch.manual_seed(0)
+    a = CSPNet(widths=(8, 16, 24, 32, 40), depths=(1, 1, 1, 1))
+    b = CSPNet(widths=(8, 16, 24, 32, 40), depths=(1, 1, 1, 1))
+    b.load_state_dict(a.state_dict())
+    b.set_grad_checkpointing(True)
+    x = torch.rand(2, 3, 64, 64)
+    for net in (a, b):
+        sum(o.square().mean() for o in net(x)).backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+    for (name, ba), bb in zip(a.named_buffers(), b.buffers()):  # BN stats updated once
+        torch.testing.assert_close(ba, bb, msg=name)
