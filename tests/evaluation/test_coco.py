@@ -274,3 +274,19 @@ def test_update_rejects_bad_input():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ev.compute().stats[0] == 0.0  # nothing half-added
+
+
+def test_category_chunks_give_the_same_arrays():
+    from scaledet.evaluation.coco import load_ground_truth, parse_results
+    from scaledet.evaluation.coco_engine import evaluate_arrays
+
+    gt, dets = make_case(9, n_images=30, n_cats=7)
+    g = load_ground_truth(gt)
+    d = parse_results(dets, g)
+    whole = evaluate_arrays(g.arrays, d, 7)
+    ev = pycocotools_eval(gt, dets)
+    for chunk in (1, 10, 40):
+        precision, recall = evaluate_arrays(g.arrays, d, 7, chunk_detections=chunk)
+        np.testing.assert_array_equal(precision, whole[0])
+        np.testing.assert_array_equal(recall, whole[1])
+        np.testing.assert_allclose(precision, ev.eval["precision"], rtol=0, atol=1e-12)
