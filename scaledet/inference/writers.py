@@ -24,6 +24,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+# A Parquet part is written once this many rows or images are queued: the most work a killed
+# run loses.
+ROWS_PER_PART = 200_000
+IMAGES_PER_PART = 2000
 PARQUET_COLUMNS = ("image_id", "image_path", "x1", "y1", "x2", "y2", "score", "label",
                    "class_name")
 
@@ -123,12 +127,13 @@ class ParquetWriter:
         path: the dataset folder (``OUT.parquet``).
         resume_token: number of parts to keep (later parts are removed), or None to start anew
             (the folder's ``part-*.parquet`` files are removed).
-        rows_per_part: a part is written once this many rows (or ``images_per_part`` images)
-            are queued; at most this much work is lost if the run is killed.
+        rows_per_part, images_per_part: a part is written once this many rows or images are
+            queued (default ``ROWS_PER_PART``, ``IMAGES_PER_PART``); at most this much work is
+            lost if the run is killed.
     """
 
     def __init__(self, path: str | os.PathLike, resume_token: str | None = None,
-                 rows_per_part: int = 200_000, images_per_part: int = 2000) -> None:
+                 rows_per_part: int | None = None, images_per_part: int | None = None) -> None:
         self.pa, self.pq = import_pyarrow()
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -138,7 +143,8 @@ class ParquetWriter:
                 part.unlink()
         (self.path / "_SUCCESS").unlink(missing_ok=True)
         self.parts = keep
-        self.rows_per_part, self.images_per_part = rows_per_part, images_per_part
+        self.rows_per_part = rows_per_part or ROWS_PER_PART
+        self.images_per_part = images_per_part or IMAGES_PER_PART
         self._columns: dict[str, list] = {c: [] for c in PARQUET_COLUMNS}
         self._images = 0
 
