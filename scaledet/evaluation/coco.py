@@ -87,9 +87,7 @@ def _int_array(values: list, source: str, what: str, key: str) -> np.ndarray:
     if arr.dtype.kind == "f" and arr.ndim == 1 and np.all(arr == np.round(arr)):
         arr = arr.astype(np.int64)
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
-        i = next((i for i, v in enumerate(values)
-                  if isinstance(v, bool) or not isinstance(v, (int, float))
-                  or v != int(v)), 0)
+        i = next((i for i, v in enumerate(values) if not _is_integral(v)), 0)
         raise ValueError(f"{source}: {what} {i}: '{key}' must be an integer, got {values[i]!r:.80}")
     return arr.astype(np.int64)
 
@@ -101,9 +99,9 @@ def _box_array(values: list, source: str, what: str) -> np.ndarray:
     except ValueError:  # ragged
         arr = None
     if arr is None or arr.ndim != 2 or arr.shape[1] != 4 or arr.dtype.kind not in "iuf":
-        i = next(i for i, b in enumerate(values)
-                 if not (isinstance(b, (list, tuple)) and len(b) == 4
-                         and all(_is_number(v) for v in b)))
+        i = next((i for i, b in enumerate(values)
+                  if not (isinstance(b, (list, tuple)) and len(b) == 4
+                          and all(_is_number(v) for v in b))), 0)
         raise ValueError(f"{source}: {what} {i}: bbox must be 4 numbers [x, y, w, h], "
                          f"got {values[i]!r:.80}")
     arr = arr.astype(np.float64)
@@ -123,10 +121,14 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_integral(v: Any) -> bool:
+    return _is_number(v) and (isinstance(v, int) or v.is_integer())
+
+
 def _float_array(values: list, source: str, what: str, key: str) -> np.ndarray:
     arr = np.array(values) if values else np.zeros(0)
     if arr.ndim != 1 or arr.dtype.kind not in "iuf":
-        i = next(i for i, v in enumerate(values) if not _is_number(v))
+        i = next((i for i, v in enumerate(values) if not _is_number(v)), 0)
         raise ValueError(f"{source}: {what} {i}: '{key}' must be a number, got {values[i]!r:.80}")
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
@@ -150,11 +152,11 @@ def _lookup(sorted_ids: np.ndarray, values: np.ndarray, source: str, what: str,
     return idx
 
 
-def _unique_ids(items: list, source: str, section: str) -> np.ndarray:
-    ids = _int_array(_column(items, "id", source, section[:-1]), source, section[:-1], "id")
+def _unique_ids(items: list, source: str, what: str) -> np.ndarray:
+    ids = _int_array(_column(items, "id", source, what), source, what, "id")
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"{source}: duplicate {section[:-1]} id {uniq[np.argmax(counts > 1)]}")
+        raise ValueError(f"{source}: duplicate {what} id {uniq[np.argmax(counts > 1)]}")
     return ids
 
 
@@ -187,9 +189,9 @@ def load_ground_truth(gt: str | Path | dict) -> CocoGroundTruth:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise ValueError(f"{source}: missing or non-list '{key}'")
-    image_ids = np.sort(_unique_ids(data["images"], source, "images"))
+    image_ids = np.sort(_unique_ids(data["images"], source, "image"))
     cats = data["categories"]
-    cat_ids = _unique_ids(cats, source, "categories")
+    cat_ids = _unique_ids(cats, source, "category")
     order = np.argsort(cat_ids)
     names = [str(cats[i].get("name", cats[i]["id"])) for i in order]
     anns = data["annotations"]
@@ -215,8 +217,9 @@ def load_ground_truth(gt: str | Path | dict) -> CocoGroundTruth:
 
 
 def _ann_ids(anns: list, source: str) -> np.ndarray:
+    """The annotation ids if every annotation has one, else 1..G."""
     if anns and all("id" in a for a in anns):
-        return _unique_ids(anns, source, "annotations")
+        return _unique_ids(anns, source, "annotation")
     return np.arange(1, len(anns) + 1, dtype=np.int64)
 
 

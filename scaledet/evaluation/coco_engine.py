@@ -10,9 +10,11 @@ last bit, without its per-(image, category) Python loops:
   the lowest IoU threshold are dropped: they can never match;
 * the greedy matching is sequential only within a group, so it runs rank by rank over *all*
   groups at once, for all 4 area ranges x 10 IoU thresholds (40 "channels") at once;
-* accumulation sorts every detection once by (category, -score), cumsums TP/FP for all
-  categories together and reads the interpolated precision at the 101 recall thresholds with
-  integer ``searchsorted`` and block maxima, so every float is computed as pycocotools does.
+* accumulation sorts the detections once by (category, -score) and handles all categories
+  together: the interpolated precision needs the precision only at TPs, the recall thresholds
+  become integer TP counts, and the envelope is a block maximum; every float is computed with
+  the same operations as in pycocotools;
+* categories are independent, so they go through all this in cache-sized runs.
 
 Boxes here are COCO ``xywh`` float64 in pixels. Written in numpy because torchvision has no COCO
 evaluator and pycocotools' C code covers only the IoU.
@@ -76,7 +78,8 @@ def evaluate_arrays(gt: GroundTruthArrays, dt: DetectionArrays, num_categories: 
     gt = GroundTruthArrays(*_take(np.argsort(gt.cat, kind="stable"), gt.img, gt.cat, gt.boxes,
                                   gt.area, gt.crowd, gt.id_is_zero))
     d_end = np.searchsorted(dt.cat, np.arange(1, K + 1))
-    g_start, g_end = np.searchsorted(gt.cat, np.arange(K)), np.searchsorted(gt.cat, np.arange(1, K + 1))
+    g_start = np.searchsorted(gt.cat, np.arange(K))
+    g_end = np.searchsorted(gt.cat, np.arange(1, K + 1))
     k0 = 0
     while k0 < K:
         d0 = d_end[k0 - 1] if k0 else 0
