@@ -1,4 +1,5 @@
-"""Handlers of ``scaledet train | val | predict | demo`` (arguments are declared in cli.py).
+"""Handlers of ``scaledet train | val | demo`` (arguments are declared in cli.py; ``predict`` is
+:mod:`scaledet.inference.commands`).
 
 Each returns an exit code; user errors are raised as ValueError / FileNotFoundError and printed
 by ``scaledet.cli.main`` as one line.
@@ -178,23 +179,7 @@ def _write_json(path: str | Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
 
 
-# ---- predict --------------------------------------------------------------------------------
-
-def predict_command(args: argparse.Namespace) -> int:
-    from scaledet.inference.predictor import Predictor
-
-    if not 0.0 <= args.conf <= 1.0:
-        raise ValueError(f"--conf must be in [0, 1], got {args.conf}")
-    files = collect_images(args.source)
-    predictor = Predictor(args.weights, device=args.device, conf=args.conf)
-    out = Path(args.out)
-    n_boxes, results = predict_to_folder(predictor, files, out)
-    json_path = Path(args.json_out) if args.json_out else out / "predictions.json"
-    _write_json(json_path, results)
-    print(f"{len(files)} images, {n_boxes} detections (conf >= {args.conf:g}) -> {out}")
-    print(f"COCO results: {json_path}")
-    return 0
-
+# ---- predict (the command itself is scaledet.inference.commands) ---------------------------
 
 def collect_images(sources: list[str]) -> list[Path]:
     """Image files named directly or found (non-recursively, sorted) in the given folders."""
@@ -215,31 +200,13 @@ def collect_images(sources: list[str]) -> list[Path]:
     return files
 
 
-def predict_to_folder(predictor, files: list[Path], out: Path) -> tuple[int, list[dict]]:
-    """Annotated copies of ``files`` in ``out`` and their COCO results (image ids 1..N, with
-    ``file_name`` added to every entry)."""
-    from scaledet.data import read_image
-    from scaledet.inference.predictor import save_annotated
-
-    results, n_boxes, used = [], 0, set()
-    for image_id, path in enumerate(files, start=1):
-        image = read_image(path)
-        det = predictor.predict([image])[0]
-        name = path.stem if path.stem not in used else f"{path.stem}_{image_id}"
-        used.add(name)
-        save_annotated(image, det, predictor.class_names, out / f"{name}.jpg")
-        rows = predictor.to_coco_results(det, image_id)
-        results += [{**r, "file_name": str(path)} for r in rows]
-        n_boxes += len(rows)
-    return n_boxes, results
-
-
 # ---- demo -----------------------------------------------------------------------------------
 
 DEMO_TRAIN, DEMO_VAL, DEMO_IMGSZ, DEMO_PREDICT = 1500, 200, 320, 6
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    from scaledet.inference.commands import predict_stream
     from scaledet.inference.predictor import Predictor
 
     if not args.minutes > 0:
@@ -257,8 +224,10 @@ def demo_command(args: argparse.Namespace) -> int:
     weights = out / "train" / "weights" / "best.safetensors"
     val_images = sorted((data / "images" / "val").iterdir())[:DEMO_PREDICT]
     predictor = Predictor(weights, device=args.device, conf=0.3)
-    _, results = predict_to_folder(predictor, val_images, out / "predictions")
-    _write_json(out / "predictions" / "predictions.json", results)
+    pred = out / "predictions"
+    shutil.rmtree(pred, ignore_errors=True)  # the demo's own output folder, rewritten each run
+    predict_stream(predictor, val_images, pred / "predictions.json", errors=pred / "errors.txt",
+                   images_dir=pred, progress_bar=False)
     _print_demo_summary(out, summary, time.monotonic() - start)
     return 0
 
