@@ -131,8 +131,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--skip-cpu", action="store_true")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.skip_cpu:
         cpu(args)
     if torch.cuda.is_available():
