@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,10 @@ from torch import Tensor, nn
 from scaledet.engine.validate import to_original_pixels
 from scaledet.inference.inputs import InputImage, as_images
 from scaledet.inference.results import Result, to_coco_results
+
+if TYPE_CHECKING:
+    from scaledet.inference.slicing import Slicing
+    from scaledet.inference.tta import TTA
 
 Detections = dict[str, Tensor]
 
@@ -53,7 +57,9 @@ class Predictor:
     """
 
     def __init__(self, weights: str | os.PathLike, device: str = "cpu", conf: float = 0.25,
-                 imgsz: int | None = None, batch_size: int = 8, **options: Any) -> None:
+                 imgsz: int | None = None, batch_size: int = 8, *, nms: str | None = None,
+                 iou: float | None = None, max_det: int | None = None, tta: TTA | None = None,
+                 slicing: Slicing | None = None) -> None:
         from scaledet.engine.checkpoint import model_from_weights
         from scaledet.engine.trainer import resolve_device
 
@@ -62,23 +68,26 @@ class Predictor:
         n = int(meta.get("model_config", {}).get("num_classes", 0) or 0)
         names = list(meta.get("class_names") or [str(i) for i in range(n)])
         self._setup(model, meta, names, meta.get("category_ids"), dev, conf,
-                    int(imgsz or meta.get("imgsz", 320)), batch_size, **options)
+                    int(imgsz or meta.get("imgsz", 320)), batch_size, nms, iou, max_det, tta,
+                    slicing)
 
     @classmethod
     def from_model(cls, model: nn.Module, class_names: Sequence[str], *, imgsz: int = 320,
                    device: str = "cpu", conf: float = 0.25, batch_size: int = 8,
-                   category_ids: Sequence[int] | None = None, **options: Any) -> Predictor:
-        """A predictor around an in-memory model (eval mode is set); same options as above."""
+                   category_ids: Sequence[int] | None = None, nms: str | None = None,
+                   iou: float | None = None, max_det: int | None = None,
+                   tta: TTA | None = None, slicing: Slicing | None = None) -> Predictor:
+        """A predictor around an in-memory model (put in eval mode); options as above, and
+        ``category_ids`` (COCO id of each class index, default ``1..C``)."""
         self = cls.__new__(cls)
         dev = torch.device(device)
         self._setup(model.to(dev).eval(), {}, list(class_names), category_ids, dev, conf,
-                    imgsz, batch_size, **options)
+                    imgsz, batch_size, nms, iou, max_det, tta, slicing)
         return self
 
     def _setup(self, model: nn.Module, meta: dict, names: list[str], category_ids, device,
-               conf: float, imgsz: int, batch_size: int, nms: str | None = None,
-               iou: float | None = None, max_det: int | None = None, tta=None,
-               slicing=None) -> None:
+               conf: float, imgsz: int, batch_size: int, nms: str | None, iou: float | None,
+               max_det: int | None, tta: TTA | None, slicing: Slicing | None) -> None:
         if not 0.0 <= conf < 1.0:
             raise ValueError(f"conf must be in [0, 1), got {conf}")
         if imgsz < 32 or batch_size < 1:
