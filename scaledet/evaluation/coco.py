@@ -24,6 +24,8 @@ naming the file and the entry instead of being skipped or crashing later.
 
 from __future__ import annotations
 
+import gc
+import itertools
 import json
 import warnings
 from collections.abc import Sequence
@@ -56,11 +58,18 @@ def _read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    # parsed json has no reference cycles; without the cyclic GC re-scanning the growing heap
+    # of new dicts, a 30 MB results file parses about twice as fast
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 _REQUIRED = object()
@@ -94,17 +103,20 @@ def _int_array(values: list, source: str, what: str, key: str) -> np.ndarray:
 
 def _box_array(values: list, source: str, what: str) -> np.ndarray:
     """``(N, 4)`` float64 xywh boxes: 4 finite numbers each, non-negative width and height."""
-    try:
-        arr = np.array(values) if values else np.zeros((0, 4))
-    except ValueError:  # ragged
-        arr = None
-    if arr is None or arr.ndim != 2 or arr.shape[1] != 4 or arr.dtype.kind not in "iuf":
+    sequence = (list, tuple, np.ndarray)
+    try:  # fast path: every box a sequence of 4 numbers (numeric strings pass, as in pycocotools)
+        ok = (all(isinstance(b, sequence) for b in values)
+              and (np.fromiter(map(len, values), np.int64, len(values)) == 4).all())
+        arr = np.fromiter(itertools.chain.from_iterable(values), np.float64, 4 * len(values))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         i = next((i for i, b in enumerate(values)
-                  if not (isinstance(b, (list, tuple)) and len(b) == 4
+                  if not (isinstance(b, sequence) and len(b) == 4
                           and all(_is_number(v) for v in b))), 0)
         raise ValueError(f"{source}: {what} {i}: bbox must be 4 numbers [x, y, w, h], "
                          f"got {values[i]!r:.80}")
-    arr = arr.astype(np.float64)
+    arr = arr.reshape(-1, 4)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))

@@ -226,6 +226,7 @@ def test_evaluator_accumulates_reset_and_single_image_update():
     (lambda g, d: d[0].pop("score"), "detection 0 has no 'score'"),
     (lambda g, d: d[1].__setitem__("bbox", [1, 2, 3]), "detection 1: bbox must be 4 numbers"),
     (lambda g, d: d[1].__setitem__("bbox", [1, 2, "a", 4]), "detection 1: bbox must be 4"),
+    (lambda g, d: d[1].__setitem__("bbox", "1234"), "detection 1: bbox must be 4 numbers"),
     (lambda g, d: d[2].__setitem__("bbox", [1, 2, -3, 4]), "detection 2: bbox has a negative"),
     (lambda g, d: d[0].__setitem__("image_id", 424242), "image_id 424242 is not in the ground"),
     (lambda g, d: d[0].__setitem__("category_id", 5555), "category_id 5555 is not in the"),
