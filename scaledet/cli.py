@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 50)")
     p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
-                   help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
+                   help="mixed precision (auto: bf16/fp16 on CUDA; bf16 on CPUs with native bf16)")
     p.add_argument("--grad-ckpt", action="store_true",
                    help="gradient checkpointing of the backbone (less memory, ~30%% slower)")
     p.add_argument("--eval-interval", type=int, default=None,

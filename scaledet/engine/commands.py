@@ -123,12 +123,12 @@ def _loader(dataset, args: argparse.Namespace, train: bool):
 
 
 def _validator(val_ds, args: argparse.Namespace, cfg):
-    from scaledet.engine.trainer import resolve_amp, resolve_device
+    """fp32 validation whatever ``--amp``: the same numbers as ``scaledet val``."""
+    from scaledet.engine.trainer import resolve_device
     from scaledet.engine.validate import DetectionValidator
 
-    device = resolve_device(cfg.device)
-    return DetectionValidator(_loader(val_ds, args, train=False), val_ds, device,
-                              resolve_amp(cfg.amp, device))
+    return DetectionValidator(_loader(val_ds, args, train=False), val_ds,
+                              resolve_device(cfg.device))
 
 
 def checkpoint_meta(args: argparse.Namespace, model, dataset) -> dict[str, Any]:

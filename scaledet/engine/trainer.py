@@ -58,7 +58,8 @@ class TrainConfig:
     where supported else fp16; CPU: off, see benchmarks/RESULTS.md). ``weight_decay=None`` picks
     0.05 for AdamW and 5e-4 for SGD. ``grad_clip`` is the max global L2 norm (0 disables).
     ``eval_interval`` is in epochs (0: only at the end); periodic evaluations are also kept
-    ``eval_min_minutes`` apart.
+    ``eval_min_minutes`` apart. ``close_mosaic``: the final fraction of the run is trained
+    without mosaic (for loaders with ``set_mosaic``; 0 disables).
     """
 
     epochs: int | None = None
@@ -77,6 +78,7 @@ class TrainConfig:
     grad_ckpt: bool = False
     eval_interval: int = 1
     eval_min_minutes: float = 0.0
+    close_mosaic: float = 0.15
     max_bad_steps: int = 20
     seed: int = 0
     device: str = "cpu"
@@ -127,8 +129,20 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if amp == "bf16" else torch.float16
     if amp == "fp16":
         raise ValueError("--amp fp16 is for CUDA; use --amp bf16 on CPU")
-    # "auto" on CPU: bf16 autocast was measured slower than fp32 for the small presets.
-    return torch.bfloat16 if amp == "bf16" else None
+    if amp == "auto":  # measured 1.16-1.22x faster training on such CPUs (benchmarks/RESULTS.md)
+        return torch.bfloat16 if cpu_has_native_bf16() else None
+    return torch.bfloat16
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16, read from
+    /proc/cpuinfo); without them bf16 autocast is emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -282,6 +296,7 @@ class Trainer:
         self.history: list[float] = []  # total loss per step (nan where skipped)
         self._elapsed_before = 0.0
         self._t0 = time.monotonic()
+        self._mosaic_closed = False
 
     # ---- public ----------------------------------------------------------------------------
     @property
@@ -333,6 +348,7 @@ class Trainer:
         self.model.train()
         if hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(self.epoch)
+        self._maybe_close_mosaic()
         sums: dict[str, float] = {}
         n_ok, n_images, t_start = 0, 0, time.monotonic()
         total = f"/{self.cfg.epochs}" if self.cfg.epochs else ""
@@ -353,6 +369,27 @@ class Trainer:
         row = {k: v / max(n_ok, 1) for k, v in sums.items()}
         row["images_per_s"] = n_images / max(time.monotonic() - t_start, 1e-9)
         return row
+
+    def _epoch_end_progress(self) -> float:
+        """Estimated progress at the end of the coming epoch (time: last epoch's duration)."""
+        p = 0.0
+        if self.cfg.epochs is not None:
+            p = (self.epoch + 1) / self.cfg.epochs
+        if self.cfg.time_minutes is not None:
+            elapsed = self.elapsed()
+            per_epoch = elapsed / self.epoch if self.epoch else 0.0
+            p = max(p, (elapsed + per_epoch) / (60.0 * self.cfg.time_minutes))
+        return p
+
+    def _maybe_close_mosaic(self) -> None:
+        """Train the final ``close_mosaic`` fraction on un-mosaicked images (YOLOX, YOLOv8)."""
+        if self.cfg.close_mosaic <= 0 or self._mosaic_closed or not hasattr(self.loader,
+                                                                            "set_mosaic"):
+            return
+        if self._epoch_end_progress() > 1.0 - self.cfg.close_mosaic:
+            self.loader.set_mosaic(0.0)
+            self._mosaic_closed = True
+            tqdm.write(f"epoch {self.epoch + 1}: mosaic off for the rest of the run")
 
     def _postfix(self, sums: dict[str, float], n: int, ips: float) -> str:
         terms = " ".join(f"{k}={v / max(n, 1):.3f}" for k, v in sums.items())

@@ -57,9 +57,13 @@ class TinyLoader:
         self.labels = (self.images.mean(dim=(1, 2, 3)) > 0.5).long()
         self.batch = batch
         self.epoch_seen: list[int] = []
+        self.mosaic_set: list[tuple[int, float]] = []
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch_seen.append(epoch)
+
+    def set_mosaic(self, probability: float) -> None:
+        self.mosaic_set.append((self.epoch_seen[-1], probability))
 
     def __len__(self) -> int:
         return len(self.images) // self.batch

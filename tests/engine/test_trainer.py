@@ -132,6 +132,32 @@ def test_epochs_schedule_reaches_the_floor(tmp_path):
     assert t.optimizer.param_groups[0]["lr"] == pytest.approx(expect)
 
 
+def test_mosaic_is_closed_for_the_final_fraction(tmp_path):
+    t = _trainer(tmp_path, _cfg(epochs=10, close_mosaic=0.15, eval_interval=0))
+    t.fit()
+    assert t.loader.mosaic_set == [(8, 0.0)]  # epochs 9 and 10 (0-based 8, 9): the last 20%
+    t = _trainer(tmp_path / "b", _cfg(epochs=3, close_mosaic=0.0, eval_interval=0))
+    t.fit()
+    assert t.loader.mosaic_set == []
+
+
+def test_mosaic_closing_under_a_time_budget(tmp_path, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(trainer_mod.time, "monotonic", lambda: clock[0])
+    t = _trainer(tmp_path, _cfg(epochs=None, time_minutes=1.0, close_mosaic=0.15,
+                                eval_interval=0))
+    orig_step = t._train_step
+
+    def step(images, targets):  # 6 steps per epoch, 1.5 s each: 9 s per epoch
+        clock[0] += 1.5
+        return orig_step(images, targets)
+
+    t._train_step = step
+    t.fit()
+    # at the start of epoch 6 (0-based 5): 45 s elapsed + 9 s expected = 54 s = 0.9 > 0.85
+    assert t.loader.mosaic_set == [(5, 0.0)]
+
+
 def test_grad_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     a = TinyModel()
@@ -180,7 +206,9 @@ def test_config_and_device_errors(tmp_path):
         TrainConfig(epochs=1, optimizer="lion")
     with pytest.raises(ValueError, match="fp16 is for CUDA"):
         resolve_amp("fp16", torch.device("cpu"))
-    assert resolve_amp("auto", torch.device("cpu")) is None
+    native = trainer_mod.cpu_has_native_bf16()
+    assert resolve_amp("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+    assert resolve_amp("off", torch.device("cpu")) is None
     with pytest.raises(ValueError, match="unknown device"):
         _trainer(tmp_path, _cfg(device="gpu0"))
     if not torch.cuda.is_available():
