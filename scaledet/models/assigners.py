@@ -99,11 +99,18 @@ class ATSSAssigner:
     ``>= mean + std`` (of the candidates' IoUs) whose centre lies inside the box. A location
     kept by several boxes takes the one of highest IoU. The threshold adapts to each object's
     size and shape, with no per-level size ranges to tune.
+
+    With ``min_one_positive`` (default), a box left without any location (a box smaller than
+    the finest stride may contain no location centre) gets its best-IoU candidate (the nearest
+    one on ties), so tiny objects are still learned; that location's predicted box then cannot
+    fit exactly, since it always contains its own centre.
     """
 
-    def __init__(self, *, topk: int = 9, anchor_scale: float = 8.0) -> None:
+    def __init__(self, *, topk: int = 9, anchor_scale: float = 8.0,
+                 min_one_positive: bool = True) -> None:
         self.topk = topk
         self.anchor_scale = anchor_scale
+        self.min_one_positive = min_one_positive
 
     def __call__(self, points: Tensor, strides: Tensor, level_sizes: Sequence[int],
                  gt_boxes: Tensor) -> Tensor:
@@ -125,6 +132,10 @@ class ATSSAssigner:
         threshold = cand_iou.mean(dim=0) + cand_iou.std(dim=0).nan_to_num(0.0)  # K=1: std NaN
         inside = _distances_to_sides(points, gt_boxes).amin(dim=-1) > 0  # (P, N)
         keep = (cand_iou >= threshold) & inside.gather(0, cand)
+        if self.min_one_positive:
+            orphans = ~keep.any(dim=0)  # (N,)
+            best = cand_iou.argmax(dim=0)
+            keep[best[orphans], orphans.nonzero().squeeze(1)] = True
         score = torch.full_like(ious, -INF)
         cols = torch.arange(gt_boxes.shape[0], device=points.device).expand_as(cand)
         score[cand[keep], cols[keep]] = ious[cand[keep], cols[keep]]

@@ -30,8 +30,8 @@ ASSIGNERS = ("atss", "fcos")
 class BackboneConfig:
     """:class:`~scaledet.models.backbones.csp.CSPNet` arguments."""
 
-    widths: tuple[int, ...] = (16, 24, 48, 96, 192)
-    depths: tuple[int, ...] = (0, 1, 1, 1)
+    widths: tuple[int, ...] = (8, 24, 48, 96, 192)
+    depths: tuple[int, ...] = (0, 1, 2, 1)
     depthwise: bool = False
 
 
@@ -39,7 +39,7 @@ class BackboneConfig:
 class NeckConfig:
     """:class:`~scaledet.models.necks.pan.PAFPN` arguments."""
 
-    channels: int = 48
+    channels: int = 64
     bottom_up: bool = True
     depth: int = 0
     depthwise: bool = True

@@ -113,10 +113,20 @@ def test_atss_matches_loop_reference():
     points, strides, sizes = _grid(size=96)
     # centres chosen off the grid's symmetry lines, so no two locations tie in distance
     boxes = torch.tensor([[5.0, 7.2, 40.4, 30.0], [30.3, 20.0, 90.0, 94.1], [60.0, 2.5, 70.4, 12.0]])
-    matched = ATSSAssigner(topk=5)(points, strides, sizes, boxes)
+    matched = ATSSAssigner(topk=5, min_one_positive=False)(points, strides, sizes, boxes)
     assert torch.equal(matched, _atss_reference(points, strides, sizes, boxes, 5, 8.0))
     assert set(matched.tolist()) == {-1, 0, 1, 2}  # every box gets positives
     assert (ATSSAssigner()(points, strides, sizes, torch.zeros(0, 4)) == -1).all()
+
+
+def test_atss_tiny_box_between_locations_gets_one_positive():
+    points, strides, sizes = _grid(size=64)
+    tiny = torch.tensor([[13.0, 13.0, 18.5, 18.0], [40.0, 40.0, 60.0, 60.0]])  # no centre inside
+    assert (ATSSAssigner(min_one_positive=False)(points, strides, sizes, tiny) != 0).all()
+    matched = ATSSAssigner()(points, strides, sizes, tiny)
+    # all nearby stride-8 anchors (64 px) contain the box, so their IoUs tie: nearest wins
+    assert points[matched == 0].tolist() == [[12.0, 12.0]]
+    assert (matched == 1).sum() > 0
 
 
 def test_atss_positive_points_lie_inside_their_box():
@@ -124,7 +134,7 @@ def test_atss_positive_points_lie_inside_their_box():
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(20, 2, generator=g) * 100
     boxes = torch.cat([xy, xy + 4 + torch.rand(20, 2, generator=g) * 60], dim=1)
-    matched = ATSSAssigner()(points, strides, sizes, boxes)
+    matched = ATSSAssigner(min_one_positive=False)(points, strides, sizes, boxes)
     pos = matched >= 0
     b, p = boxes[matched[pos]], points[pos]
     assert ((p > b[:, :2]) & (p < b[:, 2:])).all()
