@@ -11,7 +11,7 @@ from scaledet.cli import main
 from scaledet.engine.checkpoint import load_weights
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny inputs: threads cost more than they give, worse under load
@@ -93,6 +93,15 @@ def test_resume_continues_the_run(run, tmp_path, data):
     with (copy / "metrics.csv").open() as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
     assert load_weights(copy / "weights" / "last.safetensors")[1]["step"] == 4
+
+
+def test_same_seed_same_weights(run, data, tmp_path):
+    argv = ["train", "--data", str(data), "--imgsz", "64", "--epochs", "1", "--batch", "8",
+            "--workers", "0", "--out", str(tmp_path / "again"), "--warmup", "1"]
+    assert main(argv) == 0
+    a = load_weights(run / "weights" / "last.safetensors")[0]
+    b = load_weights(tmp_path / "again" / "weights" / "last.safetensors")[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("argv, message", [

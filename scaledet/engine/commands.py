@@ -40,7 +40,7 @@ def train_command(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace, eval_min_minutes: float = 0.0) -> dict[str, Any]:
     """Build data, model and trainer from the parsed ``train`` arguments and run it."""
     from scaledet.data import available_splits, load_dataset
-    from scaledet.engine.trainer import Trainer
+    from scaledet.engine.trainer import Trainer, seed_everything
     from scaledet.models import build
 
     out = _prepare_out(Path(args.out), args.resume, getattr(args, "exist_ok", False))
@@ -52,6 +52,7 @@ def train(args: argparse.Namespace, eval_min_minutes: float = 0.0) -> dict[str, 
     if len(train_ds) == 0:
         raise ValueError(f"--data {args.data}: the train split has no images")
     val_ds = load_dataset(args.data, "val") if "val" in available_splits(args.data) else None
+    seed_everything(args.seed)  # the model's initial weights come from the seed too
     model = build(args.model, num_classes=train_ds.num_classes)
     cfg = _train_config(args, model, eval_min_minutes)
     loader = _loader(train_ds, args, train=True)
