@@ -62,12 +62,19 @@ def train(args: argparse.Namespace, eval_min_minutes: float = 0.0) -> dict[str, 
     meta = checkpoint_meta(args, model, train_ds)
     print(f"training {args.model} on {len(train_ds)} images ({train_ds.num_classes} classes), "
           f"{len(val_ds) if val_ds else 0} val images, imgsz {args.imgsz}, batch {args.batch}, "
-          f"{_budget(args)}, device {cfg.device}, amp {cfg.amp} -> {out}")
+          f"{_budget(args)}, device {cfg.device}, amp {_amp_name(cfg)} -> {out}")
     trainer = Trainer(model, loader, cfg, out, evaluate=validator, meta=meta)
     summary = trainer.fit(resume=args.resume)
     if getattr(loader, "num_skipped", 0):
         print(loader.summary())
     return summary
+
+
+def _amp_name(cfg) -> str:
+    from scaledet.engine.trainer import resolve_amp, resolve_device
+
+    dtype = resolve_amp(cfg.amp, resolve_device(cfg.device))
+    return "off (fp32)" if dtype is None else str(dtype).replace("torch.", "")
 
 
 def _check_positive(**values: float) -> None:
@@ -220,7 +227,7 @@ def demo_command(args: argparse.Namespace) -> int:
         data=str(data), model=args.model, imgsz=DEMO_IMGSZ, epochs=None,
         time=max(args.minutes - setup_min, args.minutes / 2), batch=16,
         workers=getattr(args, "workers", 2), device=args.device, out=str(out / "train"),
-        resume=False, exist_ok=True, seed=0, lr=None, strict=False)
+        resume=False, exist_ok=True, seed=0, lr=None, strict=False, amp="auto")
     summary = train(train_args, eval_min_minutes=args.minutes / 4)
     weights = out / "train" / "weights" / "best.safetensors"
     val_images = sorted((data / "images" / "val").iterdir())[:DEMO_PREDICT]
