@@ -1,1 +1,25 @@
-"""scaledet.engine."""
+"""scaledet.engine: the training loop, EMA, schedules, atomic checkpoints, COCO validation.
+
+>>> from scaledet.engine import Trainer, TrainConfig
+>>> Trainer(model, loader, TrainConfig(time_minutes=10), "runs/a", evaluate=validator).fit()
+
+The ``train`` / ``val`` / ``demo`` commands are in :mod:`scaledet.engine.commands`.
+"""
+
+from scaledet.engine.checkpoint import (
+    load_train_state,
+    load_weights,
+    model_from_weights,
+    save_train_state,
+    save_weights,
+)
+from scaledet.engine.ema import ModelEMA
+from scaledet.engine.schedule import WarmupCosine
+from scaledet.engine.trainer import TrainConfig, Trainer, TrainingDiverged
+from scaledet.engine.validate import DetectionValidator
+
+__all__ = [
+    "DetectionValidator", "ModelEMA", "TrainConfig", "Trainer", "TrainingDiverged",
+    "WarmupCosine", "load_train_state", "load_weights", "model_from_weights", "save_train_state",
+    "save_weights",
+]
