@@ -54,7 +54,7 @@ def _new_axes(title: str):
 
 def _save(fig, ax, path: Path) -> Path:
     if ax.lines:
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     return path
