@@ -135,16 +135,29 @@ def wbf_rescale(fused: Detections, counts: Tensor, num_sources: int | Tensor) ->
     return sort_and_cap({**fused, "scores": scores}, 0.0, len(counts))
 
 
-def greedy_nmm(det: Detections, threshold: float = 0.5, metric: str = "ios") -> Detections:
-    """Greedy non-maximum merging (SAHI's GREEDYNMM), class-aware.
+def greedy_nmm(det: Detections, threshold: float = 0.5, metric: str = "ios", *,
+               sources: Tensor | None = None, cut: Tensor | None = None,
+               duplicate_iou: float = 0.6) -> Detections:
+    """Greedy non-maximum merging, class-aware: SAHI's GREEDYNMM, optionally tile-aware.
 
-    Boxes are visited by descending score; an unmerged box becomes a keeper and absorbs every
-    remaining unmerged box of its class whose match with the keeper's merged box (the enclosing
-    box of everything absorbed so far, grown until nothing more matches) is ``> threshold``;
-    the result is that enclosing box with the keeper's score. Matching against the grown box
-    lets the pieces of an object cut by several tile edges join through the whole box that
-    another tile or the full-image pass saw. ``metric``: ``"ios"`` (intersection over the
-    smaller area: a piece cut by a tile edge lies inside the whole box) or ``"iou"``.
+    Boxes are visited by descending score; an unmerged box becomes a keeper and absorbs the
+    remaining unmerged boxes of its class that match its group box (the enclosing box of the
+    group so far, grown until nothing more matches); the result is the group box with the
+    keeper's score. Matching against the grown box lets the pieces of an object cut by several
+    tile edges join through the whole box that another tile or the full-image pass saw.
+
+    Plain (``cut`` None): a box matches if ``metric`` (``"ios"``: intersection over the smaller
+    area, a piece cut by a tile edge lies inside the whole box; or ``"iou"``) is ``> threshold``.
+
+    Tile-aware (``cut`` given, ``(N,)`` bool: the box touches an inner tile edge): only pieces
+    are merged into a union - a box matches by IoS ``> threshold`` only if it or the group holds
+    a cut box; otherwise it is a duplicate if IoU ``> duplicate_iou`` (the same object seen whole
+    by two tiles), dropped without growing the group. With a low score threshold, plain IoS
+    merging lets a confident large box swallow every small box of its class inside it, and the
+    union then swallows its neighbours; this rule keeps whole boxes apart.
+
+    ``sources`` ``(N,)`` int (tile index): a box never joins a group that already holds a box of
+    its tile (the detector's own NMS separated those: they are different objects).
     """
     if metric not in ("ios", "iou"):
         raise ValueError(f"metric must be 'ios' or 'iou', got {metric!r}")
@@ -156,14 +169,19 @@ def greedy_nmm(det: Detections, threshold: float = 0.5, metric: str = "ios") -> 
         if not free[i]:
             continue
         free[i] = False
-        box = boxes[i]
+        box, members = boxes[i], torch.tensor([i])
         while True:
-            cand = (free & (labels == labels[i])).nonzero().flatten()
-            absorbed = cand[_match(box, boxes[cand], metric) > threshold]
-            if len(absorbed) == 0:
+            cand = free & (labels == labels[i])
+            if sources is not None:
+                cand &= ~torch.isin(sources, sources[members])
+            cand = cand.nonzero().flatten()
+            grow, drop = _matches(box, boxes[cand], metric, threshold, cut, cand, members,
+                                  duplicate_iou)
+            if not (grow.any() or drop.any()):
                 break
-            free[absorbed] = False
-            group = torch.cat([box[None], boxes[absorbed]])
+            free[cand[grow | drop]] = False
+            members = torch.cat([members, cand[grow | drop]])
+            group = torch.cat([box[None], boxes[cand[grow]]])
             box = torch.cat([group[:, :2].min(0).values, group[:, 2:].max(0).values])
         keepers.append(i)
         merged.append(box)
@@ -171,6 +189,16 @@ def greedy_nmm(det: Detections, threshold: float = 0.5, metric: str = "ios") -> 
         return empty_detections()
     idx = torch.tensor(keepers, dtype=torch.int64)
     return {"boxes": torch.stack(merged).float(), "scores": scores[idx], "labels": labels[idx]}
+
+
+def _matches(box: Tensor, others: Tensor, metric: str, threshold: float, cut: Tensor | None,
+             cand: Tensor, members: Tensor, duplicate_iou: float) -> tuple[Tensor, Tensor]:
+    """``(grow, drop)`` bool masks over ``others``: merge into the union / drop as duplicate."""
+    if cut is None:
+        return _match(box, others, metric) > threshold, torch.zeros(len(others), dtype=torch.bool)
+    piece = (cut[cand] | cut[members].any()) & (_match(box, others, "ios") > threshold)
+    duplicate = ~piece & (_match(box, others, "iou") > duplicate_iou)
+    return piece, duplicate
 
 
 def _match(box: Tensor, others: Tensor, metric: str) -> Tensor:

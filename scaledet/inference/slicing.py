@@ -5,9 +5,11 @@ it can see. Instead, overlapping tiles (:func:`scaledet.data.sampling.slice_imag
 native resolution (one tile pixel = one input pixel, unless ``tile_imgsz`` says otherwise),
 optionally plus the whole image letterboxed to ``imgsz`` for the objects larger than a tile; the
 boxes are shifted back to image pixels and merged across tile borders by greedy non-maximum
-merging (an object cut by a tile edge is seen whole or in pieces by the tiles sharing it: the
-pieces are mostly inside the whole box, so intersection-over-smaller matches them and their union
-is kept) or by NMS.
+merging or by NMS. An object cut by a tile edge is seen whole or in pieces by the tiles sharing
+it; a box reaching an inner tile edge is marked *cut*, and the merge (``greedy_nmm`` in its
+tile-aware form) joins cut pieces into their union when they lie mostly inside the group's box
+(intersection over the smaller area), while whole boxes of the same object from two tiles are
+de-duplicated by IoU and boxes of the same tile never merge.
 
 Known limit: an object longer than the overlap that is cut in *every* tile yields pieces that
 overlap only in the overlap band; they merge only if that band is more than ``match`` of the
@@ -26,6 +28,7 @@ from scaledet.inference.merge import concat, greedy_nmm, nms_merge, sort_and_cap
 
 Detections = dict[str, Tensor]
 MERGE_METHODS = ("nmm", "nms")
+CUT_MARGIN = 3.0  # px: a box this close to an inner tile edge counts as cut by it
 
 
 @dataclass(frozen=True)
@@ -62,29 +65,48 @@ class Slicing:
             raise ValueError(f"tile_imgsz must be >= 32, got {self.tile_imgsz}")
 
 
-def tile_detections(predictor, image: Tensor, cfg: Slicing) -> list[Detections]:
-    """Detections of every tile of ``image`` ``(3, H, W)`` uint8, in image pixels (plus the
-    full-image pass last when ``cfg.full_image`` and the image is larger than one tile)."""
+def tile_detections(predictor, image: Tensor, cfg: Slicing
+                    ) -> list[tuple[tuple[int, int, int, int] | None, Detections]]:
+    """``(window, detections)`` of every tile of ``image`` ``(3, H, W)`` uint8, boxes in image
+    pixels, then ``(None, detections)`` of the full-image pass when ``cfg.full_image`` and the
+    image is larger than one tile."""
     h, w = image.shape[-2:]
     windows = slice_image(h, w, cfg.tile, cfg.overlap)
     tiles = [image[:, y0:y1, x0:x1] for x0, y0, x1, y1 in windows]
     size = cfg.tile_imgsz or max(tiles[0].shape[-2:])
-    dets = predictor.detect(tiles, size)
     out = []
-    for (x0, y0, _, _), d in zip(windows, dets):
+    for (x0, y0, x1, y1), d in zip(windows, predictor.detect(tiles, size)):
         shift = torch.tensor([x0, y0, x0, y0], dtype=d["boxes"].dtype)
-        out.append({**d, "boxes": d["boxes"] + shift})
+        out.append(((x0, y0, x1, y1), {**d, "boxes": d["boxes"] + shift}))
     if cfg.full_image and len(windows) > 1:
-        out += predictor.detect([image])
+        out.append((None, predictor.detect([image])[0]))
     return out
+
+
+def cut_by_tile_edge(boxes: Tensor, window: tuple[int, int, int, int] | None,
+                     image_size: tuple[int, int], margin: float = CUT_MARGIN) -> Tensor:
+    """``(K,)`` bool: the ``(K, 4)`` xyxy box reaches (within ``margin`` px) an edge of its
+    tile ``window`` that is not an image edge, i.e. the object may continue in the next tile."""
+    if window is None:
+        return torch.zeros(len(boxes), dtype=torch.bool)
+    x0, y0, x1, y1 = window
+    h, w = image_size
+    return (((boxes[:, 0] <= x0 + margin) & (x0 > 0)) | ((boxes[:, 1] <= y0 + margin) & (y0 > 0))
+            | ((boxes[:, 2] >= x1 - margin) & (x1 < w)) | ((boxes[:, 3] >= y1 - margin) & (y1 < h)))
 
 
 def sliced_detect(predictor, image: Tensor, cfg: Slicing) -> Detections:
     """Sliced inference on one ``(3, H, W)`` uint8 image: merged detections in image pixels,
     score >= ``predictor.conf``, sorted, at most ``predictor.max_det``."""
-    det = concat(tile_detections(predictor, image, cfg))
+    parts = tile_detections(predictor, image, cfg)
+    det = concat([d for _, d in parts])
     if cfg.merge == "nmm":
-        merged = greedy_nmm(det, cfg.match, "ios")
+        size = tuple(image.shape[-2:])
+        cut = torch.cat([cut_by_tile_edge(d["boxes"], win, size) for win, d in parts])
+        sources = torch.cat([torch.full((len(d["scores"]),), k) for k, (_, d) in
+                             enumerate(parts)])
+        merged = greedy_nmm(det, cfg.match, "ios", sources=sources, cut=cut,
+                            duplicate_iou=predictor.iou)
     else:
         merged = nms_merge(det, predictor.nms, cfg.match, min_score=max(predictor.conf, 1e-3))
     return sort_and_cap(merged, predictor.conf, predictor.max_det)
