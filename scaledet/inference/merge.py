@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from scaledet.inference.results import empty_detections
-from scaledet.ops import batched_diou_nms, batched_nms, batched_soft_nms, box_iou
+from scaledet.ops import batched_diou_nms, batched_nms, batched_soft_nms
 
 Detections = dict[str, Tensor]
 NMS_METHODS = ("hard", "soft-linear", "soft-gaussian", "diou")
@@ -91,23 +92,34 @@ def wbf_clusters(det: Detections, iou: float = 0.55) -> tuple[Detections, Tensor
 
 def _wbf_one_class(boxes: Tensor, scores: Tensor, iou: float
                    ) -> tuple[tuple[Tensor, Tensor], Tensor]:
-    order = scores.argsort(descending=True, stable=True)
-    weighted = torch.zeros(len(order), 4, dtype=torch.float64)  # sum of score * box
-    score_sum = torch.zeros(len(order), dtype=torch.float64)
-    counts = torch.zeros(len(order), dtype=torch.int64)
+    """WBF of one class. The loop is sequential (each fused box moves as members join), so it
+    runs on numpy float64 arrays: per-step tensor calls cost ~10x more at these sizes."""
+    b, s = boxes.numpy(), scores.numpy()
+    order = np.argsort(-s, kind="stable")
+    fused = np.zeros((len(b), 4))     # current fused boxes
+    weighted = np.zeros((len(b), 4))  # sum of score * box
+    score_sum = np.zeros(len(b))
+    counts = np.zeros(len(b), dtype=np.int64)
+    area = np.zeros(len(b))
     m = 0
-    for i in order.tolist():
-        j = -1
+    for i in order:
+        j = m
         if m:
-            overlaps = box_iou(boxes[i:i + 1], weighted[:m] / score_sum[:m, None])[0]
+            lt = np.maximum(fused[:m, :2], b[i, :2])
+            rb = np.minimum(fused[:m, 2:], b[i, 2:])
+            inter = np.clip(rb - lt, 0, None).prod(axis=1)
+            own = max(b[i, 2] - b[i, 0], 0) * max(b[i, 3] - b[i, 1], 0)
+            overlaps = inter / np.maximum(area[:m] + own - inter, 1e-12)
             best = int(overlaps.argmax())
-            j = best if float(overlaps[best]) > iou else -1
-        if j < 0:
-            j, m = m, m + 1
-        weighted[j] += scores[i] * boxes[i]
-        score_sum[j] += scores[i]
+            j = best if overlaps[best] > iou else m
+        m += j == m
+        weighted[j] += s[i] * b[i]
+        score_sum[j] += s[i]
         counts[j] += 1
-    return (weighted[:m] / score_sum[:m, None], score_sum[:m] / counts[:m]), counts[:m]
+        fused[j] = weighted[j] / score_sum[j]
+        area[j] = np.clip(fused[j, 2:] - fused[j, :2], 0, None).prod()
+    return ((torch.from_numpy(fused[:m]), torch.from_numpy(score_sum[:m] / counts[:m])),
+            torch.from_numpy(counts[:m]))
 
 
 def weighted_boxes_fusion(det: Detections, num_sources: int, iou: float = 0.55) -> Detections:

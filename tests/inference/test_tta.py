@@ -66,12 +66,13 @@ def test_snip_ranges_drop_passes_outside_their_range(merge, plain_score, snip_sc
 
 
 def test_tta_on_a_real_model_is_well_formed():
-    predictor = Predictor.from_model(tiny_model(), CLASS_NAMES, imgsz=64, conf=0.3,
+    predictor = Predictor.from_model(tiny_model(), CLASS_NAMES, imgsz=64, conf=0.1,
                                      tta=TTA.parse("scales=0.5,1,1.5,flip,snip"))
-    image = torch.randint(0, 256, (3, 50, 90), dtype=torch.uint8)
+    image = torch.randint(0, 256, (3, 50, 90), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(0))
     (r,) = predictor(image)
     assert 0 < len(r) <= predictor.max_det
-    assert float(r.scores.min()) >= 0.3
+    assert float(r.scores.min()) >= 0.1
     assert r.scores.tolist() == sorted(r.scores.tolist(), reverse=True)
     assert float(r.boxes[:, 2].max()) <= 90 and float(r.boxes[:, 3].max()) <= 50
     predictor.tta = TTA((1.0,), merge="nms")  # one pass + NMS again = the plain result
