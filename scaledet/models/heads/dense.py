@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from scaledet.ops import batched_diou_nms, batched_nms, batched_soft_nms
 
-NMS_METHODS = ("hard", "soft-linear", "soft-gaussian", "diou")
+NMS_METHODS = ("hard", "soft-linear", "soft-gaussian", "diou", "none")
 # Soft-NMS only decays scores, so it needs a positive floor to ever drop a box.
 _SOFT_MIN_SCORE = 1e-4
 
@@ -34,7 +34,8 @@ class PostProcess:
             Soft-NMS, boxes whose decayed score falls below it, or below 1e-4 if it is 0).
         topk_per_level: keep at most this many candidates per pyramid level before NMS.
         nms: ``"hard"`` (greedy), ``"soft-linear"`` / ``"soft-gaussian"`` (Soft-NMS, Bodla et
-            al.), or ``"diou"`` (DIoU-NMS, Zheng et al.); always class-aware.
+            al.), or ``"diou"`` (DIoU-NMS, Zheng et al.); always class-aware; ``"none"`` keeps
+            the top-k candidates as they are (CenterNet, whose peaks are already unique).
         nms_iou: IoU threshold (hard, DIoU, Soft-NMS linear).
         soft_sigma: Soft-NMS gaussian width.
         max_det: detections kept per image (100 for COCO-style evaluation; 300 for crowded
@@ -185,6 +186,9 @@ def _postprocess_image(boxes: Tensor, scores: Tensor, level_sizes: Sequence[int]
         values = values[keep]
     elif cfg.nms == "diou":
         keep = batched_diou_nms(boxes, values, labels, cfg.nms_iou)
+        values = values[keep]
+    elif cfg.nms == "none":
+        keep = values.argsort(descending=True, stable=True)
         values = values[keep]
     else:  # Soft-NMS returns the decayed scores of the kept boxes, in keep order
         keep, values = batched_soft_nms(boxes, values, labels, method=cfg.nms[len("soft-"):],
