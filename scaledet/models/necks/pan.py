@@ -69,11 +69,16 @@ class PAFPN(nn.Module):
     :class:`CSPBlock` (``depth`` bottlenecks, 0 means a single ``3x3`` conv).
 
     list of ``(B, in_channels[i], H_i, W_i)`` -> list of ``(B, channels, H_i, W_i)``.
+
+    ``strides`` (the input levels' strides, default: each twice the previous) only matter to the
+    bottom-up path: two levels of equal stride (an atrous last backbone stage, see
+    :mod:`scaledet.models.backbones.dilation`) are joined by a stride-1 conv instead of stride 2.
     """
 
     def __init__(self, *, in_channels: Sequence[int], channels: int = 64,
                  bottom_up: bool = True, sppf_k: int = 5, depth: int = 1,
-                 depthwise: bool = False, act: str = "relu") -> None:
+                 depthwise: bool = False, act: str = "relu",
+                 strides: Sequence[int] | None = None) -> None:
         super().__init__()
         n = len(in_channels)
         self.sppf = SPPF(in_channels[-1], in_channels[-1], k=sppf_k, act=act)
@@ -87,8 +92,10 @@ class PAFPN(nn.Module):
         self.top_down = nn.ModuleList(fuse() for _ in range(n - 1))
         self.bottom_up = bottom_up
         if bottom_up:
-            self.down = nn.ModuleList(conv_block(channels, channels, s=2, depthwise=depthwise,
-                                                 act=act) for _ in range(n - 1))
+            steps = [2] * (n - 1) if strides is None else [
+                strides[i + 1] // strides[i] for i in range(n - 1)]
+            self.down = nn.ModuleList(conv_block(channels, channels, s=s, depthwise=depthwise,
+                                                 act=act) for s in steps)
             self.bottom_up_fuse = nn.ModuleList(fuse() for _ in range(n - 1))
         self.out_channels = [channels] * n
         init_weights(self)
