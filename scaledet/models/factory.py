@@ -5,7 +5,9 @@ whose ``config`` (a :class:`ModelConfig`) fully describes the architecture;
 ``dataclasses.asdict(model.config)`` is JSON-safe and ``build_from_config(that_dict)`` rebuilds
 the same model (checkpoints store it next to the weights).
 
-The factory only knows the FCOS presets. Other models need no table edit: compose
+Presets: ``fcos-n/s/m`` (FCOS + VarifocalNet), ``centernet-n`` (CenterNet at stride 4) and
+``yolo-n`` (YOLOX head with SimOTA); ``backbone.kind`` picks CSPNet, SNet or MobileNet and
+``backbone.dilated`` makes the last stage atrous. Other models need no table edit: compose
 ``Detector(MyBackbone(...), MyNeck(...), MyHead(...))`` directly.
 """
 
@@ -18,21 +20,38 @@ from dataclasses import dataclass, field
 
 from scaledet.models.assigners import ATSSAssigner, FCOSAssigner
 from scaledet.models.backbones.csp import CSPNet
+from scaledet.models.backbones.dilation import dilate_last_stage
+from scaledet.models.backbones.mobilenet import MobileNet
+from scaledet.models.backbones.snet import SNet
 from scaledet.models.detector import Detector
+from scaledet.models.heads.centernet import CenterNetHead
 from scaledet.models.heads.dense import PostProcess
 from scaledet.models.heads.fcos import FCOSHead
+from scaledet.models.heads.yolo import YOLOXHead
 from scaledet.models.necks.pan import PAFPN
+from scaledet.models.simota import SimOTAAssigner
 
 ASSIGNERS = ("atss", "fcos")
+BACKBONES = {"csp": CSPNet, "snet": SNet, "mobilenet": MobileNet}
+HEADS = ("fcos", "centernet", "yolo")
 
 
 @dataclass
 class BackboneConfig:
-    """:class:`~scaledet.models.backbones.csp.CSPNet` arguments."""
+    """Backbone arguments.
+
+    ``kind``: ``"csp"`` (:class:`~scaledet.models.backbones.csp.CSPNet`), ``"snet"``
+    (:class:`~scaledet.models.backbones.snet.SNet`) or ``"mobilenet"``
+    (:class:`~scaledet.models.backbones.mobilenet.MobileNet`); ``depthwise`` is CSPNet's (the
+    other two always are). ``dilated``: atrous last stage, whose level then has stride 16
+    (:func:`~scaledet.models.backbones.dilation.dilate_last_stage`).
+    """
 
     widths: tuple[int, ...] = (8, 24, 48, 96, 192)
     depths: tuple[int, ...] = (0, 1, 2, 1)
     depthwise: bool = False
+    kind: str = "csp"
+    dilated: bool = False
 
 
 @dataclass
@@ -54,6 +73,13 @@ class HeadConfig:
     sampling of ``center_radius`` strides; level ``i`` takes objects whose largest
     point-to-side distance lies between ``fcos_bounds[i-1]`` and ``fcos_bounds[i]`` pixels,
     the first from 0 and the last unbounded).
+
+    ``kind`` picks the head: ``"fcos"`` (:class:`~scaledet.models.heads.fcos.FCOSHead`),
+    ``"centernet"`` (:class:`~scaledet.models.heads.centernet.CenterNetHead` on the finest
+    level; ``box_loss_weight`` weighs its size L1 loss, ``gaussian_alpha`` its heatmap
+    Gaussians) or ``"yolo"`` (:class:`~scaledet.models.heads.yolo.YOLOXHead`; needs
+    ``assigner="simota"``, whose centre region is ``center_radius`` strides and dynamic k sums
+    ``simota_topk`` IoUs).
     """
 
     num_convs: int = 1
@@ -68,6 +94,9 @@ class HeadConfig:
     vfl_alpha: float = 0.75
     vfl_gamma: float = 2.0
     prior_prob: float = 0.01
+    kind: str = "fcos"
+    gaussian_alpha: float = 0.54
+    simota_topk: int = 10
 
 
 @dataclass
@@ -110,8 +139,25 @@ def fcos_m(num_classes: int = 80) -> ModelConfig:
                        head=HeadConfig(num_convs=2), lr=1e-3)
 
 
+def centernet_n(num_classes: int = 80) -> ModelConfig:
+    """centernet-n: fcos-n's backbone, an FPN down to stride 4 (P2), CenterNet head; top-100
+    heatmap peaks, no NMS."""
+    return ModelConfig(name="centernet-n", num_classes=num_classes, strides=(4, 8, 16, 32),
+                       neck=NeckConfig(channels=64, bottom_up=False),
+                       head=HeadConfig(kind="centernet", box_loss_weight=0.1, prior_prob=0.1),
+                       postprocess=PostProcess(nms="none", topk_per_level=100))
+
+
+def yolo_n(num_classes: int = 80) -> ModelConfig:
+    """yolo-n: fcos-n's backbone and neck, YOLOX decoupled head trained with SimOTA."""
+    return ModelConfig(name="yolo-n", num_classes=num_classes,
+                       head=HeadConfig(kind="yolo", assigner="simota", center_radius=2.5,
+                                       box_loss="ciou", box_loss_weight=5.0))
+
+
 PRESETS: dict[str, Callable[..., ModelConfig]] = {"fcos-n": fcos_n, "fcos-s": fcos_s,
-                                                  "fcos-m": fcos_m}
+                                                  "fcos-m": fcos_m, "centernet-n": centernet_n,
+                                                  "yolo-n": yolo_n}
 
 
 def build(name: str = "fcos-n", *, num_classes: int = 80, **overrides) -> Detector:
@@ -137,19 +183,51 @@ def build_from_config(cfg: ModelConfig | dict) -> Detector:
     """Build the model a :class:`ModelConfig` (or its ``asdict`` / JSON form) describes."""
     if isinstance(cfg, dict):
         cfg = config_from_dict(cfg)
-    b, n, h = cfg.backbone, cfg.neck, cfg.head
-    backbone = CSPNet(widths=b.widths, depths=b.depths, depthwise=b.depthwise, act=cfg.act,
-                      out_strides=cfg.strides)
+    n = cfg.neck
+    backbone, strides = _backbone(cfg)
     neck = PAFPN(in_channels=backbone.out_channels, channels=n.channels, bottom_up=n.bottom_up,
-                 sppf_k=n.sppf_k, depth=n.depth, depthwise=n.depthwise, act=cfg.act)
-    head = FCOSHead(num_classes=cfg.num_classes, in_channels=n.channels, strides=cfg.strides,
-                    num_convs=h.num_convs, depthwise=h.depthwise, norm=h.norm, act=cfg.act,
-                    assigner=_assigner(h), box_loss=h.box_loss,
-                    box_loss_weight=h.box_loss_weight, vfl_alpha=h.vfl_alpha,
-                    vfl_gamma=h.vfl_gamma, prior_prob=h.prior_prob)
+                 sppf_k=n.sppf_k, depth=n.depth, depthwise=n.depthwise, act=cfg.act,
+                 strides=strides)
+    head = _head(cfg, strides)
     model = Detector(backbone, neck, head, postprocess=dataclasses.replace(cfg.postprocess))
     model.config = cfg
     return model
+
+
+def _backbone(cfg: ModelConfig):
+    """The backbone and its actual output strides."""
+    b = cfg.backbone
+    if b.kind not in BACKBONES:
+        raise ValueError(f"backbone.kind must be one of {tuple(BACKBONES)}, got {b.kind!r}")
+    extra = {"depthwise": b.depthwise} if b.kind == "csp" else {}
+    backbone = BACKBONES[b.kind](widths=b.widths, depths=b.depths, act=cfg.act,
+                                 out_strides=cfg.strides, **extra)
+    strides = dilate_last_stage(backbone) if b.dilated else tuple(cfg.strides)
+    return backbone, strides
+
+
+def _head(cfg: ModelConfig, strides: tuple[int, ...]):
+    h, channels = cfg.head, cfg.neck.channels
+    if h.kind == "fcos":
+        return FCOSHead(num_classes=cfg.num_classes, in_channels=channels, strides=strides,
+                        num_convs=h.num_convs, depthwise=h.depthwise, norm=h.norm, act=cfg.act,
+                        assigner=_assigner(h), box_loss=h.box_loss,
+                        box_loss_weight=h.box_loss_weight, vfl_alpha=h.vfl_alpha,
+                        vfl_gamma=h.vfl_gamma, prior_prob=h.prior_prob)
+    if h.kind == "centernet":
+        return CenterNetHead(num_classes=cfg.num_classes, in_channels=channels,
+                             stride=strides[0], depthwise=h.depthwise, act=cfg.act,
+                             gaussian_alpha=h.gaussian_alpha, size_loss_weight=h.box_loss_weight,
+                             prior_prob=h.prior_prob)
+    if h.kind == "yolo":
+        if h.assigner != "simota":
+            raise ValueError(f"the yolo head needs head.assigner 'simota', got {h.assigner!r}")
+        assigner = SimOTAAssigner(center_radius=h.center_radius, candidate_topk=h.simota_topk)
+        return YOLOXHead(num_classes=cfg.num_classes, in_channels=channels, strides=strides,
+                         num_convs=h.num_convs, depthwise=h.depthwise, act=cfg.act,
+                         assigner=assigner, box_loss=h.box_loss,
+                         box_loss_weight=h.box_loss_weight, prior_prob=h.prior_prob)
+    raise ValueError(f"head.kind must be one of {HEADS}, got {h.kind!r}")
 
 
 def _assigner(h: HeadConfig):
