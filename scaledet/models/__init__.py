@@ -6,6 +6,9 @@
 
 from scaledet.models.assigners import ATSSAssigner, FCOSAssigner
 from scaledet.models.backbones.csp import CSPNet
+from scaledet.models.backbones.dilation import dilate_last_stage
+from scaledet.models.backbones.mobilenet import MobileNet
+from scaledet.models.backbones.snet import SNet
 from scaledet.models.box_coders import PointDistanceCoder
 from scaledet.models.detector import Detector
 from scaledet.models.factory import (
@@ -18,9 +21,12 @@ from scaledet.models.factory import (
     build_from_config,
     config_from_dict,
 )
+from scaledet.models.heads.centernet import CenterNetHead
 from scaledet.models.heads.dense import NMS_METHODS, DenseHead, PostProcess, postprocess
 from scaledet.models.heads.fcos import FCOSHead
+from scaledet.models.heads.yolo import YOLOXHead
 from scaledet.models.necks.pan import PAFPN, SPP, SPPF
+from scaledet.models.simota import SimOTAAssigner
 
 __all__ = [
     "NMS_METHODS",
@@ -30,18 +36,24 @@ __all__ = [
     "ATSSAssigner",
     "BackboneConfig",
     "CSPNet",
+    "CenterNetHead",
     "DenseHead",
     "Detector",
     "FCOSAssigner",
     "FCOSHead",
     "HeadConfig",
+    "MobileNet",
     "ModelConfig",
     "NeckConfig",
     "PAFPN",
     "PointDistanceCoder",
+    "SNet",
+    "SimOTAAssigner",
     "PostProcess",
+    "YOLOXHead",
     "build",
     "build_from_config",
     "config_from_dict",
+    "dilate_last_stage",
     "postprocess",
 ]
