@@ -174,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--model", default="fcos-n")
     p.add_argument("--device", default="cpu")
+
+    # ---- models --------------------------------------------------------------------------
+    p = _add(sub, "info", "scaledet.models.info:info_command",
+             "parameters, FLOPs (counted), receptive field and stride of each output level",
+             "  scaledet info                      # every preset, one line each\n"
+             "  scaledet info --model centernet-n --imgsz 320\n"
+             "  scaledet info --model fcos-n --layers   # every layer's receptive field\n")
+    p.add_argument("--model", default=None, help="model preset (default: list all presets)")
+    p.add_argument("--imgsz", type=int, default=320, help="square input side in pixels")
+    p.add_argument("--num-classes", type=int, default=80)
+    p.add_argument("--layers", action="store_true", help="also print every layer's field")
     return parser
 
 

@@ -1,0 +1,118 @@
+"""``scaledet info``: parameters, FLOPs, and the theoretical receptive field and stride of every
+output level of a model preset.
+
+FLOPs are counted, not estimated: one forward of :meth:`Detector.predict_raw` (network and box
+decoding, no NMS) on a single ``imgsz x imgsz`` image under
+``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per multiply-add of
+convolutions and matrix products (the convention behind "8.7 GFLOPs" for YOLOv8n at 640 px) and
+ignores element-wise ops. Receptive fields come from :func:`scaledet.ops.receptive_field`,
+traced through the whole detector up to each level's predictions (classification and
+regression together).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from scaledet.models.detector import Detector
+from scaledet.models.factory import PRESETS, build
+from scaledet.ops import RFLayer, receptive_field, receptive_field_table
+
+
+@dataclass(frozen=True)
+class LevelInfo:
+    """One output level: ``stride`` (input pixels between neighbouring locations),
+    ``receptive_field`` (pixels) and map ``size``, each ``(height, width)``."""
+
+    stride: tuple[float, float]
+    receptive_field: tuple[float, float]
+    size: tuple[int, int]
+
+
+class _LevelPredictions(nn.Module):
+    """``images -> [cls_l.sum(1) + reg_l.sum(1) for each level]``: one map per level whose
+    receptive field is the union of both branches'."""
+
+    def __init__(self, model: Detector) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        cls_maps, reg_maps = self.model.head(self.model.features(images))
+        return [c.sum(1, keepdim=True) + r.sum(1, keepdim=True)
+                for c, r in zip(cls_maps, reg_maps)]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: Detector, imgsz: int) -> int:
+    """FLOPs of ``model.predict_raw`` on one ``(1, 3, imgsz, imgsz)`` image (eval mode, no
+    grad; the training flag is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.predict_raw(torch.zeros(1, 3, imgsz, imgsz, device=model.pixel_mean.device))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def layer_fields(model: Detector, imgsz: int) -> list[RFLayer]:
+    """Every conv/pool/interpolation of the detector, then one ``output[i]`` row per level."""
+    return receptive_field(_LevelPredictions(model), imgsz, in_channels=3)
+
+
+def level_info(model: Detector, imgsz: int) -> list[LevelInfo]:
+    """Receptive field, stride and size of each output level, finest first."""
+    return [LevelInfo(r.jump, r.rf, r.output_size)
+            for r in layer_fields(model, imgsz) if r.name.startswith("output")]
+
+
+def _sq(v: tuple) -> str:
+    return f"{v[0]:g}" if v[0] == v[1] else f"{v[0]:g}x{v[1]:g}"
+
+
+def format_info(model: Detector, imgsz: int, *, layers: bool = False) -> str:
+    """The text ``scaledet info`` prints for one model."""
+    name = model.config.name if model.config is not None else type(model.head).__name__
+    lines = [f"{name}: {model.head.num_classes} classes, {imgsz}x{imgsz} input",
+             f"parameters  {count_parameters(model) / 1e6:.3f} M",
+             f"FLOPs       {count_flops(model, imgsz) / 1e9:.3f} G (network + box decoding, "
+             "no NMS; 2 per multiply-add)", "",
+             f"{'level':>5} {'stride':>7} {'receptive field':>16} {'map':>9}"]
+    rows = layer_fields(model, imgsz)
+    outputs = [r for r in rows if r.name.startswith("output")]
+    for i, r in enumerate(outputs):
+        lines.append(f"{i:>5} {_sq(r.jump):>7} {_sq(r.rf):>16} "
+                     f"{r.output_size[0]}x{r.output_size[1]:<5}")
+    if layers:
+        lines += ["", receptive_field_table(rows)]
+    return "\n".join(lines)
+
+
+def info_command(args: argparse.Namespace) -> int:
+    """``scaledet info [--model PRESET] [--imgsz N] [--num-classes C] [--layers]``; without
+    ``--model``, a one-line summary of every preset."""
+    if args.imgsz < 32:
+        raise ValueError(f"--imgsz must be >= 32, got {args.imgsz}")
+    if args.model is not None:
+        print(format_info(build(args.model, num_classes=args.num_classes), args.imgsz,
+                          layers=args.layers))
+        return 0
+    print(f"{'preset':<14} {'params (M)':>10} {'GFLOPs':>8}  strides (receptive field px) at "
+          f"{args.imgsz} px")
+    for name in PRESETS:
+        model = build(name, num_classes=args.num_classes)
+        levels = ", ".join(f"{_sq(lv.stride)} ({_sq(lv.receptive_field)})"
+                           for lv in level_info(model, args.imgsz))
+        print(f"{name:<14} {count_parameters(model) / 1e6:>10.3f} "
+              f"{count_flops(model, args.imgsz) / 1e9:>8.3f}  {levels}")
+    return 0
