@@ -39,7 +39,7 @@ def centernet_targets(boxes: Tensor, labels: Tensor, num_classes: int,
     Returns:
         ``heatmap (C, H, W)`` in ``[0, 1]``, 1 exactly at each box's centre cell (the cell
         holding the centre, clamped into the map) and the element-wise max over boxes of a
-        class elsewhere; ``index (M,)`` the distinct centre cells (row-major ``y * W + x``);
+        class elsewhere; ``index (M,)`` the distinct centre cells, sorted (row-major ``y * W + x``);
         ``reg (M, 4)`` their targets ``(dx, dy, w, h)`` in cells (``dx, dy`` the centre's
         offset from the cell's top-left corner). When boxes share a centre cell the smallest
         (area) gets it. Memory ``O(N H W)``.
