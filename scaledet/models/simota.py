@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scaledet.models.assigners import _distances_to_sides
 from scaledet.ops import box_iou
 
 
@@ -54,10 +53,11 @@ class SimOTAAssigner:
         matched_iou = torch.zeros(points.shape[0], device=points.device)
         if gt_boxes.shape[0] == 0:
             return matched, matched_iou
-        inside_box = _distances_to_sides(points, gt_boxes).amin(dim=-1) > 0  # (P, N)
+        p = points[:, None]  # (P, 1, 2)
+        inside_box = ((p > gt_boxes[:, :2]) & (p < gt_boxes[:, 2:])).all(dim=-1)  # (P, N)
         centres = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
         radius = (self.center_radius * strides)[:, None, None]
-        inside_centre = ((points[:, None] - centres[None]).abs() < radius).all(dim=-1)
+        inside_centre = ((p - centres).abs() < radius).all(dim=-1)
         cand = (inside_box | inside_centre).any(dim=1).nonzero().squeeze(1)  # (K,)
         if cand.numel() == 0:
             return matched, matched_iou
