@@ -2,16 +2,20 @@
 location is responsible for.
 
 An assigner is a callable
-``assigner(points, strides, level_sizes, gt_boxes) -> matched`` where
+``assigner(points, strides, level_sizes, gt_boxes, gt_valid=None) -> matched`` where
 
 - ``points``: ``(P, 2)`` xy pixel centres of all locations, levels concatenated finest first;
 - ``strides``: ``(P,)`` stride (pixels) of each location's level;
 - ``level_sizes``: number of locations per level (sums to ``P``);
-- ``gt_boxes``: ``(N, 4)`` xyxy pixels;
-- ``matched``: ``(P,)`` int64 index into ``gt_boxes``, ``-1`` for background.
+- ``gt_boxes``: ``(N, 4)`` xyxy pixels of one image, or ``(B, N, 4)`` for a batch padded to a
+  common ``N``, with ``gt_valid`` ``(B, N)`` bool marking the real boxes;
+- ``matched``: ``(P,)`` (or ``(B, P)``) int64 index into ``gt_boxes``, ``-1`` for background.
 
 A location inside several boxes takes the smallest one (FCOS) or the best-overlapping one
-(ATSS). Both work on ``(P, N)`` matrices, so many boxes per image cost memory ``O(P N)``.
+(ATSS). The whole batch is assigned at once on ``(B, P, N)`` tensors: a few dozen tensor ops
+per batch rather than per image, which matters on a busy CPU where every op can wait for a
+thread. Memory is ``O(B P N)``; :class:`~scaledet.models.heads.fcos.FCOSHead` splits big
+batches.
 """
 
 from __future__ import annotations
@@ -28,17 +32,42 @@ INF = math.inf
 
 
 def _distances_to_sides(points: Tensor, gt_boxes: Tensor) -> Tensor:
-    """``(P, N, 4)`` ltrb distances from each point to each box (negative outside)."""
-    x, y = points[:, 0, None], points[:, 1, None]
-    return torch.stack([x - gt_boxes[:, 0], y - gt_boxes[:, 1],
-                        gt_boxes[:, 2] - x, gt_boxes[:, 3] - y], dim=-1)
+    """``(B, P, N, 4)`` ltrb distances from each point ``(P, 2)`` to each box ``(B, N, 4)``
+    (negative outside)."""
+    x, y = points[None, :, 0, None], points[None, :, 1, None]  # (1, P, 1)
+    g = gt_boxes[:, None]  # (B, 1, N, 4)
+    return torch.stack([x - g[..., 0], y - g[..., 1], g[..., 2] - x, g[..., 3] - y], dim=-1)
 
 
-def _background(points: Tensor) -> Tensor:
-    return torch.full((points.shape[0],), -1, dtype=torch.int64, device=points.device)
+class _BatchedAssigner:
+    """Accepts one image's ``(N, 4)`` boxes or a padded batch; subclasses implement
+    ``_assign(points, strides, level_sizes, gt_boxes (B, N, 4), gt_valid (B, N)) -> (B, P)``
+    for ``N >= 1``."""
+
+    def __call__(self, points: Tensor, strides: Tensor, level_sizes: Sequence[int],
+                 gt_boxes: Tensor, gt_valid: Tensor | None = None) -> Tensor:
+        single = gt_boxes.dim() == 2
+        if single:
+            gt_boxes = gt_boxes[None]
+        if gt_valid is None:
+            gt_valid = torch.ones(gt_boxes.shape[:2], dtype=torch.bool, device=gt_boxes.device)
+        if sum(level_sizes) != points.shape[0]:
+            raise ValueError(f"level_sizes sum to {sum(level_sizes)} but there are "
+                             f"{points.shape[0]} points")
+        if gt_boxes.shape[1] == 0:
+            matched = torch.full((gt_boxes.shape[0], points.shape[0]), -1, dtype=torch.int64,
+                                 device=points.device)
+        else:
+            matched = self._assign(points, strides, level_sizes, gt_boxes.to(points.dtype),
+                                   gt_valid)
+        return matched[0] if single else matched
+
+    def _assign(self, points: Tensor, strides: Tensor, level_sizes: Sequence[int],
+                gt_boxes: Tensor, gt_valid: Tensor) -> Tensor:
+        raise NotImplementedError
 
 
-class FCOSAssigner:
+class FCOSAssigner(_BatchedAssigner):
     """FCOS assignment (Tian et al., ICCV 2019) with centre sampling.
 
     A location is a candidate for a box when (1) it lies inside the box, (2) with centre
@@ -61,36 +90,34 @@ class FCOSAssigner:
         self.center_sampling = center_sampling
         self.radius = radius
 
-    def __call__(self, points: Tensor, strides: Tensor, level_sizes: Sequence[int],
-                 gt_boxes: Tensor) -> Tensor:
+    def _assign(self, points: Tensor, strides: Tensor, level_sizes: Sequence[int],
+                gt_boxes: Tensor, gt_valid: Tensor) -> Tensor:
         if len(level_sizes) != len(self.regress_ranges):
             raise ValueError(f"FCOSAssigner has {len(self.regress_ranges)} regress_ranges but the "
                              f"head has {len(level_sizes)} levels")
-        if gt_boxes.shape[0] == 0:
-            return _background(points)
-        ltrb = _distances_to_sides(points, gt_boxes)
-        ok = ltrb.amin(dim=-1) > 0
+        ltrb = _distances_to_sides(points, gt_boxes)  # (B, P, N, 4)
+        ok = (ltrb.amin(dim=-1) > 0) & gt_valid[:, None, :]
         if self.center_sampling:
             ok &= self._in_center_region(points, strides, gt_boxes)
         ranges = torch.tensor([r for r, n in zip(self.regress_ranges, level_sizes)
                                for _ in range(n)], dtype=ltrb.dtype, device=points.device)
         max_side = ltrb.amax(dim=-1)
-        ok &= (max_side >= ranges[:, :1]) & (max_side <= ranges[:, 1:])
-        area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
-        area = torch.where(ok, area.expand_as(ok), torch.full_like(ltrb[..., 0], INF))
-        min_area, matched = area.min(dim=1)
+        ok &= (max_side >= ranges[None, :, :1]) & (max_side <= ranges[None, :, 1:])
+        area = (gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])
+        area = torch.where(ok, area[:, None, :], INF)  # (B, P, N)
+        min_area, matched = area.min(dim=2)
         return torch.where(torch.isinf(min_area), -1, matched)
 
     def _in_center_region(self, points: Tensor, strides: Tensor, gt_boxes: Tensor) -> Tensor:
-        centers = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2  # (N, 2)
-        r = (self.radius * strides)[:, None, None]  # (P, 1, 1)
-        lo = torch.maximum(centers - r, gt_boxes[:, :2])  # (P, N, 2), clipped to the box
-        hi = torch.minimum(centers + r, gt_boxes[:, 2:])
-        p = points[:, None, :]
-        return ((p > lo) & (p < hi)).all(dim=-1)
+        centers = (gt_boxes[..., :2] + gt_boxes[..., 2:])[:, None] / 2  # (B, 1, N, 2)
+        r = (self.radius * strides)[None, :, None, None]  # (1, P, 1, 1)
+        lo = torch.maximum(centers - r, gt_boxes[:, None, :, :2])  # clipped to the box
+        hi = torch.minimum(centers + r, gt_boxes[:, None, :, 2:])
+        p = points[None, :, None, :]
+        return ((p > lo) & (p < hi)).all(dim=-1)  # (B, P, N)
 
 
-class ATSSAssigner:
+class ATSSAssigner(_BatchedAssigner):
     """Adaptive training sample selection (Zhang et al., CVPR 2020), for anchor-free points.
 
     Each location carries a square "anchor" of side ``anchor_scale * stride``. For each box:
@@ -112,32 +139,33 @@ class ATSSAssigner:
         self.anchor_scale = anchor_scale
         self.min_one_positive = min_one_positive
 
-    def __call__(self, points: Tensor, strides: Tensor, level_sizes: Sequence[int],
-                 gt_boxes: Tensor) -> Tensor:
-        if gt_boxes.shape[0] == 0:
-            return _background(points)
+    def _assign(self, points: Tensor, strides: Tensor, level_sizes: Sequence[int],
+                gt_boxes: Tensor, gt_valid: Tensor) -> Tensor:
         half = (self.anchor_scale * strides / 2)[:, None]
         anchors = torch.cat([points - half, points + half], dim=1)
-        ious = box_iou(anchors, gt_boxes)  # (P, N)
-        centers = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
-        dist = torch.cdist(points, centers)  # (P, N)
-        candidates = []
-        start = 0
-        for n in level_sizes:
-            k = min(self.topk, n)
-            candidates.append(dist[start:start + n].topk(k, dim=0, largest=False).indices + start)
-            start += n
-        cand = torch.cat(candidates, dim=0)  # (K, N) location indices
-        cand_iou = ious.gather(0, cand)
-        threshold = cand_iou.mean(dim=0) + cand_iou.std(dim=0).nan_to_num(0.0)  # K=1: std NaN
-        inside = _distances_to_sides(points, gt_boxes).amin(dim=-1) > 0  # (P, N)
-        keep = (cand_iou >= threshold) & inside.gather(0, cand)
+        ious = box_iou(anchors, gt_boxes)  # (B, P, N)
+        centers = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2
+        dist = torch.cdist(points[None].expand(len(gt_boxes), -1, -1), centers)  # (B, P, N)
+        cand = self._candidates(dist, level_sizes)  # (B, K, N) location indices
+        cand_iou = ious.gather(1, cand)
+        threshold = cand_iou.mean(dim=1) + cand_iou.std(dim=1).nan_to_num(0.0)  # K=1: std NaN
+        inside = _distances_to_sides(points, gt_boxes).amin(dim=-1) > 0  # (B, P, N)
+        keep = (cand_iou >= threshold[:, None]) & inside.gather(1, cand)
         if self.min_one_positive:
-            orphans = ~keep.any(dim=0)  # (N,)
-            best = cand_iou.argmax(dim=0)
-            keep[best[orphans], orphans.nonzero().squeeze(1)] = True
+            best = cand_iou.argmax(dim=1, keepdim=True)  # (B, 1, N)
+            orphan = ~keep.any(dim=1, keepdim=True)
+            keep |= torch.zeros_like(keep).scatter_(1, best, orphan)
+        keep &= gt_valid[:, None, :]
         score = torch.full_like(ious, -INF)
-        cols = torch.arange(gt_boxes.shape[0], device=points.device).expand_as(cand)
-        score[cand[keep], cols[keep]] = ious[cand[keep], cols[keep]]
-        best, matched = score.max(dim=1)
-        return torch.where(torch.isinf(best), -1, matched)
+        score.scatter_(1, cand, torch.where(keep, cand_iou, -INF))
+        best_iou, matched = score.max(dim=2)
+        return torch.where(torch.isinf(best_iou), -1, matched)
+
+    def _candidates(self, dist: Tensor, level_sizes: Sequence[int]) -> Tensor:
+        """The ``topk`` nearest locations of every level, as ``(B, K, N)`` indices."""
+        out, start = [], 0
+        for level_dist in dist.split(list(level_sizes), dim=1):
+            k = min(self.topk, level_dist.shape[1])
+            out.append(level_dist.topk(k, dim=1, largest=False).indices + start)
+            start += level_dist.shape[1]
+        return torch.cat(out, dim=1)

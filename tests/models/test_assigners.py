@@ -152,3 +152,21 @@ def test_point_coder_round_trip(point, dist, stride):
     assert (boxes[:, 2:] >= boxes[:, :2]).all()
     torch.testing.assert_close(coder.encode(p, boxes, s), d)
     torch.testing.assert_close(coder.decode(p, coder.encode(p, boxes, s), s), boxes)
+
+
+def test_padded_batch_equals_image_by_image():
+    points, strides, sizes = _grid(size=96)
+    g = torch.Generator().manual_seed(3)
+    images = []
+    for n in (3, 0, 7):
+        xy = torch.rand(n, 2, generator=g) * 70
+        images.append(torch.cat([xy, xy + 3 + torch.rand(n, 2, generator=g) * 40], 1))
+    padded = torch.zeros(3, 7, 4)
+    valid = torch.zeros(3, 7, dtype=torch.bool)
+    for i, boxes in enumerate(images):
+        padded[i, : len(boxes)], valid[i, : len(boxes)] = boxes, True
+    for assigner in (ATSSAssigner(), FCOSAssigner(regress_ranges=((0, 32), (32, 64), (64, INF)))):
+        batched = assigner(points, strides, sizes, padded, valid)
+        assert batched.shape == (3, len(points))
+        for i, boxes in enumerate(images):
+            assert torch.equal(batched[i], assigner(points, strides, sizes, boxes))

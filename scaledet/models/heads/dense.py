@@ -94,6 +94,28 @@ def make_points(shapes: Sequence[tuple[int, int]], strides: Sequence[int],
     return torch.cat(points), torch.cat(point_strides), sizes
 
 
+def pad_targets(targets: Sequence[dict]) -> tuple[Tensor, Tensor, Tensor]:
+    """Stack per-image targets into padded batch tensors for batched assignment.
+
+    Args:
+        targets: per image ``boxes (N_i, 4)`` and ``labels (N_i,)``.
+
+    Returns:
+        ``boxes (B, N, 4)``, ``labels (B, N)`` int64 and ``valid (B, N)`` bool, with
+        ``N = max(1, max_i N_i)`` (padding: zero boxes, label 0, ``valid`` False).
+    """
+    boxes = [t["boxes"] for t in targets]
+    labels = [t["labels"].long() for t in targets]
+    lengths = torch.tensor([len(x) for x in labels], device=boxes[0].device)
+    if int(lengths.max()) == 0:  # keep a dummy column so reductions over N are defined
+        boxes = [boxes[0].new_zeros(1, 4)] + boxes[1:]
+        labels = [labels[0].new_zeros(1)] + labels[1:]
+    boxes = nn.utils.rnn.pad_sequence(boxes, batch_first=True)
+    labels = nn.utils.rnn.pad_sequence(labels, batch_first=True)
+    valid = torch.arange(labels.shape[1], device=labels.device)[None] < lengths[:, None]
+    return boxes, labels, valid
+
+
 class DenseHead(nn.Module):
     """Base class of dense heads.
 
@@ -133,11 +155,12 @@ class DenseHead(nn.Module):
 
     def predict(self, cls_maps: list[Tensor], reg_maps: list[Tensor]
                 ) -> tuple[Tensor, Tensor, list[int]]:
-        """Boxes ``(B, P, 4)`` xyxy pixels, scores ``(B, P, C)`` in ``[0, 1]``, locations per
-        level. Only tensor ops without data-dependent control flow, so it exports to ONNX."""
+        """Boxes ``(B, P, 4)`` xyxy pixels, scores ``(B, P, C)`` in ``[0, 1]`` (both float32,
+        also under autocast), locations per level. Only tensor ops without data-dependent
+        control flow, so it exports to ONNX."""
         points, strides, sizes = self.points(cls_maps)
         boxes = self.decode(points, strides, flatten_levels(reg_maps))
-        return boxes, flatten_levels(cls_maps).sigmoid(), sizes
+        return boxes, flatten_levels(cls_maps).float().sigmoid(), sizes
 
 
 def postprocess(boxes: Tensor, scores: Tensor, level_sizes: Sequence[int], cfg: PostProcess

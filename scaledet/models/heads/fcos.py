@@ -20,12 +20,14 @@ from scaledet.losses.focal import varifocal_loss
 from scaledet.losses.iou_loss import iou_loss
 from scaledet.models.assigners import ATSSAssigner
 from scaledet.models.box_coders import PointDistanceCoder
-from scaledet.models.heads.dense import DenseHead, flatten_levels
+from scaledet.models.heads.dense import DenseHead, flatten_levels, pad_targets
 from scaledet.models.layers import conv_block, init_weights
 from scaledet.ops import box_iou
 
 # exp() of the regression is clamped here: distances up to e^10 ~ 22000 strides, never inf.
 _MAX_LOG_DISTANCE = 10.0
+# Elements of the assigner's largest temporaries per chunk of images (float32: 64 MB).
+_ASSIGN_BUDGET = 2**24
 
 
 class FCOSHead(DenseHead):
@@ -105,22 +107,26 @@ class FCOSHead(DenseHead):
         if not bool(torch.isfinite(boxes).all()):  # diverged: NaN losses for the trainer's guard
             nan = boxes.sum() * math.nan
             return {"loss_cls": nan, "loss_box": nan, "loss": nan}
+        gt_boxes, gt_labels, gt_valid = pad_targets(targets)
+        matched = self.assign(points, strides, sizes, gt_boxes, gt_valid)  # (B, P)
+        b, p = (matched >= 0).nonzero(as_tuple=True)
+        gt, labels, pred = gt_boxes[b, matched[b, p]], gt_labels[b, matched[b, p]], boxes[b, p]
+        iou = box_iou(pred.detach(), gt, aligned=True).clamp(min=1e-6)
         cls_target = torch.zeros_like(logits)
-        pred_pos, gt_pos, iou_pos = [], [], []
-        for b, t in enumerate(targets):
-            matched = self.assigner(points, strides, sizes, t["boxes"])
-            pos = (matched >= 0).nonzero().squeeze(1)
-            gt = t["boxes"][matched[pos]].float()
-            iou = box_iou(boxes[b, pos].detach(), gt, aligned=True).clamp(min=1e-6)
-            cls_target[b, pos, t["labels"][matched[pos]]] = iou
-            pred_pos.append(boxes[b, pos])
-            gt_pos.append(gt)
-            iou_pos.append(iou)
-        iou_pos = torch.cat(iou_pos)
-        num_pos = max(iou_pos.numel(), 1)
+        cls_target[b, p, labels] = iou
+        num_pos = max(len(b), 1)
         loss_cls = varifocal_loss(logits, cls_target, self.vfl_alpha, self.vfl_gamma) / num_pos
         # VarifocalNet: box loss weighted by the IoU, normalised by the weights' sum (>= 1).
-        loss_box = iou_loss(torch.cat(pred_pos), torch.cat(gt_pos), self.box_loss,
-                            reduction="sum", weight=iou_pos) / iou_pos.sum().clamp(min=1.0)
-        loss_box = self.box_loss_weight * loss_box + 0.0 * boxes.sum()  # keep the graph if empty
+        loss_box = iou_loss(pred, gt, self.box_loss, reduction="sum", weight=iou)
+        loss_box = self.box_loss_weight * loss_box / iou.sum().clamp(min=1.0)
+        loss_box = loss_box + 0.0 * boxes.sum()  # keeps every output in the graph when empty
         return {"loss_cls": loss_cls, "loss_box": loss_box, "loss": loss_cls + loss_box}
+
+    def assign(self, points: Tensor, strides: Tensor, level_sizes: list[int], gt_boxes: Tensor,
+               gt_valid: Tensor) -> Tensor:
+        """The assigner on ``(B, N, 4)`` padded boxes, in chunks of images that keep its
+        ``(B, P, N, 4)`` temporaries under ~64 MB (many boxes per image)."""
+        per_image = points.shape[0] * max(gt_boxes.shape[1], 1) * 4
+        chunk = max(1, _ASSIGN_BUDGET // per_image)
+        return torch.cat([self.assigner(points, strides, level_sizes, g, v) for g, v in
+                          zip(gt_boxes.split(chunk), gt_valid.split(chunk))])
