@@ -8,7 +8,7 @@
   COCO-small) pasted at random cells of a 6 x 6 grid on a grey noise background. COCO AP
   (scaledet's pycocotools-exact evaluator) and seconds per canvas of: the plain predictor
   (letterbox to ``imgsz``), the plain predictor at full resolution (``imgsz`` 2048), and sliced
-  inference (``imgsz`` tiles, overlap 0.2, NMM, with / without the full-image pass).
+  inference (``imgsz`` tiles, overlap 0.2, NMM or NMS, with / without the full-image pass).
 - tta: the first ``--val-images`` images of DATA's val split, plain vs image-pyramid TTA
   (scales, flip, SNIP ranges; WBF vs NMS merging): AP, AP_small, seconds per image.
 - onnx: batch-1 latency of the dense forward (``predict_raw``, no NMS) at ``imgsz``, PyTorch vs
@@ -93,12 +93,14 @@ def bench_slicing(weights: str, n: int) -> dict:
     modes = {
         f"letterbox {base.imgsz} (plain)": {},
         f"full resolution (imgsz {CANVAS})": {"imgsz": CANVAS},
-        f"sliced {tile} px, overlap 0.2, NMM + full image": {
+        f"sliced {tile} px, overlap 0.2, NMM (default)": {
             "slicing": Slicing(tile=tile, overlap=0.2)},
-        f"sliced {tile} px, overlap 0.2, NMM, no full image": {
-            "slicing": Slicing(tile=tile, overlap=0.2, full_image=False)},
-        f"sliced {tile} px, overlap 0.2, NMS + full image": {
+        f"sliced {tile} px, overlap 0.2, NMM + full image": {
+            "slicing": Slicing(tile=tile, overlap=0.2, full_image=True)},
+        f"sliced {tile} px, overlap 0.2, NMS": {
             "slicing": Slicing(tile=tile, overlap=0.2, merge="nms")},
+        f"sliced {tile} px, overlap 0.2, NMS + full image": {
+            "slicing": Slicing(tile=tile, overlap=0.2, merge="nms", full_image=True)},
     }
     out = {}
     for name, kw in modes.items():

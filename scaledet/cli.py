@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image-pyramid TTA, e.g. scales=0.75,1,1.5,flip (snip: SNIP ranges)")
     p.add_argument("--slice", type=int, metavar="TILE", help="sliced inference, TILE px tiles")
     p.add_argument("--overlap", type=float, default=0.2, help="tile overlap fraction")
-    p.add_argument("--no-full", action="store_true",
-                   help="slicing without the extra full-image pass")
+    p.add_argument("--full", action="store_true",
+                   help="slicing: also run the whole image downscaled (objects > a tile)")
     p.add_argument("--merge", choices=["wbf", "nms", "nmm"], default=None,
                    help="merge TTA passes (wbf|nms, default wbf) or tiles (nmm|nms, default nmm)")
     p.add_argument("--parquet", metavar="OUT.parquet",

@@ -57,7 +57,7 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
     elif args.slice:
         if merge not in (None, "nmm", "nms"):
             raise ValueError(f"--merge {merge}: slicing merges with 'nmm' or 'nms'")
-        slicing = Slicing(tile=args.slice, overlap=args.overlap, full_image=not args.no_full,
+        slicing = Slicing(tile=args.slice, overlap=args.overlap, full_image=args.full,
                           merge=merge or "nmm")
     elif merge is not None:
         raise ValueError("--merge only applies with --tta or --slice")

@@ -149,7 +149,7 @@ def wbf_rescale(fused: Detections, counts: Tensor, num_sources: int | Tensor) ->
 
 def greedy_nmm(det: Detections, threshold: float = 0.5, metric: str = "ios", *,
                sources: Tensor | None = None, cut: Tensor | None = None,
-               duplicate_iou: float = 0.6) -> Detections:
+               duplicate_iou: float = 0.6, piece_ratio: float = 0.0) -> Detections:
     """Greedy non-maximum merging, class-aware: SAHI's GREEDYNMM, optionally tile-aware.
 
     Boxes are visited by descending score; an unmerged box becomes a keeper and absorbs the
@@ -162,64 +162,95 @@ def greedy_nmm(det: Detections, threshold: float = 0.5, metric: str = "ios", *,
     area, a piece cut by a tile edge lies inside the whole box; or ``"iou"``) is ``> threshold``.
 
     Tile-aware (``cut`` given, ``(N,)`` bool: the box touches an inner tile edge): only pieces
-    are merged into a union - a box matches by IoS ``> threshold`` only if it or the group holds
-    a cut box; otherwise it is a duplicate if IoU ``> duplicate_iou`` (the same object seen whole
-    by two tiles), dropped without growing the group. With a low score threshold, plain IoS
+    grow the group box - a box matches by IoS ``> threshold`` only if it or the group holds a
+    cut box; otherwise it is a duplicate if IoU ``> duplicate_iou`` (the same object seen whole
+    by two tiles), absorbed without growing the group. ``sources`` ``(N,)`` int (tile index):
+    a box never joins a group that already holds a box of its tile (the detector's own NMS
+    separated those: they are different objects). Why: with a low score threshold, plain IoS
     merging lets a confident large box swallow every small box of its class inside it, and the
-    union then swallows its neighbours; this rule keeps whole boxes apart.
+    union then swallows its neighbours.
 
-    ``sources`` ``(N,)`` int (tile index): a box never joins a group that already holds a box of
-    its tile (the detector's own NMS separated those: they are different objects).
+    ``piece_ratio``: a matching box scoring below ``piece_ratio`` x the keeper's score is
+    absorbed without growing the group (a weak false box at a tile edge must not stretch a
+    confident one).
     """
     if metric not in ("ios", "iou"):
         raise ValueError(f"metric must be 'ios' or 'iou', got {metric!r}")
-    boxes, scores, labels = det["boxes"].double(), det["scores"], det["labels"]
-    order = scores.argsort(descending=True, stable=True)
-    free = torch.ones(len(order), dtype=torch.bool)
+    out = []
+    for c in det["labels"].unique().tolist():
+        idx = (det["labels"] == c).nonzero().flatten()
+        src = sources[idx].numpy() if sources is not None else None
+        cuts = cut[idx].numpy() if cut is not None else None
+        rule = _NMMRule(threshold, metric, cuts, duplicate_iou, piece_ratio)
+        keep, boxes = _nmm_one_class(det["boxes"][idx].double().numpy(),
+                                     det["scores"][idx].double().numpy(), src, rule)
+        keep = torch.from_numpy(keep)
+        out.append({"boxes": torch.from_numpy(boxes).float(), "scores": det["scores"][idx][keep],
+                    "labels": det["labels"][idx][keep]})
+    if not out:
+        return empty_detections()
+    return sort_and_cap(concat(out), float("-inf"), len(det["scores"]))
+
+
+class _NMMRule:
+    """Which candidates join a group: ``(grow, absorb)`` masks (see :func:`greedy_nmm`)."""
+
+    def __init__(self, threshold: float, metric: str, cut: np.ndarray | None,
+                 duplicate_iou: float, piece_ratio: float) -> None:
+        self.threshold, self.metric, self.cut = threshold, metric, cut
+        self.duplicate_iou, self.piece_ratio = duplicate_iou, piece_ratio
+
+    def __call__(self, box: np.ndarray, others: np.ndarray, cand: np.ndarray,
+                 group_cut: bool, weak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inter, small, union = _overlaps(box, others)
+        if self.cut is None:
+            grow = (inter / small if self.metric == "ios" else inter / union) > self.threshold
+            return grow & ~weak, grow & weak
+        piece = (self.cut[cand] | group_cut) & (inter / small > self.threshold)
+        duplicate = ~piece & (inter / union > self.duplicate_iou)
+        return piece & ~weak, duplicate | (piece & weak)
+
+
+def _nmm_one_class(boxes: np.ndarray, scores: np.ndarray, sources: np.ndarray | None,
+                   rule: _NMMRule) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy loop of :func:`greedy_nmm` for one class (numpy: the loop is sequential)."""
+    order = np.argsort(-scores, kind="stable")
+    free = np.ones(len(boxes), dtype=bool)
     keepers, merged = [], []
-    for i in order.tolist():
+    for i in order:
         if not free[i]:
             continue
         free[i] = False
-        box, members = boxes[i], torch.tensor([i])
+        box = boxes[i].copy()
+        group_cut = bool(rule.cut[i]) if rule.cut is not None else False
+        used = [sources[i]] if sources is not None else []
         while True:
-            cand = free & (labels == labels[i])
-            if sources is not None:
-                cand &= ~torch.isin(sources, sources[members])
-            cand = cand.nonzero().flatten()
-            grow, drop = _matches(box, boxes[cand], metric, threshold, cut, cand, members,
-                                  duplicate_iou)
-            if not (grow.any() or drop.any()):
+            cand = np.flatnonzero(free)
+            if used:
+                cand = cand[~np.isin(sources[cand], used)]
+            weak = scores[cand] < rule.piece_ratio * scores[i]
+            grow, absorb = rule(box, boxes[cand], cand, group_cut, weak)
+            joined = cand[grow | absorb]
+            if len(joined) == 0:
                 break
-            free[cand[grow | drop]] = False
-            members = torch.cat([members, cand[grow | drop]])
-            group = torch.cat([box[None], boxes[cand[grow]]])
-            box = torch.cat([group[:, :2].min(0).values, group[:, 2:].max(0).values])
+            free[joined] = False
+            if used:
+                used += sources[joined].tolist()
+            if rule.cut is not None:
+                group_cut = group_cut or bool(rule.cut[cand[grow]].any())
+            group = np.concatenate([box[None], boxes[cand[grow]]])
+            box = np.concatenate([group[:, :2].min(0), group[:, 2:].max(0)])
         keepers.append(i)
         merged.append(box)
-    if not keepers:
-        return empty_detections()
-    idx = torch.tensor(keepers, dtype=torch.int64)
-    return {"boxes": torch.stack(merged).float(), "scores": scores[idx], "labels": labels[idx]}
+    return np.array(keepers, dtype=np.int64), np.array(merged).reshape(-1, 4)
 
 
-def _matches(box: Tensor, others: Tensor, metric: str, threshold: float, cut: Tensor | None,
-             cand: Tensor, members: Tensor, duplicate_iou: float) -> tuple[Tensor, Tensor]:
-    """``(grow, drop)`` bool masks over ``others``: merge into the union / drop as duplicate."""
-    if cut is None:
-        return _match(box, others, metric) > threshold, torch.zeros(len(others), dtype=torch.bool)
-    piece = (cut[cand] | cut[members].any()) & (_match(box, others, "ios") > threshold)
-    duplicate = ~piece & (_match(box, others, "iou") > duplicate_iou)
-    return piece, duplicate
-
-
-def _match(box: Tensor, others: Tensor, metric: str) -> Tensor:
-    """``(M,)`` IoU or IoS of ``box`` ``(4,)`` with ``others`` ``(M, 4)``."""
-    lt = torch.maximum(box[:2], others[:, :2])
-    rb = torch.minimum(box[2:], others[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area = (box[2:] - box[:2]).clamp(min=0).prod()
-    areas = (others[:, 2:] - others[:, :2]).clamp(min=0).prod(dim=1)
-    if metric == "iou":
-        return inter / (area + areas - inter).clamp(min=1e-12)
-    return inter / torch.minimum(area.expand_as(areas), areas).clamp(min=1e-12)
+def _overlaps(box: np.ndarray, others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Intersection, smaller area and union of ``box`` ``(4,)`` with ``others`` ``(M, 4)``."""
+    lt = np.maximum(box[:2], others[:, :2])
+    rb = np.minimum(box[2:], others[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=1)
+    area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+    areas = np.clip(others[:, 2:] - others[:, :2], 0, None).prod(axis=1)
+    return (inter, np.maximum(np.minimum(area, areas), 1e-12),
+            np.maximum(area + areas - inter, 1e-12))

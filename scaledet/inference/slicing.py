@@ -29,6 +29,10 @@ from scaledet.inference.merge import concat, greedy_nmm, nms_merge, sort_and_cap
 Detections = dict[str, Tensor]
 MERGE_METHODS = ("nmm", "nms")
 CUT_MARGIN = 3.0  # px: a box this close to an inner tile edge counts as cut by it
+# A piece scoring below this fraction of its group's best box joins without stretching the
+# group box: measured on the 2048 px canvases of bench_inference.py (conf 0.01), letting every
+# weak edge box stretch confident ones cost 0.04 AP.
+PIECE_RATIO = 0.5
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,9 @@ class Slicing:
     Attributes:
         tile: tile side in original-image pixels.
         overlap: fraction of ``tile`` shared by neighbouring tiles, in ``[0, 1)``.
-        full_image: also run the whole image letterboxed to the predictor's ``imgsz``.
+        full_image: also run the whole image letterboxed to the predictor's ``imgsz`` (for
+            objects larger than a tile; off by default: when every object fits in a tile, the
+            downscaled pass adds mostly false boxes - see benchmarks/RESULTS.md).
         merge: ``"nmm"`` (greedy non-maximum merging, intersection over smaller) or ``"nms"``
             (the predictor's NMS variant, IoU).
         match: matching threshold of the merge (IoS for NMM, IoU for NMS).
@@ -47,7 +53,7 @@ class Slicing:
 
     tile: int = 512
     overlap: float = 0.2
-    full_image: bool = True
+    full_image: bool = False
     merge: str = "nmm"
     match: float = 0.5
     tile_imgsz: int | None = None
@@ -106,7 +112,7 @@ def sliced_detect(predictor, image: Tensor, cfg: Slicing) -> Detections:
         sources = torch.cat([torch.full((len(d["scores"]),), k) for k, (_, d) in
                              enumerate(parts)])
         merged = greedy_nmm(det, cfg.match, "ios", sources=sources, cut=cut,
-                            duplicate_iou=predictor.iou)
+                            duplicate_iou=predictor.iou, piece_ratio=PIECE_RATIO)
     else:
         merged = nms_merge(det, predictor.nms, cfg.match, min_score=max(predictor.conf, 1e-3))
     return sort_and_cap(merged, predictor.conf, predictor.max_det)

@@ -137,7 +137,7 @@ def test_tta_slice_and_nms_flags(weights, folder, tmp_path):
     for flags in (["--tta", "scales=1,1.5,flip,snip", "--nms", "diou"],
                   ["--tta", "scales=0.5,1", "--merge", "nms", "--nms", "soft-gaussian"],
                   ["--slice", "48", "--overlap", "0.25", "--max-det", "5"],
-                  ["--slice", "48", "--no-full", "--merge", "nms", "--iou", "0.5"]):
+                  ["--slice", "48", "--full", "--merge", "nms", "--iou", "0.5"]):
         out = tmp_path / "_".join(flags).replace("=", "").replace(",", "")
         assert main([*base, "--out", str(out), *flags]) == 0, flags
         results = json.loads((out / "predictions.json").read_text())

@@ -18,7 +18,7 @@ def _predictor(**slicing) -> Predictor:
 def test_an_object_cut_by_tile_edges_yields_one_box():
     # Cut by the tile edges x = 128 and y = 128, whole in the tile [96, 224] x [72, 200].
     image = draw(200, 300, [(1, (110, 100, 150, 140))])
-    predictor = _predictor(full_image=False)
+    predictor = _predictor()
     parts = tile_detections(predictor, image, predictor.slicing)
     pieces = torch.cat([d["boxes"] for _, d in parts])
     assert len(pieces) == 4  # (x tiles 0, 1) x (y tiles 0, 1) see it, two of them cut
@@ -29,12 +29,12 @@ def test_an_object_cut_by_tile_edges_yields_one_box():
     assert r.labels.tolist() == [1]
     torch.testing.assert_close(r.boxes, torch.tensor([[110.0, 100, 150, 140]]))
     # NMS (IoU) keeps the cut pieces: the reason for merging.
-    assert len(_predictor(full_image=False, merge="nms")(image)[0]) > 1
+    assert len(_predictor(merge="nms")(image)[0]) > 1
 
 
 def test_an_object_larger_than_a_tile_is_joined_by_the_full_image_pass():
     image = draw(200, 300, [(0, (20, 30, 280, 170)), (2, (250, 180, 262, 192))])
-    with_full = _predictor()(image)[0]
+    with_full = _predictor(full_image=True)(image)[0]
     assert with_full.labels.tolist() == [0, 2]
     # The tiles see the large object exactly (native resolution), in pieces that the
     # full-image pass joins into their union; that pass is letterboxed to 64 px (one input
@@ -42,12 +42,12 @@ def test_an_object_larger_than_a_tile_is_joined_by_the_full_image_pass():
     torch.testing.assert_close(with_full.boxes, torch.tensor([[20.0, 30, 280, 170],
                                                               [250, 180, 262, 192]]),
                                atol=300 / 64, rtol=0)
-    without = _predictor(full_image=False)(image)[0]
+    without = _predictor()(image)[0]
     assert (without.labels == 0).sum() > 1
 
 
 def test_tile_coordinates_and_a_small_image():
-    predictor = _predictor(full_image=False)
+    predictor = _predictor()
     image = draw(200, 300, [(2, (180, 180, 190, 190)), (0, (2, 2, 6, 6))])
     r = predictor(image)[0]
     torch.testing.assert_close(r.boxes, torch.tensor([[2.0, 2, 6, 6], [180, 180, 190, 190]]))
