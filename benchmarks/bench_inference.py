@@ -155,7 +155,8 @@ def bench_onnx(weights: str, runs: int, threads: int) -> dict:
     feed = {"images": x.numpy()}
     with torch.inference_mode():
         ref = model.predict_raw(x)
-        diff = max(float(np.abs(o - r.numpy()).max()) for o, r in zip(sess.run(None, feed), ref))
+        box_diff, score_diff = (float(np.abs(o - r.numpy()).max())
+                                for o, r in zip(sess.run(None, feed), ref))
         torch_ms, ort_ms = [], []
         for i in range(runs + 10):
             t0 = time.perf_counter()
@@ -168,7 +169,7 @@ def bench_onnx(weights: str, runs: int, threads: int) -> dict:
                 ort_ms.append((t2 - t1) * 1e3)
     out = {"imgsz": imgsz, "pytorch_ms": round(statistics.median(torch_ms), 2),
            "onnxruntime_ms": round(statistics.median(ort_ms), 2),
-           "max_abs_diff": diff, "runs": runs}
+           "max_abs_diff_boxes_px": box_diff, "max_abs_diff_scores": score_diff, "runs": runs}
     out["speedup_ort_vs_pytorch"] = round(out["pytorch_ms"] / out["onnxruntime_ms"], 2)
     print(f"onnx: {out}")
     return out
