@@ -49,8 +49,11 @@ def nms_merge(det: Detections, method: str = "hard", iou: float = 0.6, min_score
               sigma: float = 0.5) -> Detections:
     """Class-aware NMS of ``method`` (see ``NMS_METHODS``) over all the detections.
 
-    ``min_score`` is Soft-NMS's score floor (boxes decayed below it are dropped).
+    ``min_score`` is Soft-NMS's score floor (boxes decayed below it are dropped). ``"none"`` (the
+    setting of NMS-free heads such as CenterNet) still needs a merge across passes, so it means hard NMS.
     """
+    if method == "none":
+        method = "hard"
     if method not in NMS_METHODS:
         raise ValueError(f"nms must be one of {NMS_METHODS}, got {method!r}")
     boxes, scores, labels = det["boxes"], det["scores"], det["labels"]

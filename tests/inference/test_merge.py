@@ -111,12 +111,12 @@ def test_greedy_nmm_pieces_join_through_the_whole_box():
     assert len(greedy_nmm(dets([(b, s, 0) for b, s in pieces]), 0.5)["scores"]) == 4
 
 
-@pytest.mark.parametrize("method", ["hard", "diou", "soft-linear", "soft-gaussian"])
+@pytest.mark.parametrize("method", ["hard", "none", "diou", "soft-linear", "soft-gaussian"])
 def test_nms_merge_variants(method):
     det = dets([([0, 0, 10, 10], 0.9, 0), ([1, 0, 11, 10], 0.8, 0), ([1, 0, 11, 10], 0.7, 1)])
     out = nms_merge(det, method, iou=0.5, min_score=0.01)
     assert out["scores"][0] == pytest.approx(0.9)
-    if method in ("hard", "diou"):
+    if method in ("hard", "none", "diou"):  # "none" (NMS-free heads) merges passes by hard NMS
         assert out["scores"].tolist() == pytest.approx([0.9, 0.7])
     else:  # the overlapping box of class 0 is decayed, not removed
         assert len(out["scores"]) == 3 and float(out["scores"][1:].min()) < 0.7
