@@ -119,8 +119,14 @@ class ModelConfig:
 
 
 def fcos_n(num_classes: int = 80) -> ModelConfig:
-    """fcos-n: the default, fastest preset (see the README table for FLOPs and speed)."""
-    return ModelConfig(name="fcos-n", num_classes=num_classes)
+    """fcos-n: the default, fastest preset (see the README table for FLOPs and speed).
+
+    Its recipe is tuned for minute budgets on a CPU: in a sweep of 400 AdamW steps (batch 16,
+    320 px) on the built-in dataset, lr 2e-3 with box weight 2.0 reached mAP 0.03, lr 1.6e-2 with
+    box weight 1.0 0.095, and lr ~2e-2 with box weight 0.25 0.12-0.15.
+    """
+    return ModelConfig(name="fcos-n", num_classes=num_classes,
+                       head=HeadConfig(box_loss_weight=0.25), lr=2e-2)
 
 
 def fcos_s(num_classes: int = 80) -> ModelConfig:

@@ -83,8 +83,9 @@ def test_tiny_model_learns_to_detect_shapes():
     torch.manual_seed(0)
     images, targets = _shapes_dataset(64, 96, seed=0)
     val_images, val_targets = _shapes_dataset(16, 96, seed=1)
+    # The test's own recipe (lr 4e-3, box weight 2.0), independent of the preset's tuned defaults.
     model = build("fcos-n", num_classes=2, backbone={"widths": (8, 16, 24, 48, 64)},
-                  neck={"channels": 32})
+                  neck={"channels": 32}, head={"box_loss_weight": 2.0})
     opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=1e-4)
     g = torch.Generator().manual_seed(0)
     model.train()
