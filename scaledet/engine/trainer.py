@@ -16,7 +16,6 @@ Output folder::
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
 import math
@@ -40,6 +39,7 @@ from scaledet.engine.checkpoint import (
 )
 from scaledet.engine.ema import ModelEMA
 from scaledet.engine.schedule import WarmupCosine
+from scaledet.models.layers import checkpoint_call
 
 METRIC_KEYS = ["mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large", "AR100"]
 _ROW_KEYS = ("epoch", "step", "elapsed_s", "lr", "images_per_s")
@@ -188,31 +188,7 @@ def enable_grad_checkpointing(model: nn.Module) -> int:
 def _checkpointed_call(forward: Callable, module: nn.Module, *args, **kwargs):
     if not (module.training and torch.is_grad_enabled()):
         return forward(*args, **kwargs)
-    context_fn = functools.partial(_contexts, module)
-    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False,
-                                             context_fn=context_fn, **kwargs)
-
-
-def _contexts(module: nn.Module):
-    return contextlib.nullcontext(), _frozen_bn_stats(module)
-
-
-@contextlib.contextmanager
-def _frozen_bn_stats(module: nn.Module):
-    """BatchNorm layers of ``module`` normalise with batch statistics but leave their running
-    statistics (and batch counter) untouched: momentum 0 makes the running update a no-op."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
-             for m in bns]
-    for m in bns:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, count) in zip(bns, saved):
-            m.momentum = momentum
-            if count is not None:
-                m.num_batches_tracked.copy_(count)
+    return checkpoint_call(module, forward, *args, **kwargs)
 
 
 def rng_state() -> dict[str, Any]:

@@ -7,8 +7,13 @@ activations well scaled and the convolutions use Kaiming-normal init (see :func:
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 ACTIVATIONS = ("relu", "silu", "leaky_relu")
 
@@ -123,3 +128,33 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def checkpoint_call(module: nn.Module, forward: Callable, *args, **kwargs):
+    """``forward(*args, **kwargs)`` under ``torch.utils.checkpoint``: ``module``'s activations are
+    recomputed in the backward pass instead of stored. The recomputation leaves BatchNorm running
+    statistics untouched, so they are updated once per step, as without checkpointing."""
+    return checkpoint(forward, *args, use_reentrant=False,
+                      context_fn=functools.partial(_recompute_contexts, module), **kwargs)
+
+
+def _recompute_contexts(module: nn.Module):
+    return contextlib.nullcontext(), _frozen_bn_stats(module)
+
+
+@contextlib.contextmanager
+def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """BatchNorm still normalises with batch statistics, but momentum 0 makes its running-statistics
+    update a no-op; the batch counter is restored afterwards."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(bns, saved):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from scaledet.models.layers import ConvBNAct, CSPBlock, conv_block, init_weights
+from scaledet.models.layers import ConvBNAct, CSPBlock, checkpoint_call, conv_block, init_weights
 
 
 class CSPNet(nn.Module):
@@ -63,30 +60,9 @@ class CSPNet(nn.Module):
         outs = []
         for stride, stage in zip((4, 8, 16, 32), self.stages):
             if self.grad_ckpt and self.training and torch.is_grad_enabled():
-                x = checkpoint(stage, x, use_reentrant=False,
-                               context_fn=functools.partial(_recompute_contexts, stage))
+                x = checkpoint_call(stage, stage, x)
             else:
                 x = stage(x)
             if stride in self.out_strides:
                 outs.append(x)
         return outs
-
-
-def _recompute_contexts(module: nn.Module):
-    return contextlib.nullcontext(), _frozen_bn_stats(module)
-
-
-@contextlib.contextmanager
-def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
-    """During the recomputation, BatchNorm still normalises with batch statistics but momentum 0
-    makes its running-statistics update a no-op; the batch counter is restored afterwards."""
-    bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
-    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
-    for m in bns:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, count) in zip(bns, saved):
-            m.momentum = momentum
-            m.num_batches_tracked.copy_(count)
