@@ -48,7 +48,9 @@ class FCOSHead(DenseHead):
         assigner: a callable as described in :mod:`scaledet.models.assigners`
             (default :class:`~scaledet.models.assigners.ATSSAssigner`).
         box_loss: IoU-family kind for the box loss (``"giou"``, ``"ciou"``, ...).
-        box_loss_weight: weight of the box loss in the total.
+        box_loss_weight: weight of the box loss in the total. 0.25: in 400-step AdamW sweeps
+            (lr 1.6e-2) on the built-in dataset, mAP50-95 was 0.100 / 0.122 / 0.109 / 0.095
+            with weights 0.125 / 0.25 / 0.5 / 1.0 (VarifocalNet's 2.0 is for long COCO runs).
         vfl_alpha, vfl_gamma: varifocal loss parameters.
         prior_prob: initial foreground probability of every score (the classification bias
             is ``-log((1 - p) / p)``, so the first steps are not swamped by easy negatives).
@@ -57,7 +59,7 @@ class FCOSHead(DenseHead):
     def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int] = (8, 16, 32),
                  num_convs: int = 1, depthwise: bool = True, norm: str = "gn",
                  act: str = "relu", assigner=None, box_loss: str = "giou",
-                 box_loss_weight: float = 2.0, vfl_alpha: float = 0.75, vfl_gamma: float = 2.0,
+                 box_loss_weight: float = 0.25, vfl_alpha: float = 0.75, vfl_gamma: float = 2.0,
                  prior_prob: float = 0.01) -> None:
         super().__init__(num_classes=num_classes, strides=strides)
 
