@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scaledet.models.heads.dense import PostProcess, postprocess
+from scaledet.models.layers import fuse_conv_bn
 
 
 def _setting(name: str, cast: type) -> property:
@@ -61,6 +62,14 @@ class Detector(nn.Module):
     nms = _setting("nms", str)
     nms_iou = _setting("nms_iou", float)
     max_det = _setting("max_det", int)
+
+    def fuse(self) -> Detector:
+        """Switch to eval mode and fold BatchNorm into the preceding convolutions (about 15%
+        faster CPU inference, same outputs to float rounding). Inference only: do not train or
+        save-and-rebuild a fused model (its state dict no longer matches the config)."""
+        self.eval()
+        fuse_conv_bn(self)
+        return self
 
     def preprocess(self, images: Tensor) -> Tensor:
         """``(B, 3, H, W)`` in ``[0, 1]`` -> normalised, padded to ``size_divisor``."""

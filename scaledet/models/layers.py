@@ -158,3 +158,16 @@ def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
             m.momentum = momentum
             if count is not None:
                 m.num_batches_tracked.copy_(count)
+
+
+def fuse_conv_bn(module: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm of a :class:`ConvBNAct` into its convolution, in place
+    (``y = gamma (conv(x) - mean) / sqrt(var + eps) + beta`` becomes one conv with a bias);
+    for inference only: the fused model must not be trained. Returns the number folded."""
+    count = 0
+    for m in module.modules():
+        if isinstance(m, ConvBNAct) and isinstance(m[1], nn.BatchNorm2d) and not m[1].training:
+            m[0] = nn.utils.fusion.fuse_conv_bn_eval(m[0], m[1])
+            m[1] = nn.Identity()
+            count += 1
+    return count

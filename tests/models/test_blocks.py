@@ -63,3 +63,25 @@ def test_grad_checkpointing_same_outputs_gradients_and_bn_stats():
         torch.testing.assert_close(pa.grad, pb.grad, msg=name)
     for (name, ba), bb in zip(a.named_buffers(), b.buffers()):  # BN stats updated once
         torch.testing.assert_close(ba, bb, msg=name)
+
+
+def test_fuse_conv_bn_keeps_outputs():
+    from scaledet.models import build
+
+    torch.manual_seed(0)
+    model = build("fcos-n", num_classes=3).eval()
+    with torch.no_grad():  # non-trivial statistics, as after training
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        ref = model.predict_raw(x)
+        assert model.fuse() is model
+        out = model.predict_raw(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
