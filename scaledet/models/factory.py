@@ -121,8 +121,9 @@ class ModelConfig:
 def fcos_n(num_classes: int = 80) -> ModelConfig:
     """fcos-n, the default: 0.77 M parameters, 0.45 GFLOPs per 320 px image (80 classes;
     ``FlopCounterMode``, 2 per multiply-add; YOLOv8n: 2.2), training step (forward + backward +
-    loss) 26 ms per image at batch 16, 320 px, one thread of the 2-core dev CPU (57 ms at load
-    3.5, where YOLOv8n took 216 ms: 3.8x; ``benchmarks/bench_models.py``).
+    loss) 15 ms per image at batch 16, 320 px, 2 threads of the 2-core dev CPU at load 1.5
+    (YOLOv8n: 56 ms, 3.7x; ``benchmarks/bench_models.py``); 40-47 images/s through
+    ``scaledet train`` there (YOLOv8n: ~8.5).
 
     Its recipe is tuned for minute budgets on a CPU: in a sweep of 400 AdamW steps (batch 16,
     320 px; ``benchmarks/bench_recipe.py``) on the built-in dataset, lr 2e-3 with box weight 2.0 reached mAP 0.03, lr 1.6e-2 with
@@ -134,8 +135,8 @@ def fcos_n(num_classes: int = 80) -> ModelConfig:
 
 
 def fcos_s(num_classes: int = 80) -> ModelConfig:
-    """fcos-s: wider and deeper (1.37 M parameters, 0.92 GFLOPs at 320 px, training step 47 ms
-    per image on one thread, 1.7x faster than YOLOv8n). 400 steps: mAP 0.112 at lr 2e-2, 0.104
+    """fcos-s: wider and deeper (1.37 M parameters, 0.92 GFLOPs at 320 px, training step 25 ms
+    per image with 2 threads, about 2x faster than YOLOv8n). 400 steps: mAP 0.112 at lr 2e-2, 0.104
     at 1e-2 (fcos-n: 0.15): per step it learns no faster than fcos-n at these budgets."""
     return ModelConfig(name="fcos-s", num_classes=num_classes,
                        backbone=BackboneConfig(widths=(16, 32, 64, 128, 256), depths=(1, 1, 2, 1)),
@@ -145,7 +146,7 @@ def fcos_s(num_classes: int = 80) -> ModelConfig:
 
 def fcos_m(num_classes: int = 80) -> ModelConfig:
     """fcos-m: the largest preset (3.4 M parameters, 2.4 GFLOPs at 320 px, SiLU, dense neck;
-    training step 112 ms per image on one thread, about YOLOv8n's cost). Its lr 1e-2 is
+    training step 61 ms per image with 2 threads, about YOLOv8n's cost). Its lr 1e-2 is
     extrapolated from fcos-n/s, not swept."""
     return ModelConfig(name="fcos-m", num_classes=num_classes, act="silu",
                        backbone=BackboneConfig(widths=(24, 48, 96, 192, 384), depths=(1, 2, 2, 1)),
