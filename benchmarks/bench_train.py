@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,14 +189,28 @@ def _check_call(cmd: list) -> None:
 
 def train_command(c: Contender, data: BenchData, args: argparse.Namespace) -> list[str]:
     if c.kind == "scaledet":
-        return [*scaledet_cli(args.python), "train", "--data", str(data.coco), "--model", c.recipe,
+        preset, extra = parse_variant(c.recipe)
+        return [*scaledet_cli(args.python), "train", "--data", str(data.coco), "--model", preset,
                 "--imgsz", str(args.imgsz), "--time", str(args.budget_min), "--batch",
                 str(args.batch), "--workers", str(args.workers), "--seed", str(args.seed),
-                "--out", str(c.out / "train")]
+                "--out", str(c.out / "train"), *extra]
     return [args.ultra_python, str(RUNNER), "train", "--data", str(data.yolo_yaml),
             "--out", str(c.out / "train"), "--recipe", c.recipe, "--minutes", str(args.budget_min),
             "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--workers",
             str(args.workers), "--threads", str(c.threads), "--seed", str(args.seed)]
+
+
+def parse_variant(spec: str) -> tuple[str, list[str]]:
+    """``"fcos-n+amp=off+lr=0.01"`` -> ``("fcos-n", ["--amp", "off", "--lr", "0.01"])``: a preset
+    plus ``scaledet train`` options, for ablations run beside the presets."""
+    preset, *opts = spec.split("+")
+    extra: list[str] = []
+    for opt in opts:
+        key, sep, value = opt.partition("=")
+        if not key:
+            raise ValueError(f"--preset {spec!r}: empty option")
+        extra += [f"--{key.replace('_', '-')}", value] if sep else [f"--{key.replace('_', '-')}"]
+    return preset, extra
 
 
 def prepare_ultralytics(c: Contender, data: BenchData, args: argparse.Namespace) -> None:
@@ -350,16 +365,16 @@ def ratios(contenders: list[Contender]) -> dict[str, float | None]:
 
 
 def format_table(contenders: list[Contender], r: dict[str, float | None]) -> str:
-    head = (f"{'contender':<18} {'mAP50-95':>8} {'(own)':>7} {'mAP50':>6} {'epochs':>6} "
+    head = (f"{'contender':<26} {'mAP50-95':>8} {'(own)':>7} {'mAP50':>6} {'AP_S':>6} {'epochs':>6} "
             f"{'train img/s':>11} {'latency ms':>10}")
     lines = [head, "-" * len(head)]
     for c in contenders:
         x = c.results
         if "map50_95" not in x:
-            lines.append(f"{c.name:<18} failed: {x.get('error', 'see logs')}")
+            lines.append(f"{c.name:<26} failed: {x.get('error', 'see logs')}")
             continue
-        lines.append(f"{c.name:<18} {x['map50_95']:>8.4f} {x['own_map50_95']:>7.4f} "
-                     f"{x['map50']:>6.3f} {x['epochs_completed']:>6} "
+        lines.append(f"{c.name:<26} {x['map50_95']:>8.4f} {x['own_map50_95']:>7.4f} "
+                     f"{x['map50']:>6.3f} {x['map_small']:>6.3f} {x['epochs_completed']:>6} "
                      f"{x['train_images_per_second']:>11.1f} {x['latency_ms_median']:>10.1f}")
     if r:
         lines.append("")
@@ -470,7 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", default=sys.executable, help="interpreter for scaledet")
     p.add_argument("--ultra-python", default="/work/venv-ultra/bin/python",
                    help="interpreter with ultralytics installed (may be the same as --python)")
-    p.add_argument("--preset", default="fcos-n", help="scaledet model preset")
+    p.add_argument("--preset", nargs="+", default=["fcos-n"],
+                   help="scaledet model preset(s); PRESET+OPTION=VALUE adds a train option "
+                        "(e.g. fcos-n+amp=off)")
     p.add_argument("--recipes", default=",".join(ULTRA_RECIPES),
                    help="YOLOv8n recipes to run (comma list of default,tuned)")
     p.add_argument("--skip-ours", action="store_true")
@@ -491,7 +508,8 @@ def contenders_from(args: argparse.Namespace) -> list[Contender]:
     out = Path(args.out).resolve()
     todo: list[tuple[str, str, str]] = []
     if not args.skip_ours:
-        todo.append((f"scaledet-{args.preset}", "scaledet", args.preset))
+        for preset in args.preset:
+            todo.append((f"scaledet-{preset}", "scaledet", preset))
     if not args.skip_ultra:
         for recipe in args.recipes.split(","):
             if recipe not in ULTRA_RECIPES:
@@ -525,14 +543,20 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_data(Path(args.data).resolve(), args)
     if not args.skip_train:
         train_all(contenders, data, args)
-    for c in contenders:
+    def collect_and_measure(c: Contender) -> None:
         collect(c, args)
-        if "error" in c.results:
-            continue
-        try:
-            measure(c, data, args)
-        except RuntimeError as e:
-            c.results["error"] = str(e)
+        if "error" not in c.results:
+            try:
+                measure(c, data, args)
+            except RuntimeError as e:
+                c.results["error"] = str(e)
+
+    if args.parallel:  # each on its own cores, as they trained
+        with ThreadPoolExecutor(len(contenders)) as pool:
+            list(pool.map(collect_and_measure, contenders))
+    else:
+        for c in contenders:
+            collect_and_measure(c)
     r = ratios(contenders)
     print()
     print(format_table(contenders, r))

@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-ckpt", action="store_true",
                    help="gradient checkpointing of the backbone (less memory, ~30%% slower)")
     p.add_argument("--eval-interval", type=int, default=None,
-                   help="validate every N epochs (default 1; 0: only at the end)")
+                   help="validate every N epochs (default 1, and with --time at most every "
+                        "TIME/6 minutes; 0: only at the end)")
     p.add_argument("--exist-ok", action="store_true", help="overwrite the run in --out")
 
     p = _add(sub, "val", "scaledet.engine.commands:val_command",

@@ -54,6 +54,9 @@ def train(args: argparse.Namespace, eval_min_minutes: float = 0.0) -> dict[str, 
     val_ds = load_dataset(args.data, "val") if "val" in available_splits(args.data) else None
     seed_everything(args.seed)  # the model's initial weights come from the seed too
     model = build(args.model, num_classes=train_ds.num_classes)
+    if args.time and not eval_min_minutes and getattr(args, "eval_interval", None) is None:
+        # a timed run spends its budget training: validate about six times, not every epoch
+        eval_min_minutes = args.time / 6
     cfg = _train_config(args, model, eval_min_minutes)
     loader = _loader(train_ds, args, train=True)
     validator = _validator(val_ds, args, cfg) if val_ds is not None and len(val_ds) else None

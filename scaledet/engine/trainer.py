@@ -59,7 +59,10 @@ class TrainConfig:
     0.05 for AdamW and 5e-4 for SGD. ``grad_clip`` is the max global L2 norm (0 disables).
     ``eval_interval`` is in epochs (0: only at the end); periodic evaluations are also kept
     ``eval_min_minutes`` apart. ``close_mosaic``: the final fraction of the run is trained
-    without mosaic (for loaders with ``set_mosaic``; 0 disables).
+    without mosaic (for loaders with ``set_mosaic``; 0 disables). The EMA decay ramps as
+    ``ema_decay * (1 - exp(-step / ema_tau))`` (see :class:`ModelEMA`): with ``ema_tau`` 2000, as in
+    YOLOv5/YOLOX, a short CPU run (a few thousand steps) averages over only the last few dozen
+    steps (tau 200 reached the full ~5000-step window by step ~1000: longer than such a run).
     """
 
     epochs: int | None = None
@@ -72,7 +75,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     ema: bool = True
     ema_decay: float = 0.9998
-    ema_tau: float = 200.0
+    ema_tau: float = 2000.0
     grad_clip: float = 10.0
     amp: str = "off"
     grad_ckpt: bool = False
