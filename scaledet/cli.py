@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate every N epochs (default 1, and with --time at most every "
                         "TIME/6 minutes; 0: only at the end)")
     p.add_argument("--exist-ok", action="store_true", help="overwrite the run in --out")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a field of the preset's ModelConfig, e.g. --set head.norm=gn "
+                        "--set neck.channels=64 (repeatable; see scaledet info)")
 
     p = _add(sub, "val", "scaledet.engine.commands:val_command",
              "evaluate trained weights on a dataset split (12 COCO stats)",

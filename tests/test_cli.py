@@ -123,6 +123,10 @@ def test_same_seed_same_weights(run, data, tmp_path):
     (["predict", "--weights", "{run}/weights/best.safetensors", "{data}/images/val", "--conf",
       "2"], "conf must be in [0, 1)"),
     (["demo", "--minutes", "0", "--out", "{tmp}/demo"], "--minutes must be > 0"),
+    (["train", "--data", "{data}", "--epochs", "1", "--set", "headnorm", "--out", "{tmp}/r7"],
+     "expected FIELD=VALUE"),
+    (["train", "--data", "{data}", "--epochs", "1", "--set", "heads.norm=gn", "--out", "{tmp}/r8"],
+     "unknown ModelConfig field 'heads'"),
 ])
 def test_bad_arguments_give_one_line_errors(argv, message, run, data, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path, data=data, run=run) for a in argv]
@@ -138,3 +142,18 @@ def test_help_has_examples(command, capsys):
         main([command, "--help"])
     assert e.value.code == 0
     assert f"scaledet {command}" in capsys.readouterr().out.split("examples:")[1]
+
+
+def test_set_overrides_the_preset_and_the_weights_remember_it(data, tmp_path):
+    import scaledet
+    from scaledet.engine.commands import parse_overrides
+
+    assert parse_overrides(["head.norm=level_bn", "lr=0.01", "neck.channels=48", "act=silu"]) == {
+        "head": {"norm": "level_bn"}, "lr": 0.01, "neck": {"channels": 48}, "act": "silu"}
+    out = tmp_path / "gn"
+    argv = ["train", "--data", str(data), "--imgsz", "64", "--epochs", "1", "--batch", "8",
+            "--workers", "0", "--out", str(out), "--warmup", "1", "--set", "head.norm=gn"]
+    assert main(argv) == 0
+    predictor = scaledet.load(out / "weights" / "last.safetensors")
+    assert predictor.model.config.head.norm == "gn"  # fcos-n's default is level_bn
+    assert predictor.predict([torch.rand(3, 64, 64)])[0]["boxes"].shape[1] == 4

@@ -53,7 +53,8 @@ def train(args: argparse.Namespace, eval_min_minutes: float = 0.0) -> dict[str, 
         raise ValueError(f"--data {args.data}: the train split has no images")
     val_ds = load_dataset(args.data, "val") if "val" in available_splits(args.data) else None
     seed_everything(args.seed)  # the model's initial weights come from the seed too
-    model = build(args.model, num_classes=train_ds.num_classes)
+    model = build(args.model, num_classes=train_ds.num_classes,
+                  **parse_overrides(getattr(args, "set", None) or []))
     if args.time and not eval_min_minutes and getattr(args, "eval_interval", None) is None:
         # a timed run spends its budget training: validate about six times, not every epoch
         eval_min_minutes = args.time / 6
@@ -104,6 +105,28 @@ def _prepare_out(out: Path, resume: bool, exist_ok: bool) -> Path:
         for name in ("weights", "plots"):
             shutil.rmtree(out / name, ignore_errors=True)
         (out / "metrics.csv").unlink(missing_ok=True)
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["head.norm=level_bn", "lr=0.01"]`` -> ``{"head": {"norm": "level_bn"}, "lr": 0.01}``
+    for :func:`scaledet.models.build` (values parsed as JSON where they are, else strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. head.norm=level_bn")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        *parents, leaf = key.split(".")
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: {name} is set to a value and a section")
+        node[leaf] = value
     return out
 
 
@@ -161,6 +184,7 @@ def val_command(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, meta = model_from_weights(args.weights, device)
+    model.fuse()
     dataset = load_dataset(args.data, args.split)
     _check_classes(meta, dataset, args.weights, args.data)
     args.imgsz = int(getattr(args, "imgsz", None) or meta.get("imgsz", 320))

@@ -153,6 +153,7 @@ def export_command(args: argparse.Namespace) -> int:
     if args.format != "onnx":
         raise ValueError(f"--format: only 'onnx' is supported, got {args.format!r}")
     model, meta = model_from_weights(args.weights, "cpu")
+    model.fuse()  # BatchNorm folded into the convs: a smaller, faster graph
     imgsz = int(args.imgsz or meta.get("imgsz", 320))
     out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
     pp = model.postprocess

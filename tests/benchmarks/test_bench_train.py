@@ -137,7 +137,7 @@ def test_read_scaledet_run_counts_images_and_step_time(tmp_path: Path) -> None:
 def test_ratios_compare_with_the_strongest_yolo_figure(tmp_path: Path) -> None:
     def contender(name, kind, m, ips, lat):
         c = bench.Contender(name, kind, "x", "0", tmp_path)
-        c.results = {"map50_95": m, "own_map50_95": m, "map50": m, "epochs_completed": 1,
+        c.results = {"map50_95": m, "own_map50_95": m, "map50": m, "map_small": m, "epochs_completed": 1,
                      "train_images_per_second": ips, "latency_ms_median": lat}
         return c
 
@@ -166,8 +166,16 @@ def test_ratio_is_none_when_yolo_scores_zero(tmp_path: Path) -> None:
     cs = [bench.Contender("ours", "scaledet", "x", "0", tmp_path),
           bench.Contender("y", "ultralytics", "x", "0", tmp_path)]
     for c, m in zip(cs, (0.1, 0.0)):
-        c.results = {"map50_95": m, "own_map50_95": m, "map50": m, "epochs_completed": 1,
+        c.results = {"map50_95": m, "own_map50_95": m, "map50": m, "map_small": m, "epochs_completed": 1,
                      "train_images_per_second": 10.0, "latency_ms_median": 10.0}
     r = bench.ratios(cs)
     assert r["map"] is None
     assert "map n/a" in bench.format_table(cs, r)
+
+
+def test_preset_variants_become_train_options():
+    assert bench.parse_variant("fcos-n") == ("fcos-n", [])
+    assert bench.parse_variant("fcos-n+amp=off+set=head.norm=gn+grad_ckpt") == (
+        "fcos-n", ["--amp", "off", "--set", "head.norm=gn", "--grad-ckpt"])
+    with pytest.raises(ValueError, match="empty option"):
+        bench.parse_variant("fcos-n++amp=off")

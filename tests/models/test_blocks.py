@@ -65,11 +65,12 @@ def test_grad_checkpointing_same_outputs_gradients_and_bn_stats():
         torch.testing.assert_close(ba, bb, msg=name)
 
 
-def test_fuse_conv_bn_keeps_outputs():
+@pytest.mark.parametrize("norm", ["gn", "level_bn"])
+def test_fuse_conv_bn_keeps_outputs(norm):
     from scaledet.models import build
 
     torch.manual_seed(0)
-    model = build("fcos-n", num_classes=3).eval()
+    model = build("fcos-n", num_classes=3, head={"norm": norm}).eval()
     with torch.no_grad():  # non-trivial statistics, as after training
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -85,3 +86,24 @@ def test_fuse_conv_bn_keeps_outputs():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     for a, b in zip(out, ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_level_norm_tower_shares_convs_and_keeps_statistics_per_level():
+    from scaledet.models.layers import LevelNormTower, conv_block
+
+    torch.manual_seed(0)
+    tower = LevelNormTower(8, num_convs=1, num_levels=3, depthwise=True)
+    plain = conv_block(8, 8, depthwise=True)
+    n_conv = sum(p.numel() for p in tower.convs.parameters())
+    assert n_conv == sum(p.numel() for m in plain.modules() if isinstance(m, torch.nn.Conv2d)
+                         for p in m.parameters())
+    before = [b.clone() for b in tower.norms[1].buffers()]
+    out = tower(torch.randn(2, 8, 9, 7) * 4 + 3, level=0)  # trains level 0's BatchNorms only
+    assert out.shape == (2, 8, 9, 7)
+    assert not torch.equal(tower.norms[0][0].running_mean, torch.zeros(8))
+    for a, b in zip(before, tower.norms[1].buffers()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the same conv weights with level 1's statistics give a different output in eval mode
+    tower.eval()
+    x = torch.randn(1, 8, 5, 5)
+    assert not torch.allclose(tower(x, 0), tower(x, 1))

@@ -21,7 +21,7 @@ from scaledet.losses.iou_loss import iou_loss
 from scaledet.models.assigners import ATSSAssigner
 from scaledet.models.box_coders import PointDistanceCoder
 from scaledet.models.heads.dense import DenseHead, flatten_levels, pad_targets
-from scaledet.models.layers import conv_block, init_weights
+from scaledet.models.layers import LevelNormTower, conv_block, init_weights
 from scaledet.ops import box_iou
 
 # exp() of the regression is clamped here: distances up to e^10 ~ 22000 strides, never inf.
@@ -44,7 +44,9 @@ class FCOSHead(DenseHead):
         strides: stride of each input level, finest first.
         num_convs: conv blocks per tower (0: predict straight from the neck features).
         depthwise: depthwise-separable tower convs and ``1x1`` prediction convs.
-        norm, act: tower normalisation (``"gn"`` or ``"bn"``) and activation.
+        norm, act: tower normalisation and activation. ``"gn"`` (FCOS's GroupNorm), ``"bn"``
+            (one BatchNorm shared by all levels: mixes their statistics) or ``"level_bn"``
+            (shared convs, a BatchNorm per level: :class:`~scaledet.models.layers.LevelNormTower`).
         assigner: a callable as described in :mod:`scaledet.models.assigners`
             (default :class:`~scaledet.models.assigners.ATSSAssigner`).
         box_loss: IoU-family kind for the box loss (``"giou"``, ``"ciou"``, ...).
@@ -63,7 +65,10 @@ class FCOSHead(DenseHead):
                  prior_prob: float = 0.01) -> None:
         super().__init__(num_classes=num_classes, strides=strides)
 
-        def tower() -> nn.Sequential:
+        def tower() -> nn.Module:
+            if norm == "level_bn":
+                return LevelNormTower(in_channels, num_convs=num_convs, depthwise=depthwise,
+                                      num_levels=len(self.strides), act=act)
             return nn.Sequential(*(conv_block(in_channels, in_channels, depthwise=depthwise,
                                               norm=norm, act=act) for _ in range(num_convs)))
 
@@ -86,9 +91,12 @@ class FCOSHead(DenseHead):
         """Per level: logits ``(B, num_classes, H_l, W_l)`` and log-distances ``(B, 4, H_l, W_l)``
         (in strides, before ``exp``)."""
         cls_maps, reg_maps = [], []
+        level_norm = isinstance(self.cls_tower, LevelNormTower)
         for i, f in enumerate(feats):
-            cls_maps.append(self.cls_pred(self.cls_tower(f)))
-            reg_maps.append(self.reg_pred(self.reg_tower(f)) * self.scales[i])
+            c, r = (self.cls_tower(f, i), self.reg_tower(f, i)) if level_norm else (
+                self.cls_tower(f), self.reg_tower(f))
+            cls_maps.append(self.cls_pred(c))
+            reg_maps.append(self.reg_pred(r) * self.scales[i])
         return cls_maps, reg_maps
 
     def decode(self, points: Tensor, strides: Tensor, reg: Tensor) -> Tensor:
