@@ -525,7 +525,9 @@ def collect(c: Contender, args: argparse.Namespace) -> None:
     run = c.out / "train"
     try:
         if c.kind == "scaledet":
-            c.results.update(read_scaledet_run(run, args.batch))
+            extra = parse_variant(c.recipe)[1]  # a variant may set its own --batch
+            batch = int(extra[extra.index("--batch") + 1]) if "--batch" in extra else args.batch
+            c.results.update(read_scaledet_run(run, batch))
         else:
             c.results.update(read_ultralytics_run(run))
     except (OSError, ValueError, KeyError) as e:
