@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from scaledet.models import build
-from tests.models.test_training import _average_precision_50, _shapes_dataset
+from tests.models.test_training import _average_precision_50, _shapes_dataset, train_tiny
 
 NEW_PRESETS = ["centernet-n", "yolo-n"]
 
@@ -31,17 +31,7 @@ def test_tiny_model_learns_to_detect_shapes(name, shapes):
     model.eval()
     with torch.no_grad():
         untrained_ap50 = _average_precision_50(model(val_images), val_targets, 2)
-    opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    losses = []
-    for _ in range(250):
-        idx = torch.randperm(len(images), generator=g)[:8].tolist()
-        loss = model(images[idx], [targets[i] for i in idx])["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_tiny(model, images, targets)
     first, last = np.mean(losses[:10]), np.mean(losses[-10:])
     assert last < 0.5 * first, (first, last)
     model.eval()
