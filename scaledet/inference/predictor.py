@@ -65,8 +65,7 @@ class Predictor:
 
         dev = resolve_device(device)
         model, meta = model_from_weights(weights, dev)
-        if callable(getattr(model, "fuse", None)):  # our own copy: fold BatchNorm into convs
-            model.fuse()
+        model.fuse()  # our own copy: fold BatchNorm into the convs
         n = int(meta.get("model_config", {}).get("num_classes", 0) or 0)
         names = list(meta.get("class_names") or [str(i) for i in range(n)])
         self._setup(model, meta, names, meta.get("category_ids"), dev, conf,

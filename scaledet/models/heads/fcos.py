@@ -30,6 +30,14 @@ _MAX_LOG_DISTANCE = 10.0
 _ASSIGN_BUDGET = 2**24
 
 
+class SharedTower(nn.Sequential):
+    """Conv blocks applied unchanged to every level; ``forward(x, level)`` has the signature of
+    :class:`~scaledet.models.layers.LevelNormTower` and ignores ``level``."""
+
+    def forward(self, x: Tensor, level: int) -> Tensor:
+        return super().forward(x)
+
+
 class FCOSHead(DenseHead):
     """Anchor-free head shared across pyramid levels.
 
@@ -69,8 +77,8 @@ class FCOSHead(DenseHead):
             if norm == "level_bn":
                 return LevelNormTower(in_channels, num_convs=num_convs, depthwise=depthwise,
                                       num_levels=len(self.strides), act=act)
-            return nn.Sequential(*(conv_block(in_channels, in_channels, depthwise=depthwise,
-                                              norm=norm, act=act) for _ in range(num_convs)))
+            return SharedTower(*(conv_block(in_channels, in_channels, depthwise=depthwise,
+                                            norm=norm, act=act) for _ in range(num_convs)))
 
         k = 1 if depthwise else 3
         self.cls_tower, self.reg_tower = tower(), tower()
@@ -91,12 +99,9 @@ class FCOSHead(DenseHead):
         """Per level: logits ``(B, num_classes, H_l, W_l)`` and log-distances ``(B, 4, H_l, W_l)``
         (in strides, before ``exp``)."""
         cls_maps, reg_maps = [], []
-        level_norm = isinstance(self.cls_tower, LevelNormTower)
         for i, f in enumerate(feats):
-            c, r = (self.cls_tower(f, i), self.reg_tower(f, i)) if level_norm else (
-                self.cls_tower(f), self.reg_tower(f))
-            cls_maps.append(self.cls_pred(c))
-            reg_maps.append(self.reg_pred(r) * self.scales[i])
+            cls_maps.append(self.cls_pred(self.cls_tower(f, i)))
+            reg_maps.append(self.reg_pred(self.reg_tower(f, i)) * self.scales[i])
         return cls_maps, reg_maps
 
     def decode(self, points: Tensor, strides: Tensor, reg: Tensor) -> Tensor:
