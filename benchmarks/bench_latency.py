@@ -8,7 +8,8 @@ ratio to the first Ultralytics model, i.e. numbers taken under the same conditio
 
 What is timed, for both: one preprocessed ``imgsz x imgsz`` image, batch 1, forward + NMS at
 conf 0.25 (max 100 detections), BatchNorm folded into the convs, ``torch.inference_mode``. The
-interpreter needs both packages: scaledet (repository root on PYTHONPATH) and ultralytics.
+interpreter needs both packages: scaledet (repository root on PYTHONPATH, plus its safetensors
+and tqdm: `pip install safetensors tqdm` in the ultralytics venv) and ultralytics.
 
     PYTHONPATH=. /work/venv-ultra/bin/python benchmarks/bench_latency.py --threads 2 \\
         --image data/bench2k/coco/images/val/000000.jpg \\
