@@ -92,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--time", type=float, default=None, help="wall-clock budget in minutes")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes (per --nproc)")
+    p.add_argument("--nproc", default="1",
+                   help="data-parallel training processes, or auto; each takes a share of "
+                        "--batch and of the CPU cores (or one GPU each). auto: 2 at batch 16 "
+                        "on a CPU with 2+ cores (1.2-1.3x the images/s of one process)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from OUT/weights/last")
@@ -178,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--model", default="fcos-n")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--nproc", default="auto", help="training processes (see train --help)")
 
     # ---- models --------------------------------------------------------------------------
     p = _add(sub, "info", "scaledet.models.info:info_command",

@@ -211,12 +211,16 @@ def collate(batch: list[dict | Skipped]) -> tuple[Tensor, list[dict], list[Skipp
 
 
 class _KeySampler(Sampler):
-    """Batches of ``(index, epoch, mosaic probability)`` keys; order fixed by ``(seed, epoch)``."""
+    """Batches of ``(index, epoch, mosaic probability)`` keys; order fixed by ``(seed, epoch)``.
+
+    ``shard=(rank, world)``: the keys ``rank::world`` of each batch (data-parallel training:
+    every rank walks the same batches and takes its share)."""
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
-                 mosaic: float) -> None:
+                 mosaic: float, shard: tuple[int, int] = (0, 1)) -> None:
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
         self.seed, self.mosaic, self.epoch = seed, mosaic, 0
+        self.rank, self.world = shard
 
     def __iter__(self) -> Iterator[list[tuple[int, int, float]]]:
         if self.shuffle:
@@ -225,7 +229,8 @@ class _KeySampler(Sampler):
         else:
             order = list(range(self.n))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield [(i, self.epoch, self.mosaic) for i in order[start:start + self.batch_size]]
+            batch = order[start:start + self.batch_size][self.rank::self.world]
+            yield [(i, self.epoch, self.mosaic) for i in batch]
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
@@ -242,13 +247,14 @@ class DetectionLoader:
     """
 
     def __init__(self, dataset: DetectionTorchDataset, batch_size: int, shuffle: bool,
-                 drop_last: bool, workers: int, seed: int, device: torch.device | None) -> None:
+                 drop_last: bool, workers: int, seed: int, device: torch.device | None,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.device = device
         self.pin = torch.cuda.is_available()
         self.sampler = _KeySampler(len(dataset), batch_size, shuffle, drop_last, seed,
-                                   dataset.augment.mosaic)
+                                   dataset.augment.mosaic, shard)
         self.skipped: list[Skipped] = []
         self._next_epoch = 0
         self._loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
@@ -306,7 +312,8 @@ def build_dataloader(dataset: DetectionDataset, imgsz: int = 320, batch_size: in
                      train: bool = True, workers: int = 2, augment: AugmentConfig | None = None,
                      seed: int = 0, strict: bool = False, shuffle: bool | None = None,
                      drop_last: bool | None = None, *, cache: bool | str = "auto",
-                     device: torch.device | str | None = None) -> DetectionLoader:
+                     device: torch.device | str | None = None,
+                     shard: tuple[int, int] = (0, 1)) -> DetectionLoader:
     """The training or evaluation loader (contract in the module docstring).
 
     Args:
@@ -322,13 +329,20 @@ def build_dataloader(dataset: DetectionDataset, imgsz: int = 320, batch_size: in
             gives one batch).
         cache: decoded-image RAM cache, ``True`` / ``False`` / ``"auto"``.
         device: if given, batches are moved there as uint8 and converted to float there.
+        shard: ``(rank, world)`` of data-parallel training: each batch of ``batch_size`` keys
+            is split between ``world`` ranks, this loader yielding share ``rank``
+            (``batch_size >= world`` required).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    rank, world = shard
+    if not 0 <= rank < world or batch_size < world:
+        raise ValueError(f"shard {shard} with batch_size {batch_size}: need 0 <= rank < world "
+                         "<= batch_size")
     data = DetectionTorchDataset(dataset, imgsz, train, augment, seed, strict, cache)
     shuffle = train if shuffle is None else shuffle
     drop_last = train if drop_last is None else drop_last
     dev = torch.device(device) if device is not None else None
-    return DetectionLoader(data, batch_size, shuffle, drop_last, workers, seed, dev)
+    return DetectionLoader(data, batch_size, shuffle, drop_last, workers, seed, dev, shard)

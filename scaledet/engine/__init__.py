@@ -3,7 +3,10 @@
 >>> from scaledet.engine import Trainer, TrainConfig
 >>> Trainer(model, loader, TrainConfig(time_minutes=10), "runs/a", evaluate=validator).fit()
 
-The ``train`` / ``val`` / ``demo`` commands are in :mod:`scaledet.engine.commands`.
+The ``train`` / ``val`` / ``demo`` commands are in :mod:`scaledet.engine.commands`; data-parallel
+training over several processes (``scaledet train --nproc N``) in
+:mod:`scaledet.engine.distributed` (a ``Trainer`` built inside ``distributed.launch`` wraps its
+model in ``DistributedDataParallel``; the loader takes ``shard=(rank, world)``).
 """
 
 from scaledet.engine.checkpoint import (

@@ -22,12 +22,17 @@ DEFAULT_MINUTES = 10.0
 # ---- train ----------------------------------------------------------------------------------
 
 def train_command(args: argparse.Namespace) -> int:
+    from torch.multiprocessing import ProcessRaisedException
+
     from scaledet.engine.trainer import TrainingDiverged
 
     try:
         summary = train(args)
     except TrainingDiverged as e:
         print(f"scaledet train: error: {e}", file=sys.stderr)
+        return 1
+    except ProcessRaisedException as e:  # --nproc: a rank failed; its traceback says why
+        print(f"scaledet train: error: a training process failed:\n{e}", file=sys.stderr)
         return 1
     out = Path(args.out)
     if summary["skipped_steps"]:
@@ -38,35 +43,65 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace, eval_min_minutes: float = 0.0) -> dict[str, Any]:
-    """Build data, model and trainer from the parsed ``train`` arguments and run it."""
+    """Build data, model and trainer from the parsed ``train`` arguments and run it
+    (in ``args.nproc`` data-parallel processes when that is above 1)."""
     from scaledet.data import available_splits, load_dataset
-    from scaledet.engine.trainer import Trainer, seed_everything
-    from scaledet.models import build
+    from scaledet.engine.distributed import auto_nproc, launch
 
+    nproc = getattr(args, "nproc", 1) or 1
+    if nproc == "auto":
+        nproc = auto_nproc(args.device, args.batch)
+    try:
+        nproc = int(nproc)
+    except ValueError:
+        raise ValueError(f"--nproc must be a number or auto, got {nproc!r}") from None
+    _check_positive(imgsz=args.imgsz, batch=args.batch, nproc=nproc)
+    if nproc > args.batch:
+        raise ValueError(f"--nproc {nproc} is more than --batch {args.batch} (the batch is "
+                         "split between the processes)")
     out = _prepare_out(Path(args.out), args.resume, getattr(args, "exist_ok", False))
-    _check_positive(imgsz=args.imgsz, batch=args.batch)
     if args.epochs is None and args.time is None:
         args.time = DEFAULT_MINUTES
         print(f"no --epochs or --time given: training for {DEFAULT_MINUTES:g} minutes")
     train_ds = load_dataset(args.data, "train")
-    if len(train_ds) == 0:
-        raise ValueError(f"--data {args.data}: the train split has no images")
+    if len(train_ds) < nproc:
+        raise ValueError(f"--data {args.data}: the train split has {len(train_ds)} images, "
+                         f"fewer than --nproc {nproc}" if len(train_ds) else
+                         f"--data {args.data}: the train split has no images")
     val_ds = load_dataset(args.data, "val") if "val" in available_splits(args.data) else None
-    seed_everything(args.seed)  # the model's initial weights come from the seed too
-    model = build(args.model, num_classes=train_ds.num_classes,
-                  **parse_overrides(getattr(args, "set", None) or []))
+    if val_ds is None or not len(val_ds):
+        print(f"warning: {args.data} has no val split: no validation, best = last")
     if args.time and not eval_min_minutes and getattr(args, "eval_interval", None) is None:
         # a timed run spends its budget training: validate about six times, not every epoch
         eval_min_minutes = args.time / 6
+    device_type = str(args.device).split(":")[0]
+    return launch(_fit, nproc, (args, out, train_ds, val_ds, eval_min_minutes), device_type)
+
+
+def _fit(args: argparse.Namespace, out: Path, train_ds, val_ds,
+         eval_min_minutes: float) -> dict[str, Any]:
+    """One process's part of ``train`` (every rank builds the same model from the seed)."""
+    from scaledet.engine import distributed
+    from scaledet.engine.trainer import Trainer, seed_everything
+    from scaledet.models import build
+
+    rank, world = distributed.rank(), distributed.world_size()
+    if world > 1 and str(args.device).startswith("cuda"):
+        args.device = f"cuda:{rank}"
+    seed_everything(args.seed)  # the model's initial weights come from the seed too
+    model = build(args.model, num_classes=train_ds.num_classes,
+                  **parse_overrides(getattr(args, "set", None) or []))
     cfg = _train_config(args, model, eval_min_minutes)
-    loader = _loader(train_ds, args, train=True)
-    validator = _validator(val_ds, args, cfg) if val_ds is not None and len(val_ds) else None
-    if validator is None:
-        print(f"warning: {args.data} has no val split: no validation, best = last")
+    loader = _loader(train_ds, args, train=True, shard=(rank, world))
+    validator = None
+    if rank == 0 and val_ds is not None and len(val_ds):
+        validator = _validator(val_ds, args, cfg)
     meta = checkpoint_meta(args, model, train_ds)
-    print(f"training {args.model} on {len(train_ds)} images ({train_ds.num_classes} classes), "
-          f"{len(val_ds) if val_ds else 0} val images, imgsz {args.imgsz}, batch {args.batch}, "
-          f"{_budget(args)}, device {cfg.device}, amp {_amp_name(cfg)} -> {out}")
+    if rank == 0:
+        procs = f", {world} processes" if world > 1 else ""
+        print(f"training {args.model} on {len(train_ds)} images ({train_ds.num_classes} classes), "
+              f"{len(val_ds) if val_ds else 0} val images, imgsz {args.imgsz}, batch {args.batch}"
+              f"{procs}, {_budget(args)}, device {cfg.device}, amp {_amp_name(cfg)} -> {out}")
     trainer = Trainer(model, loader, cfg, out, evaluate=validator, meta=meta)
     summary = trainer.fit(resume=args.resume)
     if getattr(loader, "num_skipped", 0):
@@ -144,7 +179,7 @@ def _train_config(args: argparse.Namespace, model, eval_min_minutes: float):
                        eval_min_minutes=eval_min_minutes, **kwargs)
 
 
-def _loader(dataset, args: argparse.Namespace, train: bool):
+def _loader(dataset, args: argparse.Namespace, train: bool, shard: tuple[int, int] = (0, 1)):
     from scaledet.data.loader import build_dataloader
 
     if args.workers < 0:
@@ -153,7 +188,7 @@ def _loader(dataset, args: argparse.Namespace, train: bool):
     return build_dataloader(dataset, imgsz=args.imgsz, batch_size=args.batch, train=train,
                             workers=args.workers if train else min(args.workers, 1),
                             seed=args.seed, strict=getattr(args, "strict", False),
-                            device=args.device if on_gpu else None)
+                            device=args.device if on_gpu else None, shard=shard)
 
 
 def _validator(val_ds, args: argparse.Namespace, cfg):
@@ -254,7 +289,8 @@ def demo_command(args: argparse.Namespace) -> int:
         data=str(data), model=args.model, imgsz=DEMO_IMGSZ, epochs=None,
         time=max(args.minutes - setup_min, args.minutes / 2), batch=16,
         workers=getattr(args, "workers", 2), device=args.device, out=str(out / "train"),
-        resume=False, exist_ok=True, seed=0, lr=None, strict=False, amp="auto")
+        resume=False, exist_ok=True, seed=0, lr=None, strict=False, amp="auto",
+        nproc=getattr(args, "nproc", "auto"))
     summary = train(train_args, eval_min_minutes=args.minutes / 4)
     weights = out / "train" / "weights" / "best.safetensors"
     val_images = sorted((data / "images" / "val").iterdir())[:DEMO_PREDICT]

@@ -5,6 +5,11 @@ The trainer knows nothing about detection: the model returns a dict of scalar lo
 (``losses["loss"]`` is the total), the loader yields ``(images, targets)`` and may have
 ``set_epoch(e)``, and validation is a callable ``evaluate(model) -> {"mAP": ..., ...}``.
 
+Inside a ``torch.distributed`` process group (:func:`scaledet.engine.distributed.launch`) every
+rank runs the same loop on its shard of each batch with the model in ``DistributedDataParallel``;
+the ranks agree on the clock and on skipping non-finite steps at every step, and only rank 0
+validates and writes files (the others wait for it at the end of each epoch).
+
 Output folder::
 
     OUT/weights/last.safetensors (+ .json)   EMA weights after the latest epoch
@@ -31,6 +36,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from scaledet.engine import distributed
 from scaledet.engine.checkpoint import (
     load_train_state,
     save_train_state,
@@ -164,7 +170,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.SGD(param_groups(model, wd), lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=True)
     wd = 0.05 if cfg.weight_decay is None else cfg.weight_decay
-    return torch.optim.AdamW(param_groups(model, wd), lr=cfg.lr, betas=(0.9, 0.999))
+    groups = param_groups(model, wd)
+    try:  # the fused kernel: 1.2 vs 6.0 ms per step for fcos-n on one CPU core
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=True)
+    except (RuntimeError, TypeError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
 
 
 def enable_grad_checkpointing(model: nn.Module) -> int:
@@ -255,9 +265,18 @@ class Trainer:
         self.meta = dict(meta or {})
         seed_everything(cfg.seed)
         self.model = model.to(self.device)
-        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
+        self.world, self.is_main = distributed.world_size(), distributed.is_main()
+        # only rank 0 validates and saves, so only it keeps the EMA
+        self.ema = (ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema and self.is_main
+                    else None)
         if cfg.grad_ckpt:  # after the EMA copy, so the copy keeps its plain forward
             enable_grad_checkpointing(self.model)
+        # data parallel (scaledet.engine.distributed): every rank trains; rank 0 also validates
+        # and writes checkpoints, metrics and plots
+        self.train_model = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = build_optimizer(self.model, cfg)
         for g in self.optimizer.param_groups:
             g["initial_lr"] = g["lr"]
@@ -275,6 +294,7 @@ class Trainer:
         self.history: list[float] = []  # total loss per step (nan where skipped)
         self._elapsed_before = 0.0
         self._t0 = time.monotonic()
+        self._clock: float | None = None  # with several ranks: the elapsed time all agree on
         self._mosaic_closed = False
 
     # ---- public ----------------------------------------------------------------------------
@@ -283,8 +303,18 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def elapsed(self) -> float:
-        """Seconds of training so far, including earlier sessions of a resumed run."""
+        """Seconds of training so far, including earlier sessions of a resumed run.
+
+        With several ranks this is the slowest rank's clock at the start of the latest step, so
+        that every rank takes the same time-based decisions (learning rate, when to stop)."""
+        if self._clock is not None:
+            return self._clock
         return self._elapsed_before + time.monotonic() - self._t0
+
+    def _sync_clock(self) -> None:
+        if self.world > 1:
+            self._clock = None
+            self._clock = distributed.all_reduce_max([self.elapsed()], self.device)[0]
 
     def progress(self) -> float:
         """Fraction of the run done, in [0, 1]: the larger of steps/total and time/budget."""
@@ -306,17 +336,21 @@ class Trainer:
             self.load_state(self.weights_dir / "last.state.pt")
         self._t0 = time.monotonic()
         if self.finished():
-            print(f"nothing to do: the run in {self.out} already finished "
+            self._log(f"nothing to do: the run in {self.out} already finished "
                   f"(epoch {self.epoch}, {self._elapsed_before / 60:.1f} min)")
         while not self.finished():
             row = self._train_epoch()
             self.epoch += 1
             self._end_of_epoch(row, final=self.finished())
-        if self.cfg.plots:
+        if self.cfg.plots and self.is_main:
             self._write_plots()
         return {"epoch": self.epoch, "step": self.step, "elapsed_s": self.elapsed(),
                 "best_map": self.best_map, "metrics": self.last_metrics,
                 "skipped_steps": self.skipped_steps}
+
+    def _log(self, msg: str) -> None:
+        if self.is_main:
+            tqdm.write(msg)
 
     # ---- one epoch ---------------------------------------------------------------------------
     def _time_up(self) -> bool:
@@ -332,10 +366,11 @@ class Trainer:
         n_ok, n_images, t_start = 0, 0, time.monotonic()
         total = f"/{self.cfg.epochs}" if self.cfg.epochs else ""
         bar = tqdm(self.loader, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}{total}",
-                   disable=not self.cfg.progress, mininterval=1.0, dynamic_ncols=True)
+                   disable=not (self.cfg.progress and self.is_main), mininterval=1.0,
+                   dynamic_ncols=True)
         for images, targets in bar:
             losses = self._train_step(images, targets)
-            n_images += len(images)
+            n_images += len(images) * self.world  # images/s of the whole run, all ranks
             if losses is not None:
                 n_ok += 1
                 for k, v in losses.items():
@@ -368,7 +403,7 @@ class Trainer:
         if self._epoch_end_progress() > 1.0 - self.cfg.close_mosaic:
             self.loader.set_mosaic(0.0)
             self._mosaic_closed = True
-            tqdm.write(f"epoch {self.epoch + 1}: mosaic off for the rest of the run")
+            self._log(f"epoch {self.epoch + 1}: mosaic off for the rest of the run")
 
     def _postfix(self, sums: dict[str, float], n: int, ips: float) -> str:
         terms = " ".join(f"{k}={v / max(n, 1):.3f}" for k, v in sums.items())
@@ -380,16 +415,22 @@ class Trainer:
             g["lr"] = g["initial_lr"] * f
 
     def _train_step(self, images: torch.Tensor, targets: list[dict]) -> dict[str, float] | None:
-        """One optimizer step; returns the loss terms as floats, or None if the step was skipped."""
+        """One optimizer step; returns the loss terms as floats, or None if the step was skipped.
+
+        With several ranks the loss terms are rank 0's (its share of the batch)."""
+        self._sync_clock()
         self._set_lr()
         self.step += 1
         images = images.to(self.device, non_blocking=True)
         targets = _to_device(targets, self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            losses = self.model(images, targets)
+            losses = self.train_model(images, targets)
         loss = losses["loss"]
-        if not torch.isfinite(loss):
+        bad = not torch.isfinite(loss)
+        if self.world > 1:  # skip on every rank, or the gradient all-reduce would hang
+            bad = distributed.all_reduce_max([float(bad)], self.device)[0] > 0
+        if bad:
             return self._skip_step("loss")
         self.scaler.scale(loss).backward()
         if self.cfg.grad_clip > 0:
@@ -412,7 +453,7 @@ class Trainer:
         self.bad_steps += 1
         self.skipped_steps += 1
         self.history.append(float("nan"))
-        tqdm.write(f"step {self.step}: non-finite {what}, step skipped "
+        self._log(f"step {self.step}: non-finite {what}, step skipped "
                    f"({self.bad_steps} in a row)")
         if self.bad_steps >= self.cfg.max_bad_steps:
             raise TrainingDiverged(
@@ -432,6 +473,11 @@ class Trainer:
         return self.elapsed() - self.last_eval_at >= 60.0 * self.cfg.eval_min_minutes
 
     def _end_of_epoch(self, row: dict[str, float], final: bool) -> None:
+        if self.is_main:
+            self._validate_and_save(row, final)
+        distributed.barrier()
+
+    def _validate_and_save(self, row: dict[str, float], final: bool) -> None:
         row = {"epoch": self.epoch, "step": self.step, "elapsed_s": round(self.elapsed(), 2),
                "lr": self.optimizer.param_groups[0]["lr"], **row}
         loss_keys = [k for k in row if k not in _ROW_KEYS]
@@ -537,8 +583,9 @@ class Trainer:
         self.skipped_steps = int(state["skipped_steps"])
         self.history = list(state["history"])
         set_rng_state(state["rng"])
-        self._truncate_csv()
-        tqdm.write(f"resumed from {path}: epoch {self.epoch}, step {self.step}, "
+        if self.is_main:
+            self._truncate_csv()
+        self._log(f"resumed from {path}: epoch {self.epoch}, step {self.step}, "
                    f"{self._elapsed_before / 60:.1f} min done")
 
     def _write_plots(self) -> None:

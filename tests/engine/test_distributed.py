@@ -1,0 +1,115 @@
+"""Data-parallel training (scaledet.engine.distributed): two spawned CPU processes must train
+exactly like one process on the whole batch, and ``scaledet train --nproc 2`` must work."""
+
+import csv
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from scaledet.cli import main
+from scaledet.engine import distributed
+from scaledet.engine.trainer import TrainConfig, Trainer
+from tests.engine.dummy import TinyLoader
+
+
+class BatchFreeModel(nn.Module):
+    """No BatchNorm, no dropout, batch-mean losses: the gradient of a batch is the mean of the
+    gradients of its equal halves, so two ranks must reproduce one process exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.box = nn.Linear(8, 4)
+        self.cls = nn.Linear(8, 2)
+
+    def forward(self, images, targets):
+        f = self.conv(images).relu().mean(dim=(2, 3))
+        gt_box = torch.stack([t["boxes"][0] for t in targets])
+        gt_lab = torch.stack([t["labels"][0] for t in targets])
+        loss_box = nn.functional.smooth_l1_loss(self.box(f) * 32.0, gt_box) / 32.0
+        loss_cls = nn.functional.cross_entropy(self.cls(f), gt_lab)
+        return {"loss": loss_box + loss_cls, "loss_box": loss_box, "loss_cls": loss_cls}
+
+
+class ShardedLoader(TinyLoader):
+    """TinyLoader without noise whose batches are split between the ranks like ``_KeySampler``."""
+
+    def __iter__(self):
+        rank, world = distributed.rank(), distributed.world_size()
+        g = torch.Generator().manual_seed(len(self.epoch_seen))
+        order = torch.randperm(len(self.images), generator=g)
+        for i in range(len(self)):
+            idx = order[i * self.batch:(i + 1) * self.batch][rank::world]
+            yield self.images[idx], [{"boxes": self.boxes[j][None],
+                                      "labels": self.labels[j][None]} for j in idx]
+
+
+def _train(out: str) -> dict:
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=3, lr=1e-2, warmup_iters=2, progress=False, plots=False, seed=0)
+    trainer = Trainer(BatchFreeModel(), ShardedLoader(n=32, batch=8), cfg, out)
+    trainer.fit()
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    every_rank = [weights]
+    if distributed.world_size() > 1:
+        every_rank = [None] * distributed.world_size()
+        dist.all_gather_object(every_rank, weights)
+    return {"weights": weights, "every_rank": every_rank, "step": trainer.step}
+
+
+def test_two_processes_train_like_one(tmp_path):
+    one = distributed.launch(_train, 1, (str(tmp_path / "one"),))
+    two = distributed.launch(_train, 2, (str(tmp_path / "two"),))
+    assert two["step"] == one["step"] == 12
+    for name, w in one["weights"].items():
+        torch.testing.assert_close(two["weights"][name], w, rtol=1e-4, atol=1e-5)
+        assert not torch.equal(w, BatchFreeModel().state_dict()[name])  # it did train
+    rank0, rank1 = two["every_rank"]
+    for name in rank0:  # DDP keeps the ranks identical
+        assert torch.equal(rank0[name], rank1[name])
+    assert (tmp_path / "two" / "weights" / "last.safetensors").is_file()  # rank 0 saved
+
+
+def test_sampler_shards_partition_each_batch():
+    from scaledet.data.loader import _KeySampler
+
+    full = list(_KeySampler(10, 4, True, True, seed=3, mosaic=0.5))
+    shards = [list(_KeySampler(10, 4, True, True, seed=3, mosaic=0.5, shard=(r, 3)))
+              for r in range(3)]
+    assert all(len(s) == len(full) == 2 for s in shards)
+    for b, batch in enumerate(full):
+        parts = [k for s in shards for k in s[b]]
+        assert sorted(parts) == sorted(batch)
+
+
+def test_launch_rejects_bad_nproc():
+    with pytest.raises(ValueError, match="nproc"):
+        distributed.launch(print, 0)
+
+
+def test_cli_train_with_two_processes(tmp_path, capsys):
+    data = tmp_path / "synth"
+    assert main(["data", "synth", str(data), "--train", "8", "--val", "4", "--imgsz", "64"]) == 0
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--model", "fcos-n", "--imgsz", "64",
+                 "--epochs", "2", "--batch", "4", "--workers", "0", "--nproc", "2",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[-1]["mAP"] != ""
+    assert (out / "weights" / "best.safetensors").is_file()
+    for bad, message in ((["--nproc", "two"], "--nproc must be a number or auto"),
+                         (["--batch", "2", "--nproc", "3"], "--nproc 3 is more than --batch 2")):
+        assert main(["train", "--data", str(data), "--out", str(tmp_path / "bad"), *bad]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_auto_nproc_keeps_eight_images_per_rank(monkeypatch):
+    monkeypatch.setattr(distributed, "threads_per_rank", lambda n: 16 // n)
+    assert distributed.auto_nproc("cpu", 16) == 2
+    assert distributed.auto_nproc("cpu", 64) == 8
+    assert distributed.auto_nproc("cpu", 4) == 1
+    monkeypatch.setattr(distributed, "threads_per_rank", lambda n: 1)
+    assert distributed.auto_nproc("cpu", 16) == 1
+    assert distributed.auto_nproc("cuda:0", 16) == 1
