@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a field of the preset's ModelConfig, e.g. --set head.norm=gn "
                         "--set neck.channels=64 (repeatable; see scaledet info)")
+    p.add_argument("--train-option", action="append", metavar="FIELD=VALUE",
+                   help="override a field of the trainer's TrainConfig, e.g. --train-option "
+                        "ema_tau=600 --train-option close_mosaic=0 (repeatable)")
 
     p = _add(sub, "val", "scaledet.engine.commands:val_command",
              "evaluate trained weights on a dataset split (12 COCO stats)",

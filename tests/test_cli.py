@@ -127,6 +127,8 @@ def test_same_seed_same_weights(run, data, tmp_path):
      "expected FIELD=VALUE"),
     (["train", "--data", "{data}", "--epochs", "1", "--set", "heads.norm=gn", "--out", "{tmp}/r8"],
      "unknown ModelConfig field 'heads'"),
+    (["train", "--data", "{data}", "--epochs", "1", "--train-option", "ema_tu=600", "--out",
+      "{tmp}/r9"], "--train-option ema_tu: not a TrainConfig field"),
 ])
 def test_bad_arguments_give_one_line_errors(argv, message, run, data, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path, data=data, run=run) for a in argv]
@@ -157,3 +159,15 @@ def test_set_overrides_the_preset_and_the_weights_remember_it(data, tmp_path):
     predictor = scaledet.load(out / "weights" / "last.safetensors")
     assert predictor.model.config.head.norm == "gn"  # fcos-n's default is level_bn
     assert predictor.predict([torch.rand(3, 64, 64)])[0]["boxes"].shape[1] == 4
+
+
+def test_train_option_sets_trainer_fields(data, tmp_path):
+    import json
+
+    out = tmp_path / "opt"
+    argv = ["train", "--data", str(data), "--imgsz", "64", "--epochs", "1", "--batch", "8",
+            "--workers", "0", "--out", str(out), "--train-option", "ema_tau=7.5",
+            "--train-option", "close_mosaic=0"]
+    assert main(argv) == 0
+    meta = json.loads((out / "weights" / "last.json").read_text())
+    assert meta["train_config"]["ema_tau"] == 7.5 and meta["train_config"]["close_mosaic"] == 0

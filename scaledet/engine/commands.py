@@ -8,6 +8,7 @@ by ``scaledet.cli.main`` as one line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -174,9 +175,15 @@ def _train_config(args: argparse.Namespace, model, eval_min_minutes: float):
         "eval_interval": getattr(args, "eval_interval", None), "lr": lr,
         "warmup_iters": getattr(args, "warmup", None),
     }.items() if v is not None}
-    return TrainConfig(epochs=args.epochs, time_minutes=args.time, seed=args.seed,
-                       device=args.device, grad_ckpt=getattr(args, "grad_ckpt", False),
-                       eval_min_minutes=eval_min_minutes, **kwargs)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in parse_overrides(getattr(args, "train_option", None) or []).items():
+        if key not in fields or isinstance(value, dict):
+            raise ValueError(f"--train-option {key}: not a TrainConfig field (one of "
+                             f"{', '.join(sorted(fields))})")
+        kwargs[key] = value
+    return TrainConfig(**{"epochs": args.epochs, "time_minutes": args.time, "seed": args.seed,
+                          "device": args.device, "grad_ckpt": getattr(args, "grad_ckpt", False),
+                          "eval_min_minutes": eval_min_minutes, **kwargs})
 
 
 def _loader(dataset, args: argparse.Namespace, train: bool, shard: tuple[int, int] = (0, 1)):

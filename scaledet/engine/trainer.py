@@ -66,9 +66,12 @@ class TrainConfig:
     ``eval_interval`` is in epochs (0: only at the end); periodic evaluations are also kept
     ``eval_min_minutes`` apart. ``close_mosaic``: the final fraction of the run is trained
     without mosaic (for loaders with ``set_mosaic``; 0 disables). The EMA decay ramps as
-    ``ema_decay * (1 - exp(-step / ema_tau))`` (see :class:`ModelEMA`): with ``ema_tau`` 2000, as in
-    YOLOv5/YOLOX, a short CPU run (a few thousand steps) averages over only the last few dozen
-    steps (tau 200 reached the full ~5000-step window by step ~1000: longer than such a run).
+    ``ema_decay * (1 - exp(-step / ema_tau))`` (see :class:`ModelEMA`), so the window is
+    ``~1 / (1 - decay)`` steps: with ``ema_tau`` 600 it is ~15 steps at step 1,500 and ~200 at
+    step 3,000, the end of a 15-minute CPU run, when the learning rate is low. Measured there
+    (fcos-n, benchmarks/RESULTS.md): tau 600 gave mAP 0.598 against 0.534 with YOLOv5's 2000
+    (a window of ~4 steps at step 3,000); tau 200 was worse than 2000 (a full ~5000-step window
+    from step ~1,000 on, longer than the run).
     """
 
     epochs: int | None = None
@@ -81,7 +84,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     ema: bool = True
     ema_decay: float = 0.9998
-    ema_tau: float = 2000.0
+    ema_tau: float = 600.0
     grad_clip: float = 10.0
     amp: str = "off"
     grad_ckpt: bool = False

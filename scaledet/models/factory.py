@@ -125,19 +125,21 @@ def fcos_n(num_classes: int = 80) -> ModelConfig:
     (YOLOv8n: 56 ms, 3.7x; ``benchmarks/bench_models.py``); 52 images/s through
     ``scaledet train`` there (YOLOv8n: 15-16, measured the same way).
 
-    Its recipe is tuned for minute budgets on a CPU: in a sweep of 400 AdamW steps (batch 16,
-    320 px; ``benchmarks/bench_recipe.py``) on the built-in dataset, lr 2e-3 with box weight 2.0
-    reached mAP 0.03, lr 1.6e-2 with box weight 1.0 0.095, and lr ~2e-2 with box weight 0.25
-    0.12-0.15. The head's towers share convs across levels with a BatchNorm per level
-    (``norm="level_bn"``) instead of FCOS's GroupNorm: 15 minutes of ``scaledet train`` on the
-    2-core dev CPU (2,000 built-in images, benchmarks/RESULTS.md) gave mAP50-95 0.501 at 52
+    Its recipe is tuned for minute budgets on a CPU: lr 2e-2 (AdamW) came from a sweep of 400
+    steps (batch 16, 320 px; ``benchmarks/bench_recipe.py``), where lr 2e-3 reached mAP 0.03 and
+    lr 1.6e-2 0.095. The GIoU box-loss weight is 1.0: in 12-minute runs on one core of the dev
+    CPU (~1,800 steps, the length that matters, benchmarks/RESULTS.md) weight 1.0 reached mAP
+    0.500 against 0.446 for 0.25 (best in the short sweep) and 0.428 for 2.0 (two runs at a
+    time, one per core). The head's towers share convs across levels with a BatchNorm per
+    level (``norm="level_bn"``) instead of FCOS's GroupNorm: 15 minutes of ``scaledet train``
+    on the 2-core dev CPU (2,000 built-in images, box weight 0.25) gave mAP50-95 0.501 at 52
     img/s with bf16 autocast, against 0.471 / 40 img/s (level_bn, fp32) and 0.492 / 40 img/s
     (GroupNorm, fp32). bf16 speeds BatchNorm towers up far more than GroupNorm ones (pinned
     2-core microbenchmark: +32% vs +15% train img/s), and BatchNorm folds into the convs at
     inference (6.8 vs 9.0 ms per 320 px image).
     """
     return ModelConfig(name="fcos-n", num_classes=num_classes,
-                       head=HeadConfig(box_loss_weight=0.25, norm="level_bn"), lr=2e-2)
+                       head=HeadConfig(box_loss_weight=1.0, norm="level_bn"), lr=2e-2)
 
 
 def fcos_s(num_classes: int = 80) -> ModelConfig:
