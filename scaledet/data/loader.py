@@ -300,6 +300,10 @@ class DetectionLoader:
             self.skipped.extend(skipped)
             if targets:
                 yield self._to_float(images), targets
+            elif self.sampler.world > 1:  # the other ranks would wait for this one forever
+                raise ImageReadError(f"data-parallel rank {self.sampler.rank}: every image of "
+                                     f"its share of a batch is unreadable: "
+                                     f"{', '.join(str(s.path) for s in skipped)}")
 
     def _to_float(self, images: Tensor) -> Tensor:
         if self.device is not None:

@@ -173,6 +173,19 @@ def test_batch_with_only_bad_images_is_not_yielded(tmp_path):
     assert loader.num_skipped == 2
 
 
+def test_sharded_batch_with_only_bad_images_raises_naming_them(tmp_path):
+    """A data-parallel rank cannot drop a batch: the others would wait for it at the all-reduce."""
+    ds = broken_dataset(tmp_path)
+    ds.records = [ds.records[2], ds.records[0], ds.records[4], ds.records[1]]
+    shards = [build_dataloader(ds, imgsz=32, batch_size=4, train=False, workers=0, cache=False,
+                               shard=(rank, 2)) for rank in (0, 1)]
+    assert [t["image_id"] for _, targets in shards[1] for t in targets] == [1, 2]
+    with pytest.raises(ImageReadError, match="rank 0.*img2.png.*missing.png"):
+        list(shards[0])
+    with pytest.raises(ValueError, match="shard"):
+        build_dataloader(ds, batch_size=1, shard=(0, 2))
+
+
 def test_mosaic_partner_that_fails_is_replaced(tmp_path):
     ds = broken_dataset(tmp_path)
     loader = build_dataloader(ds, imgsz=32, batch_size=2, workers=0, cache=False,
