@@ -75,6 +75,12 @@ def train(args: argparse.Namespace, eval_min_minutes: float = 0.0) -> dict[str, 
     if args.time and not eval_min_minutes and getattr(args, "eval_interval", None) is None:
         # a timed run spends its budget training: validate about six times, not every epoch
         eval_min_minutes = args.time / 6
+    if nproc > 1:  # bad --model / --set / --train-option: a one-line error here, not in a rank
+        from scaledet.models import build
+
+        model = build(args.model, num_classes=train_ds.num_classes,
+                      **parse_overrides(getattr(args, "set", None) or []))
+        _train_config(args, model, eval_min_minutes)
     device_type = str(args.device).split(":")[0]
     return launch(_fit, nproc, (args, out, train_ds, val_ds, eval_min_minutes), device_type)
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -94,7 +96,7 @@ def _pin_to_cores(local_rank: int, nproc: int) -> None:
 
 
 def _worker(local_rank: int, nproc: int, port: int, device_type: str, fn: Callable,
-            args: tuple, results: Any) -> None:
+            args: tuple, result_path: str) -> None:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
@@ -105,8 +107,8 @@ def _worker(local_rank: int, nproc: int, port: int, device_type: str, fn: Callab
                             rank=local_rank, world_size=nproc)
     try:
         out = fn(*args)
-        if local_rank == 0:  # plain pickle: torch's queue would share tensors through memory
-            results.put(pickle.dumps(out))  # that dies with this process
+        if local_rank == 0:  # a file, not a pipe: a large result cannot block the exit
+            Path(result_path).write_bytes(pickle.dumps(out))
     finally:
         dist.destroy_process_group()
 
@@ -126,8 +128,9 @@ def launch(fn: Callable[..., Any], nproc: int, args: tuple = (), device_type: st
         backend = "nccl" if device_type == "cuda" else "gloo"
         dist.init_process_group(backend)
         return fn(*args)
-    ctx = mp.get_context("spawn")
-    results = ctx.SimpleQueue()
-    mp.start_processes(_worker, args=(nproc, _free_port(), device_type, fn, args, results),
-                       nprocs=nproc, join=True, start_method="spawn")
-    return pickle.loads(results.get()) if not results.empty() else None
+    with tempfile.TemporaryDirectory(prefix="scaledet-launch-") as tmp:
+        result = Path(tmp) / "rank0.pkl"
+        mp.start_processes(_worker, args=(nproc, _free_port(), device_type, fn, args,
+                                          str(result)), nprocs=nproc, join=True,
+                           start_method="spawn")
+        return pickle.loads(result.read_bytes())  # written by our own rank 0 just now

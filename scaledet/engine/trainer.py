@@ -340,7 +340,7 @@ class Trainer:
         self._t0 = time.monotonic()
         if self.finished():
             self._log(f"nothing to do: the run in {self.out} already finished "
-                  f"(epoch {self.epoch}, {self._elapsed_before / 60:.1f} min)")
+                      f"(epoch {self.epoch}, {self._elapsed_before / 60:.1f} min)")
         while not self.finished():
             row = self._train_epoch()
             self.epoch += 1

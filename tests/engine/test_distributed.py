@@ -100,7 +100,9 @@ def test_cli_train_with_two_processes(tmp_path, capsys):
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[-1]["mAP"] != ""
     assert (out / "weights" / "best.safetensors").is_file()
     for bad, message in ((["--nproc", "two"], "--nproc must be a number or auto"),
-                         (["--batch", "2", "--nproc", "3"], "--nproc 3 is more than --batch 2")):
+                         (["--batch", "2", "--nproc", "3"], "--nproc 3 is more than --batch 2"),
+                         (["--nproc", "2", "--model", "fcos-xxl"], "unknown model preset"),
+                         (["--nproc", "2", "--train-option", "x=1"], "not a TrainConfig field")):
         assert main(["train", "--data", str(data), "--out", str(tmp_path / "bad"), *bad]) == 2
         assert message in capsys.readouterr().err
 
