@@ -308,16 +308,11 @@ class Trainer:
     def elapsed(self) -> float:
         """Seconds of training so far, including earlier sessions of a resumed run.
 
-        With several ranks this is the slowest rank's clock at the start of the latest step, so
+        With several ranks this is the slowest rank's clock at the latest step's forward pass, so
         that every rank takes the same time-based decisions (learning rate, when to stop)."""
         if self._clock is not None:
             return self._clock
         return self._elapsed_before + time.monotonic() - self._t0
-
-    def _sync_clock(self) -> None:
-        if self.world > 1:
-            self._clock = None
-            self._clock = distributed.all_reduce_max([self.elapsed()], self.device)[0]
 
     def progress(self) -> float:
         """Fraction of the run done, in [0, 1]: the larger of steps/total and time/budget."""
@@ -421,9 +416,6 @@ class Trainer:
         """One optimizer step; returns the loss terms as floats, or None if the step was skipped.
 
         With several ranks the loss terms are rank 0's (its share of the batch)."""
-        self._sync_clock()
-        self._set_lr()
-        self.step += 1
         images = images.to(self.device, non_blocking=True)
         targets = _to_device(targets, self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -431,8 +423,13 @@ class Trainer:
             losses = self.train_model(images, targets)
         loss = losses["loss"]
         bad = not torch.isfinite(loss)
-        if self.world > 1:  # skip on every rank, or the gradient all-reduce would hang
-            bad = distributed.all_reduce_max([float(bad)], self.device)[0] > 0
+        if self.world > 1:  # one all-reduce per step: the ranks agree on the clock (lr, when to
+            self._clock = None  # stop) and skip together, or the gradient all-reduce would hang
+            self._clock, worst = distributed.all_reduce_max([self.elapsed(), float(bad)],
+                                                            self.device)
+            bad = worst > 0
+        self._set_lr()
+        self.step += 1
         if bad:
             return self._skip_step("loss")
         self.scaler.scale(loss).backward()
