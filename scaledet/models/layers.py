@@ -40,6 +40,35 @@ def make_norm(name: str, channels: int) -> nn.Module:
     raise ValueError(f"norm must be 'bn' or 'gn', got {name!r}")
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with ``groups == in_channels``; strided ones run in float32 under CPU
+    autocast.
+
+    oneDNN's bfloat16 depthwise kernels at stride 2 are far slower than its float32 ones on
+    CPUs without native bf16 convolutions: forward + backward of a 3x3 depthwise conv (64
+    channels, 40x40 -> 20x20, batch 8, channels-last, one thread of the dev CPU) took 17.5 ms
+    in bf16 against 2.2 ms in fp32. At stride 1 bf16 is about as fast, and casting costs more
+    than it saves (a whole fcos-n training step: all depthwise convs in fp32 6% slower, only
+    the strided ones 5% faster than none; ``benchmarks/RESULTS.md``). Same parameters and
+    ``state_dict`` keys as ``nn.Conv2d``.
+    """
+
+    def __init__(self, channels: int, k: int = 3, s: int = 1, *, bias: bool = False) -> None:
+        super().__init__(channels, channels, k, s, k // 2, groups=channels, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride[0] > 1 and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+def _conv(cin: int, cout: int, k: int, s: int, groups: int) -> nn.Conv2d:
+    if groups == cin == cout and groups > 1:
+        return DepthwiseConv2d(cin, k, s)
+    return nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False)
+
+
 class ConvBNAct(nn.Sequential):
     """``k x k`` convolution (no bias) + norm (BatchNorm by default) + activation;
     ``(B, cin, H, W) -> (B, cout, ceil(H / s), ceil(W / s))``."""
@@ -47,7 +76,7 @@ class ConvBNAct(nn.Sequential):
     def __init__(self, cin: int, cout: int, *, k: int = 3, s: int = 1, groups: int = 1,
                  act: str | None = "relu", norm: str = "bn") -> None:
         super().__init__(
-            nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
+            _conv(cin, cout, k, s, groups),
             make_norm(norm, cout),
         )
         if act is not None:
@@ -94,8 +123,7 @@ class LevelNormTower(nn.Module):
         c, convs = channels, []
         for _ in range(num_convs):
             if depthwise:
-                convs += [nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False),
-                          nn.Conv2d(c, c, 1, bias=False)]
+                convs += [DepthwiseConv2d(c), nn.Conv2d(c, c, 1, bias=False)]
             else:
                 convs.append(nn.Conv2d(c, c, 3, 1, 1, bias=False))
         self.convs = nn.ModuleList(convs)

@@ -107,3 +107,21 @@ def test_level_norm_tower_shares_convs_and_keeps_statistics_per_level():
     tower.eval()
     x = torch.randn(1, 8, 5, 5)
     assert not torch.allclose(tower(x, 0), tower(x, 1))
+
+
+def test_depthwise_conv_strided_runs_fp32_under_cpu_autocast():
+    from scaledet.models.layers import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 12, 12)
+    for stride, dtype in ((2, torch.float32), (1, torch.bfloat16)):
+        conv = DepthwiseConv2d(8, 3, stride)
+        ref = torch.nn.Conv2d(8, 8, 3, stride, 1, groups=8, bias=False)
+        ref.load_state_dict(conv.state_dict())  # same parameters and keys as nn.Conv2d
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+        assert y.dtype == dtype and y.shape == ref(x).shape
+        torch.testing.assert_close(y.float(), ref(x), rtol=0 if stride == 2 else 2e-2,
+                                   atol=1e-6 if stride == 2 else 5e-2)
+        y.float().sum().backward()
+        assert torch.isfinite(conv.weight.grad).all()
