@@ -71,7 +71,9 @@ class TrainConfig:
     step 3,000, the end of a 15-minute CPU run, when the learning rate is low. Measured there
     (fcos-n, benchmarks/RESULTS.md): tau 600 gave mAP 0.598 against 0.534 with YOLOv5's 2000
     (a window of ~4 steps at step 3,000); tau 200 was worse than 2000 (a full ~5000-step window
-    from step ~1,000 on, longer than the run).
+    from step ~1,000 on, longer than the run). ``ema_window`` > 0 replaces the ramp with
+    the power-function EMA (:class:`ModelEMA`), which always averages the last
+    ``ema_window * step`` steps.
     """
 
     epochs: int | None = None
@@ -85,6 +87,7 @@ class TrainConfig:
     ema: bool = True
     ema_decay: float = 0.9998
     ema_tau: float = 600.0
+    ema_window: float = 0.0
     grad_clip: float = 10.0
     amp: str = "off"
     grad_ckpt: bool = False
@@ -270,8 +273,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.world, self.is_main = distributed.world_size(), distributed.is_main()
         # only rank 0 validates and saves, so only it keeps the EMA
-        self.ema = (ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema and self.is_main
-                    else None)
+        self.ema = (ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau, cfg.ema_window)
+                    if cfg.ema and self.is_main else None)
         if cfg.grad_ckpt:  # after the EMA copy, so the copy keeps its plain forward
             enable_grad_checkpointing(self.model)
         # data parallel (scaledet.engine.distributed): every rank trains; rank 0 also validates

@@ -65,3 +65,27 @@ def test_bad_arguments():
         ModelEMA(_model(), decay=1.0)
     with pytest.raises(ValueError, match="tau"):
         ModelEMA(_model(), tau=0)
+
+
+def test_power_ema_weights_updates_linearly():
+    # window 1/2: d(t) = ((t - 1) / t) ** 2, so after T updates of values x_1..x_T the average
+    # is sum_i (2i - 1) x_i / T**2 (worked by hand: prod_{j>i} d(j) = (i / T)**2).
+    model = nn.Linear(1, 1, bias=False)
+    ema = ModelEMA(model, decay=0.9999, window=0.5)
+    xs = torch.randn(40).tolist()
+    for x in xs:
+        with torch.no_grad():
+            model.weight.fill_(x)
+        ema.update(model)
+    T = len(xs)
+    expected = sum((2 * i - 1) * x for i, x in enumerate(xs, start=1)) / T**2
+    assert float(ema.module.weight) == pytest.approx(expected, abs=1e-5)
+    capped = ModelEMA(model, decay=0.5, window=0.1)
+    capped.updates = 1000
+    assert capped.current_decay() == 0.5
+    with pytest.raises(ValueError, match="window"):
+        ModelEMA(model, window=1.0)
+    state = ema.state_dict()
+    other = ModelEMA(model)
+    other.load_state_dict(state)
+    assert other.window == 0.5 and other.current_decay() == ema.current_decay()
