@@ -27,10 +27,11 @@ The contract (what the engine codes against)::
 Determinism: every sample's randomness comes from ``np.random.default_rng((seed, epoch,
 index))`` and the order of an epoch from ``(seed, epoch)``, so results do not depend on the
 number of workers or on which worker gets which sample. The batch sampler (in the main process)
-sends ``(index, epoch, mosaic probability)`` keys to the workers, so even persistent workers see
-the current epoch and mosaic setting. The k-th pass over the loader uses epoch ``k``;
-``loader.set_epoch(e)`` fixes the epoch of the next pass (use it when resuming), and
-``loader.set_mosaic(p)`` changes the mosaic probability (``0.0`` = "close mosaic").
+sends ``(index, epoch, mosaic probability, size)`` keys to the workers, so even persistent
+workers see the current epoch, mosaic and size settings. The k-th pass over the loader uses
+epoch ``k``; ``loader.set_epoch(e)`` fixes the epoch of the next pass (use it when resuming),
+``loader.set_mosaic(p)`` changes the mosaic probability (``0.0`` = "close mosaic") and
+``loader.set_imgsz(s)`` the training image side (progressive resizing; ``None`` = ``imgsz``).
 
 Speed (``benchmarks/bench_data.py``): decoded images are cached in RAM, already resized so the
 longer side is ``imgsz`` (``cache="auto"`` when that fits in ``cache_max_bytes``), filled
@@ -165,10 +166,13 @@ class DetectionTorchDataset(Dataset):
 
     # ---- samples ------------------------------------------------------------------------
 
-    def __getitem__(self, key: int | tuple[int, int, float]) -> dict | Skipped:
+    def __getitem__(self, key: int | tuple) -> dict | Skipped:
+        """``key``: an index, or ``(index, epoch, mosaic probability[, size])`` from the loader's
+        sampler; ``size`` (training only, 0 = ``imgsz``) is the side of the output image."""
         if not isinstance(key, tuple):
             key = (int(key), 0, self.augment.mosaic)
-        index, epoch, mosaic_p = key
+        index, epoch, mosaic_p = key[:3]
+        imgsz = int(key[3]) if len(key) > 3 and key[3] and self.train else self.imgsz
         first = self.load(index)
         if isinstance(first, Skipped):
             return first
@@ -183,9 +187,9 @@ class DetectionTorchDataset(Dataset):
             for other in rng.integers(0, len(self), 3):
                 got = self.load(int(other))
                 samples.append(sample if isinstance(got, Skipped) else got[0])
-        out = train_transform(samples, self.imgsz, rng, self.augment, use_mosaic)
+        out = train_transform(samples, imgsz, rng, self.augment, use_mosaic)
         # train_transform's jitter is relative to the letterbox scale of the loaded image.
-        letterbox_scale = scale * self.imgsz / max(sample.height, sample.width)
+        letterbox_scale = scale * imgsz / max(sample.height, sample.width)
         return _as_item(out, self.dataset.records[index].image_id, size, letterbox_scale)
 
 
@@ -211,7 +215,8 @@ def collate(batch: list[dict | Skipped]) -> tuple[Tensor, list[dict], list[Skipp
 
 
 class _KeySampler(Sampler):
-    """Batches of ``(index, epoch, mosaic probability)`` keys; order fixed by ``(seed, epoch)``.
+    """Batches of ``(index, epoch, mosaic probability, size)`` keys; order fixed by ``(seed,
+    epoch)``; ``size`` 0 means the dataset's ``imgsz``.
 
     ``shard=(rank, world)``: the keys ``rank::world`` of each batch (data-parallel training:
     every rank walks the same batches and takes its share)."""
@@ -219,10 +224,10 @@ class _KeySampler(Sampler):
     def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
                  mosaic: float, shard: tuple[int, int] = (0, 1)) -> None:
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
-        self.seed, self.mosaic, self.epoch = seed, mosaic, 0
+        self.seed, self.mosaic, self.epoch, self.imgsz = seed, mosaic, 0, 0
         self.rank, self.world = shard
 
-    def __iter__(self) -> Iterator[list[tuple[int, int, float]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, float, int]]]:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(self.n, generator=g).tolist()
@@ -230,7 +235,7 @@ class _KeySampler(Sampler):
             order = list(range(self.n))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             batch = order[start:start + self.batch_size][self.rank::self.world]
-            yield [(i, self.epoch, self.mosaic) for i in batch]
+            yield [(i, self.epoch, self.mosaic, self.imgsz) for i in batch]
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
@@ -271,6 +276,13 @@ class DetectionLoader:
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"mosaic probability must be in [0, 1], got {probability}")
         self.sampler.mosaic = float(probability)
+
+    def set_imgsz(self, size: int | None) -> None:
+        """Training image side from the next pass on (``None``: the ``imgsz`` the loader was
+        built with); for progressive resizing (:class:`~scaledet.engine.trainer.TrainConfig`)."""
+        if size is not None and size < 8:
+            raise ValueError(f"imgsz must be >= 8 pixels, got {size}")
+        self.sampler.imgsz = int(size or 0)
 
     @property
     def epoch(self) -> int:

@@ -145,6 +145,22 @@ def test_set_mosaic_zero_closes_mosaic(tmp_path):
         loader.set_mosaic(2.0)
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_set_imgsz_changes_the_training_size(tmp_path, workers):
+    ds = make_dataset(tmp_path)
+    loader = build_dataloader(ds, imgsz=64, batch_size=3, workers=workers, seed=0)
+    images, targets = next(iter(loader))
+    check_contract(images, targets, 64, 3)
+    loader.set_imgsz(40)
+    for images, targets in loader:
+        check_contract(images, targets, 40, 3)
+    loader.set_imgsz(None)
+    images, targets = next(iter(loader))
+    check_contract(images, targets, 64, 3)
+    with pytest.raises(ValueError, match="imgsz"):
+        loader.set_imgsz(4)
+
+
 def broken_dataset(root: Path) -> DetectionDataset:
     ds = make_dataset(root)
     (root / "img2.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")

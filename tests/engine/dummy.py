@@ -58,12 +58,16 @@ class TinyLoader:
         self.batch = batch
         self.epoch_seen: list[int] = []
         self.mosaic_set: list[tuple[int, float]] = []
+        self.imgsz_set: list[tuple[int, int | None]] = []
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch_seen.append(epoch)
 
     def set_mosaic(self, probability: float) -> None:
         self.mosaic_set.append((self.epoch_seen[-1], probability))
+
+    def set_imgsz(self, size: int | None) -> None:
+        self.imgsz_set.append((self.epoch_seen[-1], size))
 
     def __len__(self) -> int:
         return len(self.images) // self.batch

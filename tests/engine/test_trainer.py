@@ -141,6 +141,19 @@ def test_mosaic_is_closed_for_the_final_fraction(tmp_path):
     assert t.loader.mosaic_set == []
 
 
+def test_progressive_resizing_switches_to_full_size_once(tmp_path):
+    t = _trainer(tmp_path, _cfg(epochs=10, progressive_imgsz=24, progressive_until=0.5,
+                                eval_interval=0))
+    t.fit()
+    # epochs 1-5 end at progress <= 0.5: small; epoch 6 (0-based 5) on: the loader's own size
+    assert t.loader.imgsz_set == [(0, 24), (5, None)]
+    t = _trainer(tmp_path / "b", _cfg(epochs=3, eval_interval=0))
+    t.fit()
+    assert t.loader.imgsz_set == []
+    with pytest.raises(ValueError, match="progressive_imgsz"):
+        _cfg(epochs=1, progressive_imgsz=4)
+
+
 def test_mosaic_closing_under_a_time_budget(tmp_path, monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(trainer_mod.time, "monotonic", lambda: clock[0])

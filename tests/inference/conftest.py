@@ -10,15 +10,6 @@ from torch import Tensor, nn
 CLASS_NAMES = ["circle", "square", "star"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are slower with several threads, badly so on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model() -> nn.Module:
     """fcos-n for 3 classes, random weights; the classification bias spread out so that
     scores vary (a fresh head scores every location at the prior, about 0.01)."""
