@@ -53,8 +53,8 @@ class DepthwiseConv2d(nn.Conv2d):
     ``state_dict`` keys as ``nn.Conv2d``.
     """
 
-    def __init__(self, channels: int, k: int = 3, s: int = 1, *, bias: bool = False) -> None:
-        super().__init__(channels, channels, k, s, k // 2, groups=channels, bias=bias)
+    def __init__(self, channels: int, k: int = 3, s: int = 1) -> None:
+        super().__init__(channels, channels, k, s, k // 2, groups=channels, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.stride[0] > 1 and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
