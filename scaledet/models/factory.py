@@ -80,6 +80,8 @@ class HeadConfig:
     Gaussians) or ``"yolo"`` (:class:`~scaledet.models.heads.yolo.YOLOXHead`; needs
     ``assigner="simota"``, whose centre region is ``center_radius`` strides and dynamic k sums
     ``simota_topk`` IoUs).
+    ``reg_max``: 0 for FCOS's ``exp`` distances, ``n > 0`` for Generalized Focal Loss's
+    distributions over ``n + 1`` bins with distribution focal loss (weight ``dfl_weight``).
     """
 
     num_convs: int = 1
@@ -97,6 +99,8 @@ class HeadConfig:
     kind: str = "fcos"
     gaussian_alpha: float = 0.54
     simota_topk: int = 10
+    reg_max: int = 0
+    dfl_weight: float = 0.25
 
 
 @dataclass
@@ -236,7 +240,8 @@ def _head(cfg: ModelConfig, strides: tuple[int, ...]):
                         num_convs=h.num_convs, depthwise=h.depthwise, norm=h.norm, act=cfg.act,
                         assigner=_assigner(h), box_loss=h.box_loss,
                         box_loss_weight=h.box_loss_weight, vfl_alpha=h.vfl_alpha,
-                        vfl_gamma=h.vfl_gamma, prior_prob=h.prior_prob)
+                        vfl_gamma=h.vfl_gamma, prior_prob=h.prior_prob, reg_max=h.reg_max,
+                        dfl_weight=h.dfl_weight)
     if h.kind == "centernet":
         return CenterNetHead(num_classes=cfg.num_classes, in_channels=channels,
                              stride=strides[0], depthwise=h.depthwise, act=cfg.act,

@@ -21,10 +21,15 @@ def _targets(n_per_image):
     return out
 
 
-@pytest.fixture(scope="module", params=sorted(PRESETS))
+# Every preset, plus the FCOS head's GFL distribution regression (``reg_max``).
+VARIANTS = [(name, {}) for name in sorted(PRESETS)] + [("fcos-n", {"head": {"reg_max": 8}})]
+
+
+@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: v[0] + ("+dfl" if v[1] else ""))
 def model(request):
     torch.manual_seed(0)
-    return build(request.param, num_classes=3)
+    name, overrides = request.param
+    return build(name, num_classes=3, **overrides)
 
 
 def test_train_and_eval_on_odd_sized_input_with_an_empty_image(model):

@@ -12,10 +12,13 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", list(PRESETS) + ["fcos-n+dfl"])
 def test_onnx_export_matches_pytorch(name, tmp_path):
     torch.manual_seed(0)
-    model = build(name, num_classes=3).eval()
+    if name == "fcos-n+dfl":  # GFL distribution regression: softmax + expectation
+        model = build("fcos-n", num_classes=3, head={"reg_max": 8}).eval()
+    else:
+        model = build(name, num_classes=3).eval()
     with torch.no_grad():  # non-trivial BN statistics so normalisation is really exercised
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

@@ -1,6 +1,7 @@
 """A real (tiny) training run: the model must learn to find drawn rectangles and ellipses."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image, ImageDraw
 
@@ -94,16 +95,18 @@ def train_tiny(model, images, targets, steps: int = 250, batch: int = 8,
     return losses
 
 
-def test_tiny_model_learns_to_detect_shapes():
+@pytest.mark.parametrize("reg_max", [0, 8])
+def test_tiny_model_learns_to_detect_shapes(reg_max):
     """250 AdamW steps (batch 8, 96 px) of a narrow fcos-n on 64 images: about 12 s on one
     core. Measured: loss 1.86 -> 0.85, AP50 0.99 on the training images and 0.89 on 16
-    held-out images; the thresholds leave margin for other seeds and platforms."""
+    held-out images (``reg_max=8``, GFL distributions: loss 2.33 -> 0.88, AP50 1.00 / 1.00);
+    the thresholds leave margin for other seeds and platforms."""
     torch.manual_seed(0)
     images, targets = _shapes_dataset(64, 96, seed=0)
     val_images, val_targets = _shapes_dataset(16, 96, seed=1)
     # The test's own recipe (lr 4e-3, box weight 2.0), independent of the preset's tuned defaults.
     model = build("fcos-n", num_classes=2, backbone={"widths": (8, 16, 24, 48, 64)},
-                  neck={"channels": 32}, head={"box_loss_weight": 2.0})
+                  neck={"channels": 32}, head={"box_loss_weight": 2.0, "reg_max": reg_max})
     losses = train_tiny(model, images, targets)
     first, last = np.mean(losses[:10]), np.mean(losses[-10:])
     assert last < 0.6 * first, (first, last)

@@ -6,6 +6,10 @@ sides. The classification target of a positive location is not 1 but the IoU of 
 box with its ground truth (IoU-aware classification score, IACS), trained with varifocal loss;
 the score therefore ranks boxes by localisation quality and no separate centerness branch is
 needed. Boxes are trained with a GIoU (or other IoU-family) loss weighted by that same IoU.
+
+With ``reg_max > 0`` each side is a distribution over ``reg_max + 1`` bins (in strides) as in
+Generalized Focal Loss (Li et al., NeurIPS 2020), decoded as its expectation and trained with
+distribution focal loss on top of the IoU loss.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from scaledet.losses.distribution import distribution_expectation, distribution_focal_loss
 from scaledet.losses.focal import varifocal_loss
 from scaledet.losses.iou_loss import iou_loss
 from scaledet.models.assigners import ATSSAssigner
@@ -44,7 +49,9 @@ class FCOSHead(DenseHead):
     Two towers (classification, regression) of ``num_convs`` conv blocks each (depthwise-
     separable when ``depthwise``, GroupNorm by default so that sharing the weights across
     levels is harmless), then a classification and a regression conv. Distances are
-    ``exp(scale_l * r) * stride_l`` with a learnable ``scale_l`` per level.
+    ``exp(scale_l * r) * stride_l`` with a learnable ``scale_l`` per level, or with
+    ``reg_max > 0`` the expectation of a softmax over bins ``0..reg_max`` (logits times
+    ``scale_l``) times ``stride_l``.
 
     Args:
         num_classes: foreground classes.
@@ -64,14 +71,21 @@ class FCOSHead(DenseHead):
         vfl_alpha, vfl_gamma: varifocal loss parameters.
         prior_prob: initial foreground probability of every score (the classification bias
             is ``-log((1 - p) / p)``, so the first steps are not swamped by easy negatives).
+        reg_max: 0 for FCOS's ``exp`` distances; ``n > 0`` for GFL's distributions over
+            ``n + 1`` bins (distances up to ``n`` strides; ``4 (n + 1)`` regression channels).
+        dfl_weight: weight of the distribution focal loss (``reg_max > 0`` only), which is
+            weighted per location by the same IoU as the box loss.
     """
 
     def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int] = (8, 16, 32),
                  num_convs: int = 1, depthwise: bool = True, norm: str = "gn",
                  act: str = "relu", assigner=None, box_loss: str = "giou",
                  box_loss_weight: float = 0.25, vfl_alpha: float = 0.75, vfl_gamma: float = 2.0,
-                 prior_prob: float = 0.01) -> None:
+                 prior_prob: float = 0.01, reg_max: int = 0, dfl_weight: float = 0.25) -> None:
         super().__init__(num_classes=num_classes, strides=strides)
+        if reg_max < 0:
+            raise ValueError(f"reg_max must be >= 0, got {reg_max}")
+        self.reg_max, self.dfl_weight = int(reg_max), dfl_weight
 
         def tower() -> nn.Module:
             if norm == "level_bn":
@@ -83,7 +97,8 @@ class FCOSHead(DenseHead):
         k = 1 if depthwise else 3
         self.cls_tower, self.reg_tower = tower(), tower()
         self.cls_pred = nn.Conv2d(in_channels, num_classes, k, padding=k // 2)
-        self.reg_pred = nn.Conv2d(in_channels, 4, k, padding=k // 2)
+        self.reg_pred = nn.Conv2d(in_channels, 4 * (self.reg_max + 1 if self.reg_max else 1), k,
+                                  padding=k // 2)
         self.scales = nn.Parameter(torch.ones(len(self.strides)))
         self.assigner = assigner if assigner is not None else ATSSAssigner()
         self.coder = PointDistanceCoder()
@@ -97,17 +112,23 @@ class FCOSHead(DenseHead):
 
     def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Per level: logits ``(B, num_classes, H_l, W_l)`` and log-distances ``(B, 4, H_l, W_l)``
-        (in strides, before ``exp``)."""
+        (in strides, before ``exp``) or, with ``reg_max``, bin logits ``(B, 4 (reg_max + 1),
+        H_l, W_l)`` (side-major: ``l, t, r, b`` blocks of ``reg_max + 1``)."""
         cls_maps, reg_maps = [], []
         for i, f in enumerate(feats):
             cls_maps.append(self.cls_pred(self.cls_tower(f, i)))
             reg_maps.append(self.reg_pred(self.reg_tower(f, i)) * self.scales[i])
         return cls_maps, reg_maps
 
+    def distances(self, reg: Tensor) -> Tensor:
+        """``(B, P, R)`` regression -> ``(B, P, 4)`` float32 ``ltrb`` distances in strides."""
+        if self.reg_max:
+            return distribution_expectation(reg.unflatten(-1, (4, self.reg_max + 1)))
+        return reg.float().clamp(max=_MAX_LOG_DISTANCE).exp()
+
     def decode(self, points: Tensor, strides: Tensor, reg: Tensor) -> Tensor:
-        """``(B, P, 4)`` log-distances -> ``(B, P, 4)`` xyxy pixels."""
-        distances = reg.float().clamp(max=_MAX_LOG_DISTANCE).exp()
-        return self.coder.decode(points, distances, strides)
+        """``(B, P, R)`` regression (see :meth:`forward`) -> ``(B, P, 4)`` xyxy pixels."""
+        return self.coder.decode(points, self.distances(reg), strides)
 
     def loss(self, cls_maps: list[Tensor], reg_maps: list[Tensor], targets: list[dict]
              ) -> dict[str, Tensor]:
@@ -118,7 +139,8 @@ class FCOSHead(DenseHead):
         """
         points, strides, sizes = self.points(cls_maps)
         logits = flatten_levels(cls_maps).float()
-        boxes = self.decode(points, strides, flatten_levels(reg_maps))
+        reg = flatten_levels(reg_maps)
+        boxes = self.decode(points, strides, reg)
         if not bool(torch.isfinite(boxes).all()):  # diverged: NaN losses for the trainer's guard
             nan = boxes.sum() * math.nan
             return {"loss_cls": nan, "loss_box": nan, "loss": nan}
@@ -135,7 +157,13 @@ class FCOSHead(DenseHead):
         loss_box = iou_loss(pred, gt, self.box_loss, reduction="sum", weight=iou)
         loss_box = self.box_loss_weight * loss_box / iou.sum().clamp(min=1.0)
         loss_box = loss_box + 0.0 * boxes.sum()  # keeps every output in the graph when empty
-        return {"loss_cls": loss_cls, "loss_box": loss_box, "loss": loss_cls + loss_box}
+        out = {"loss_cls": loss_cls, "loss_box": loss_box}
+        if self.reg_max:
+            target = self.coder.encode(points[p], gt, strides[p])  # (M, 4) in strides
+            dfl = distribution_focal_loss(reg[b, p].unflatten(-1, (4, self.reg_max + 1)), target)
+            out["loss_dfl"] = self.dfl_weight * (dfl.mean(-1) * iou).sum() / iou.sum().clamp(min=1.0)
+        out["loss"] = sum(out.values())
+        return out
 
     def assign(self, points: Tensor, strides: Tensor, level_sizes: list[int], gt_boxes: Tensor,
                gt_valid: Tensor) -> Tensor:
