@@ -30,8 +30,9 @@ from scaledet.models.heads.fcos import FCOSHead
 from scaledet.models.heads.yolo import YOLOXHead
 from scaledet.models.necks.pan import PAFPN
 from scaledet.models.simota import SimOTAAssigner
+from scaledet.models.tal import TaskAlignedAssigner
 
-ASSIGNERS = ("atss", "fcos")
+ASSIGNERS = ("atss", "fcos", "tal")
 BACKBONES = {"csp": CSPNet, "snet": SNet, "mobilenet": MobileNet}
 HEADS = ("fcos", "centernet", "yolo")
 
@@ -80,6 +81,8 @@ class HeadConfig:
     Gaussians) or ``"yolo"`` (:class:`~scaledet.models.heads.yolo.YOLOXHead`; needs
     ``assigner="simota"``, whose centre region is ``center_radius`` strides and dynamic k sums
     ``simota_topk`` IoUs).
+    ``assigner="tal"``: task-aligned assignment (TOOD; ``tal_topk`` positives per object,
+    alignment ``score^tal_alpha * IoU^tal_beta``).
     ``reg_max``: 0 for FCOS's ``exp`` distances, ``n > 0`` for Generalized Focal Loss's
     distributions over ``n + 1`` bins with distribution focal loss (weight ``dfl_weight``).
     """
@@ -101,6 +104,9 @@ class HeadConfig:
     simota_topk: int = 10
     reg_max: int = 0
     dfl_weight: float = 0.25
+    tal_topk: int = 13
+    tal_alpha: float = 1.0
+    tal_beta: float = 6.0
 
 
 @dataclass
@@ -261,6 +267,8 @@ def _head(cfg: ModelConfig, strides: tuple[int, ...]):
 def _assigner(h: HeadConfig):
     if h.assigner == "atss":
         return ATSSAssigner(topk=h.atss_topk)
+    if h.assigner == "tal":
+        return TaskAlignedAssigner(topk=h.tal_topk, alpha=h.tal_alpha, beta=h.tal_beta)
     if h.assigner == "fcos":
         bounds = [0.0, *h.fcos_bounds, float("inf")]
         return FCOSAssigner(regress_ranges=list(zip(bounds[:-1], bounds[1:])),

@@ -27,6 +27,7 @@ from scaledet.models.assigners import ATSSAssigner
 from scaledet.models.box_coders import PointDistanceCoder
 from scaledet.models.heads.dense import DenseHead, flatten_levels, pad_targets
 from scaledet.models.layers import LevelNormTower, conv_block, init_weights
+from scaledet.models.tal import TaskAlignedAssigner
 from scaledet.ops import box_iou
 
 # exp() of the regression is clamped here: distances up to e^10 ~ 22000 strides, never inf.
@@ -63,7 +64,9 @@ class FCOSHead(DenseHead):
             (one BatchNorm shared by all levels: mixes their statistics) or ``"level_bn"``
             (shared convs, a BatchNorm per level: :class:`~scaledet.models.layers.LevelNormTower`).
         assigner: a callable as described in :mod:`scaledet.models.assigners`
-            (default :class:`~scaledet.models.assigners.ATSSAssigner`).
+            (default :class:`~scaledet.models.assigners.ATSSAssigner`), or a
+            :class:`~scaledet.models.tal.TaskAlignedAssigner` (then the classification target
+            and box-loss weight of a positive are its normalised task alignment, not its IoU).
         box_loss: IoU-family kind for the box loss (``"giou"``, ``"ciou"``, ...).
         box_loss_weight: weight of the box loss in the total. 0.25: in 400-step AdamW sweeps
             (lr 1.6e-2) on the built-in dataset, mAP50-95 was 0.100 / 0.122 / 0.109 / 0.095
@@ -145,10 +148,16 @@ class FCOSHead(DenseHead):
             nan = boxes.sum() * math.nan
             return {"loss_cls": nan, "loss_box": nan, "loss": nan}
         gt_boxes, gt_labels, gt_valid = pad_targets(targets)
-        matched = self.assign(points, strides, sizes, gt_boxes, gt_valid)  # (B, P)
+        if isinstance(self.assigner, TaskAlignedAssigner):  # dynamic: from the predictions
+            matched, quality = self.assigner(points, gt_boxes, gt_labels, gt_valid,
+                                             boxes.detach(), logits.detach().sigmoid())
+        else:
+            matched, quality = self.assign(points, strides, sizes, gt_boxes, gt_valid), None
         b, p = (matched >= 0).nonzero(as_tuple=True)
         gt, labels, pred = gt_boxes[b, matched[b, p]], gt_labels[b, matched[b, p]], boxes[b, p]
-        iou = box_iou(pred.detach(), gt, aligned=True).clamp(min=1e-6)
+        # IoU-aware target (VarifocalNet) or the normalised task alignment (TOOD).
+        iou = box_iou(pred.detach(), gt, aligned=True) if quality is None else quality[b, p]
+        iou = iou.clamp(min=1e-6)
         cls_target = torch.zeros_like(logits)
         cls_target[b, p, labels] = iou
         num_pos = max(len(b), 1)
