@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-option", action="append", metavar="FIELD=VALUE",
                    help="override a field of the trainer's TrainConfig, e.g. --train-option "
                         "ema_tau=600 --train-option close_mosaic=0 (repeatable)")
+    p.add_argument("--augment", action="append", metavar="FIELD=VALUE",
+                   help="override a field of the training AugmentConfig, e.g. --augment "
+                        "mosaic=0.5 --augment scale_range=[0.75,1.25] (repeatable)")
 
     p = _add(sub, "val", "scaledet.engine.commands:val_command",
              "evaluate trained weights on a dataset split (12 COCO stats)",

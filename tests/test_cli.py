@@ -129,6 +129,10 @@ def test_same_seed_same_weights(run, data, tmp_path):
      "unknown ModelConfig field 'heads'"),
     (["train", "--data", "{data}", "--epochs", "1", "--train-option", "ema_tu=600", "--out",
       "{tmp}/r9"], "--train-option ema_tu: not a TrainConfig field"),
+    (["train", "--data", "{data}", "--epochs", "1", "--augment", "mosiac=1", "--out",
+      "{tmp}/r10"], "--augment mosiac: not an AugmentConfig field"),
+    (["train", "--data", "{data}", "--epochs", "1", "--augment", "mosaic=2", "--out",
+      "{tmp}/r11"], "--augment: mosaic must be in [0, 1], got 2"),
 ])
 def test_bad_arguments_give_one_line_errors(argv, message, run, data, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path, data=data, run=run) for a in argv]
@@ -171,3 +175,15 @@ def test_train_option_sets_trainer_fields(data, tmp_path):
     assert main(argv) == 0
     meta = json.loads((out / "weights" / "last.json").read_text())
     assert meta["train_config"]["ema_tau"] == 7.5 and meta["train_config"]["close_mosaic"] == 0
+
+
+def test_augment_reaches_the_training_loader(data):
+    import argparse
+
+    from scaledet.data import load_dataset
+    from scaledet.engine.commands import _loader
+
+    args = argparse.Namespace(imgsz=64, batch=2, workers=0, seed=0, device="cpu",
+                              augment=["mosaic=1.0", "scale_range=[0.75,1.25]", "hflip=0"])
+    aug = _loader(load_dataset(data, "train"), args, train=True).dataset.augment
+    assert aug.mosaic == 1.0 and aug.scale_range == (0.75, 1.25) and aug.hflip == 0

@@ -75,12 +75,13 @@ def train(args: argparse.Namespace, eval_min_minutes: float = 0.0) -> dict[str, 
     if args.time and not eval_min_minutes and getattr(args, "eval_interval", None) is None:
         # a timed run spends its budget training: validate about six times, not every epoch
         eval_min_minutes = args.time / 6
-    if nproc > 1:  # bad --model / --set / --train-option: a one-line error here, not in a rank
+    if nproc > 1:  # bad --model / --set / --train-option / --augment: one line here, not in a rank
         from scaledet.models import build
 
         model = build(args.model, num_classes=train_ds.num_classes,
                       **parse_overrides(getattr(args, "set", None) or []))
         _train_config(args, model, eval_min_minutes)
+        _augment_config(args)
     device_type = str(args.device).split(":")[0]
     return launch(_fit, nproc, (args, out, train_ds, val_ds, eval_min_minutes), device_type)
 
@@ -201,7 +202,26 @@ def _loader(dataset, args: argparse.Namespace, train: bool, shard: tuple[int, in
     return build_dataloader(dataset, imgsz=args.imgsz, batch_size=args.batch, train=train,
                             workers=args.workers if train else min(args.workers, 1),
                             seed=args.seed, strict=getattr(args, "strict", False),
-                            device=args.device if on_gpu else None, shard=shard)
+                            device=args.device if on_gpu else None, shard=shard,
+                            augment=_augment_config(args) if train else None)
+
+
+def _augment_config(args: argparse.Namespace):
+    """``--augment FIELD=VALUE`` items on top of :class:`~scaledet.data.transforms.AugmentConfig`
+    (lists become tuples, e.g. ``scale_range=[0.75,1.25]``)."""
+    from scaledet.data.transforms import AugmentConfig
+
+    fields = {f.name for f in dataclasses.fields(AugmentConfig)}
+    kwargs = {}
+    for key, value in parse_overrides(getattr(args, "augment", None) or []).items():
+        if key not in fields or isinstance(value, dict):
+            raise ValueError(f"--augment {key}: not an AugmentConfig field (one of "
+                             f"{', '.join(sorted(fields))})")
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        return AugmentConfig(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--augment: {e}") from None
 
 
 def _validator(val_ds, args: argparse.Namespace, cfg):
