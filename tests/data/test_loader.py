@@ -106,7 +106,8 @@ def test_training_is_reproducible_and_epochs_differ(tmp_path):
     assert all(torch.equal(x[0], y[0]) for x, y in zip(a, b))
     assert not torch.equal(run(1)[0][0], a[0][0])      # another epoch, another sample
     assert not torch.equal(run(None, 7)[0][0], a[0][0])  # another seed
-    loader = build_dataloader(ds, imgsz=48, batch_size=3, workers=0)
+    loader = build_dataloader(ds, imgsz=48, batch_size=3, workers=0,
+                              augment=AugmentConfig(mosaic=0.5))
     passes = [next(iter(loader))[0] for _ in range(2)]
     assert torch.equal(passes[1], run(1)[0][0])          # the 2nd pass is epoch 1
 

@@ -160,8 +160,11 @@ class FCOSHead(DenseHead):
         iou = iou.clamp(min=1e-6)
         cls_target = torch.zeros_like(logits)
         cls_target[b, p, labels] = iou
-        num_pos = max(len(b), 1)
-        loss_cls = varifocal_loss(logits, cls_target, self.vfl_alpha, self.vfl_gamma) / num_pos
+        # VarifocalNet normalises by the number of positives; with task alignment (top-k soft
+        # targets, most of them small) that starves the scores, so divide by the targets' sum
+        # as PP-YOLOE and YOLOv8 do.
+        norm = max(len(b), 1) if quality is None else iou.sum().clamp(min=1.0)
+        loss_cls = varifocal_loss(logits, cls_target, self.vfl_alpha, self.vfl_gamma) / norm
         # VarifocalNet: box loss weighted by the IoU, normalised by the weights' sum (>= 1).
         loss_box = iou_loss(pred, gt, self.box_loss, reduction="sum", weight=iou)
         loss_box = self.box_loss_weight * loss_box / iou.sum().clamp(min=1.0)
