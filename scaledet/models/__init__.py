@@ -27,6 +27,7 @@ from scaledet.models.heads.fcos import FCOSHead
 from scaledet.models.heads.yolo import YOLOXHead
 from scaledet.models.necks.pan import PAFPN, SPP, SPPF
 from scaledet.models.simota import SimOTAAssigner
+from scaledet.models.tal import TaskAlignedAssigner
 
 __all__ = [
     "NMS_METHODS",
@@ -50,6 +51,7 @@ __all__ = [
     "SNet",
     "SimOTAAssigner",
     "PostProcess",
+    "TaskAlignedAssigner",
     "YOLOXHead",
     "build",
     "build_from_config",

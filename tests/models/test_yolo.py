@@ -9,14 +9,7 @@ import torch.nn.functional as F
 
 from scaledet.models import SimOTAAssigner, YOLOXHead, build
 from scaledet.models.heads.dense import make_points
-
-
-def _iou(a, b):
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+from tests.models.reference import pair_iou as _iou
 
 
 def _bce(q, t):
