@@ -149,8 +149,8 @@ def fcos_n(num_classes: int = 80) -> ModelConfig:
     inference (6.8 vs 9.0 ms per 320 px image).
     Box sides are distributions over 17 bins (Generalized Focal Loss, ``reg_max=16``, DFL
     weight 0.5): at a fixed 1,750 steps on one core, mAP50-95 0.545 (DFL weight 0.25) and 0.557
-    (0.5) against 0.495 for ``exp`` distances; 15 minutes on 2 cores with mosaic 1.0: 0.629
-    against 0.598 (0.467 vs 0.450 GFLOPs, about 6% slower training step).
+    (0.5) against 0.495 for ``exp`` distances; 15 minutes on 2 cores with mosaic 1.0: 0.629 /
+    0.639 (seeds 0 / 1) against 0.598 / 0.578 (0.467 vs 0.450 GFLOPs, about 6% slower step).
     """
     return ModelConfig(name="fcos-n", num_classes=num_classes,
                        head=HeadConfig(box_loss_weight=1.0, norm="level_bn", reg_max=16,
