@@ -182,12 +182,8 @@ def _train_config(args: argparse.Namespace, model, eval_min_minutes: float):
         "eval_interval": getattr(args, "eval_interval", None), "lr": lr,
         "warmup_iters": getattr(args, "warmup", None),
     }.items() if v is not None}
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    for key, value in parse_overrides(getattr(args, "train_option", None) or []).items():
-        if key not in fields or isinstance(value, dict):
-            raise ValueError(f"--train-option {key}: not a TrainConfig field (one of "
-                             f"{', '.join(sorted(fields))})")
-        kwargs[key] = value
+    kwargs.update(_field_overrides(getattr(args, "train_option", None), TrainConfig,
+                                   "--train-option"))
     return TrainConfig(**{"epochs": args.epochs, "time_minutes": args.time, "seed": args.seed,
                           "device": args.device, "grad_ckpt": getattr(args, "grad_ckpt", False),
                           "eval_min_minutes": eval_min_minutes, **kwargs})
@@ -211,17 +207,25 @@ def _augment_config(args: argparse.Namespace):
     (lists become tuples, e.g. ``scale_range=[0.75,1.25]``)."""
     from scaledet.data.transforms import AugmentConfig
 
-    fields = {f.name for f in dataclasses.fields(AugmentConfig)}
-    kwargs = {}
-    for key, value in parse_overrides(getattr(args, "augment", None) or []).items():
-        if key not in fields or isinstance(value, dict):
-            raise ValueError(f"--augment {key}: not an AugmentConfig field (one of "
-                             f"{', '.join(sorted(fields))})")
-        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    kwargs = _field_overrides(getattr(args, "augment", None), AugmentConfig, "--augment")
     try:
         return AugmentConfig(**kwargs)
     except (TypeError, ValueError) as e:
         raise ValueError(f"--augment: {e}") from None
+
+
+def _field_overrides(items: list[str] | None, cls: type, flag: str) -> dict[str, Any]:
+    """``FIELD=VALUE`` items of ``flag`` as keyword arguments of the dataclass ``cls`` (lists
+    become tuples); a ``ValueError`` naming the valid fields for an unknown one."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in parse_overrides(items or []).items():
+        if key not in fields or isinstance(value, dict):
+            article = "an" if cls.__name__[0] in "AEIOU" else "a"
+            raise ValueError(f"{flag} {key}: not {article} {cls.__name__} field (one of "
+                             f"{', '.join(sorted(fields))})")
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def _validator(val_ds, args: argparse.Namespace, cfg):
