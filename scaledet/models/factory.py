@@ -135,8 +135,8 @@ def fcos_n(num_classes: int = 80) -> ModelConfig:
     """fcos-n, the default: 0.77 M parameters, 0.47 GFLOPs per 320 px image (80 classes;
     ``FlopCounterMode``, 2 per multiply-add; YOLOv8n: 2.2), training step (forward + backward +
     loss) 15 ms per image at batch 16, 320 px, 2 threads of the 2-core dev CPU at load 1.5
-    (YOLOv8n: 56 ms, 3.7x; ``benchmarks/bench_models.py``); 52 images/s through
-    ``scaledet train`` there (YOLOv8n: 15-16, measured the same way).
+    (YOLOv8n: 56 ms, 3.7x; ``benchmarks/bench_models.py``; with ReLU, SiLU adds ~8%); 47-51
+    images/s through ``scaledet train --nproc 2`` there (YOLOv8n: 15-16, measured the same way).
 
     Its recipe is tuned for minute budgets on a CPU: lr 2e-2 (AdamW) came from a sweep of 400
     steps (batch 16, 320 px; ``benchmarks/bench_recipe.py``), where lr 2e-3 reached mAP 0.03 and
@@ -157,8 +157,11 @@ def fcos_n(num_classes: int = 80) -> ModelConfig:
     Box losses keep VarifocalNet's IoU weights: ``box_weighting="balanced"`` (every object
     weighs at least 1) won at 1,750 steps (mAP 0.611 vs 0.596) but not in 15-minute runs
     (0.637 / 0.630 vs 0.629 / 0.639, seeds 0 / 1).
+    Activations are SiLU: 8% slower training step than ReLU (interleaved, one thread, batch 8:
+    191.7 vs 176.8 ms) but 15 minutes on 2 cores reached mAP50-95 0.665 / 0.662 against 0.629
+    / 0.639 (seeds 0 / 1) in fewer steps (2,514 / 2,707 vs 2,754 / 2,919).
     """
-    return ModelConfig(name="fcos-n", num_classes=num_classes,
+    return ModelConfig(name="fcos-n", num_classes=num_classes, act="silu",
                        head=HeadConfig(box_loss_weight=1.0, norm="level_bn", reg_max=16,
                                        dfl_weight=0.5), lr=2e-2)
 
