@@ -1,9 +1,10 @@
-"""FCOS head losses: how positives are weighted (``box_weighting``), checked against the loss
-written out by hand from the per-positive terms."""
+"""FCOS head losses: how positives are weighted (``box_weighting``) in the box and distribution
+losses, checked against the losses written out by hand from the per-positive terms."""
 
 import pytest
 import torch
 
+from scaledet.losses.distribution import distribution_focal_loss
 from scaledet.losses.iou_loss import iou_loss
 from scaledet.models import build
 from scaledet.models.heads.dense import flatten_levels, pad_targets
@@ -35,7 +36,8 @@ def test_box_loss_weighting_matches_hand_written_loss(weighting):
     boxes = head.decode(points, strides, flatten_levels(reg_maps))
     gt_boxes, _, gt_valid = pad_targets(targets)
     matched = head.assign(points, strides, sizes, gt_boxes, gt_valid)
-    total, norm, per_object, sums = 0.0, 0.0, {}, []
+    reg = flatten_levels(reg_maps)
+    total, dfl_total, norm, per_object, sums = 0.0, 0.0, 0.0, {}, []
     for b, p in (matched >= 0).nonzero().tolist():
         per_object.setdefault((b, int(matched[b, p])), []).append(p)
     assert len(per_object) == 3 and max(len(v) for v in per_object.values()) > 2
@@ -47,9 +49,16 @@ def test_box_loss_weighting_matches_hand_written_loss(weighting):
             term = float(iou_loss(boxes[b, p][None], gt_boxes[b, j][None], "giou", reduction="sum"))
             w = {"iou": iou, "uniform": 1.0, "object": 1.0 / len(positives),
                  "balanced": iou / min(1.0, sum(ious))}[weighting]
+            target = head.coder.encode(points[p][None], gt_boxes[b, j][None], strides[p][None])
+            dfl = distribution_focal_loss(reg[b, p].unflatten(-1, (4, head.reg_max + 1))[None],
+                                          target)
             total, norm = total + w * term, norm + w
+            dfl_total += w * float(dfl.mean())
     expected = head.box_loss_weight * total / max(norm, 1.0)
     assert float(losses["loss_box"]) == pytest.approx(expected, rel=1e-4)
+    # The distribution focal loss takes the same weights.
+    expected_dfl = head.dfl_weight * dfl_total / max(norm, 1.0)
+    assert float(losses["loss_dfl"]) == pytest.approx(expected_dfl, rel=1e-4)
     if weighting == "object":  # every object's positives sum to weight 1
         assert norm == pytest.approx(3.0)
     if weighting == "balanced":  # both branches: the large object's IoUs sum past 1, the tiny one's not
