@@ -125,3 +125,28 @@ def test_depthwise_conv_strided_runs_fp32_under_cpu_autocast():
                                    atol=1e-6 if stride == 2 else 5e-2)
         y.float().sum().backward()
         assert torch.isfinite(conv.weight.grad).all()
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("relu", torch.relu),
+    ("silu", torch.nn.functional.silu),
+    ("leaky_relu", lambda x: torch.nn.functional.leaky_relu(x, 0.1)),
+    ("hardswish", lambda x: x * (x + 3).clamp(0, 6) / 6),  # MobileNetV3's definition
+])
+def test_activations_match_their_definition_and_keep_the_input(name, reference):
+    from scaledet.models.layers import make_act
+
+    x = torch.linspace(-5, 5, 101)
+    act = make_act(name)
+    torch.testing.assert_close(act(x.clone()), reference(x))
+    if name in ("silu", "hardswish"):  # their backward needs the input: in-place makes autograd
+        y = x.clone()                  # save a copy first, which costs more than a new tensor
+        act(y)
+        assert torch.equal(y, x)
+
+
+def test_unknown_activation_is_rejected():
+    from scaledet.models.layers import make_act
+
+    with pytest.raises(ValueError, match="act must be one of"):
+        make_act("gelu")
