@@ -43,6 +43,7 @@ def test_train_writes_weights_metrics_and_plots(run):
     assert meta["model"] == "fcos-n" and meta["imgsz"] == 64 and meta["epoch"] == 1
     assert meta["model_config"]["num_classes"] == 8 == len(meta["class_names"])
     assert meta["train_args"]["batch"] == 8 and meta["category_ids"] == list(range(1, 9))
+    assert meta["train_args"]["amp"] in ("off", "bf16")  # --amp auto, resolved and recorded
     assert all(torch.isfinite(v).all() for v in state.values())
     with (run / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))

@@ -2,7 +2,7 @@
 
 Each process (a *rank*) holds a full copy of the model, trains on its own share of every batch
 and averages gradients with the others (``DistributedDataParallel``): ``gloo`` on the CPU,
-``nccl`` on CUDA (rank ``r`` uses ``cuda:r``). Rank 0 validates, writes checkpoints, metrics
+``nccl`` on CUDA (the process with local rank ``r`` on its machine uses ``cuda:r``). Rank 0 validates, writes checkpoints, metrics
 and plots; the others wait for it at the end of each epoch.
 
 Why it pays on a CPU: PyTorch's intra-op threads scale poorly on the small tensors of a light
@@ -29,8 +29,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["all_reduce_max", "auto_nproc", "barrier", "is_main", "launch", "rank",
-           "world_size"]
+__all__ = ["all_reduce_max", "auto_nproc", "barrier", "is_main", "launch", "local_rank",
+           "rank", "world_size"]
 
 
 def world_size() -> int:
@@ -41,6 +41,13 @@ def world_size() -> int:
 def rank() -> int:
     """This process's rank (0 without ``torch.distributed``)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def local_rank() -> int:
+    """This process's index on its own machine: the CUDA device it drives. ``torchrun`` sets
+    ``LOCAL_RANK`` (the global rank counts across machines); ``launch`` runs on one machine,
+    where the two are equal."""
+    return int(os.environ.get("LOCAL_RANK", rank()))
 
 
 def is_main() -> bool:
@@ -126,6 +133,8 @@ def launch(fn: Callable[..., Any], nproc: int, args: tuple = (), device_type: st
         return fn(*args)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
         backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)
         return fn(*args)
     with tempfile.TemporaryDirectory(prefix="scaledet-launch-") as tmp:

@@ -61,7 +61,8 @@ class TrainConfig:
 
     Training stops at ``epochs`` or after ``time_minutes`` of wall clock, whichever comes first
     (at least one must be set). ``amp``: "off", "bf16", "fp16" (CUDA only) or "auto" (CUDA: bf16
-    where supported else fp16; CPU: off, see benchmarks/RESULTS.md). ``weight_decay=None`` picks
+    where supported else fp16; CPU: bf16 if the CPU has bf16 instructions, else off; `scaledet
+    train` times both on the model instead, see benchmarks/RESULTS.md). ``weight_decay=None`` picks
     0.05 for AdamW and 5e-4 for SGD. ``grad_clip`` is the max global L2 norm (0 disables).
     ``eval_interval`` is in epochs (0: only at the end); periodic evaluations are also kept
     ``eval_min_minutes`` apart. ``close_mosaic``: the final fraction of the run is trained
@@ -154,8 +155,8 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if amp == "bf16" else torch.float16
     if amp == "fp16":
         raise ValueError("--amp fp16 is for CUDA; use --amp bf16 on CPU")
-    if amp == "auto":  # measured 1.16-1.22x faster training on such CPUs (benchmarks/RESULTS.md)
-        return torch.bfloat16 if cpu_has_native_bf16() else None
+    if amp == "auto":  # by the flags; `scaledet train` times both on the model instead, as
+        return torch.bfloat16 if cpu_has_native_bf16() else None  # some such CPUs lose with bf16
     return torch.bfloat16
 
 

@@ -115,3 +115,13 @@ def test_auto_nproc_keeps_eight_images_per_rank(monkeypatch):
     monkeypatch.setattr(distributed, "threads_per_rank", lambda n: 1)
     assert distributed.auto_nproc("cpu", 16) == 1
     assert distributed.auto_nproc("cuda:0", 16) == 1
+
+
+def test_local_rank_follows_torchrun_not_the_global_rank(monkeypatch):
+    """Under multi-node torchrun, global rank 5 may be the second process on its machine: it
+    must drive cuda:1, not cuda:5."""
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert distributed.local_rank() == distributed.rank() == 0
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed, "rank", lambda: 5)
+    assert distributed.local_rank() == 1
