@@ -2,8 +2,9 @@
 
 Each process (a *rank*) holds a full copy of the model, trains on its own share of every batch
 and averages gradients with the others (``DistributedDataParallel``): ``gloo`` on the CPU,
-``nccl`` on CUDA (the process with local rank ``r`` on its machine uses ``cuda:r``). Rank 0 validates, writes checkpoints, metrics
-and plots; the others wait for it at the end of each epoch.
+``nccl`` on CUDA (the process with local rank ``r`` on its machine uses ``cuda:r``). Rank 0
+validates, writes checkpoints, metrics and plots; the others wait for it at the end of each
+epoch.
 
 Why it pays on a CPU: PyTorch's intra-op threads scale poorly on the small tensors of a light
 detector, while separate processes do not share anything but one gradient all-reduce per step.
