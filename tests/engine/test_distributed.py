@@ -125,3 +125,22 @@ def test_local_rank_follows_torchrun_not_the_global_rank(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(distributed, "rank", lambda: 5)
     assert distributed.local_rank() == 1
+
+
+def test_grad_ckpt_with_two_processes_trains_the_same_weights(tmp_path):
+    """Checkpointed backbone blocks under DistributedDataParallel: the recomputed forward must
+    give the same gradients (and BatchNorm statistics) as the stored one."""
+    from scaledet.engine.checkpoint import load_weights
+
+    data = tmp_path / "synth"
+    assert main(["data", "synth", str(data), "--train", "8", "--val", "2", "--imgsz", "64"]) == 0
+    weights = {}
+    for ckpt in ([], ["--grad-ckpt"]):
+        out = tmp_path / f"run{len(ckpt)}"
+        assert main(["train", "--data", str(data), "--model", "fcos-n", "--imgsz", "64",
+                     "--epochs", "1", "--batch", "4", "--workers", "0", "--nproc", "2",
+                     "--amp", "off", "--eval-interval", "0", "--out", str(out), *ckpt]) == 0
+        weights[len(ckpt)] = load_weights(out / "weights" / "last.safetensors")[0]
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-4, atol=1e-5, msg=k)
