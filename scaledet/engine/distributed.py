@@ -135,7 +135,7 @@ def launch(fn: Callable[..., Any], nproc: int, args: tuple = (), device_type: st
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(local_rank())
         dist.init_process_group(backend)
         return fn(*args)
     with tempfile.TemporaryDirectory(prefix="scaledet-launch-") as tmp:
