@@ -192,12 +192,13 @@ def train_command(c: Contender, data: BenchData, args: argparse.Namespace) -> li
         preset, extra = parse_variant(c.recipe)
         return [*scaledet_cli(args.python), "train", "--data", str(data.coco), "--model", preset,
                 "--imgsz", str(args.imgsz), "--time", str(args.budget_min), "--batch",
-                str(args.batch), "--workers", str(args.workers), "--seed", str(args.seed),
-                "--out", str(c.out / "train"), *extra]
+                str(args.batch), "--seed", str(args.seed), "--out", str(c.out / "train"),
+                *([] if args.workers is None else ["--workers", str(args.workers)]), *extra]
     return [args.ultra_python, str(RUNNER), "train", "--data", str(data.yolo_yaml),
             "--out", str(c.out / "train"), "--recipe", c.recipe, "--minutes", str(args.budget_min),
             "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--workers",
-            str(args.workers), "--threads", str(c.threads), "--seed", str(args.seed)]
+            str(2 if args.workers is None else args.workers), "--threads", str(c.threads),
+            "--seed", str(args.seed)]
 
 
 def parse_variant(spec: str) -> tuple[str, list[str]]:
@@ -494,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-ultra", action="store_true")
     p.add_argument("--skip-train", action="store_true", help="measure existing runs in --out")
     p.add_argument("--batch", type=int, default=16, help="training batch (both tools)")
-    p.add_argument("--workers", type=int, default=2, help="dataloader workers (both tools)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="dataloader workers (both tools; default: each tool's own, ultralytics "
+                        "2, which it turns to 0 on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=800, help="synth train images if building")
     p.add_argument("--n-val", type=int, default=200, help="synth val images if building")

@@ -92,11 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--time", type=float, default=None, help="wall-clock budget in minutes")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes (per --nproc)")
-    p.add_argument("--nproc", default="1",
-                   help="data-parallel training processes, or auto; each takes a share of "
-                        "--batch and of the CPU cores (or one GPU each). auto: 2 at batch 16 "
-                        "on a CPU with 2+ cores (1.2-1.3x the images/s of one process)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loading processes per --nproc rank (default: 2 shared by the "
+                        "ranks, at least 1 each)")
+    p.add_argument("--nproc", default="auto",
+                   help="data-parallel training processes, or auto (default); each takes a "
+                        "share of --batch and of the CPU cores (or one GPU each). auto: one "
+                        "per core while each keeps 8+ images of --batch, so 2 at batch 16 on a "
+                        "CPU with 2+ cores (1.0-1.4x the images/s of one process on 2-core "
+                        "VMs); one per GPU with --device cuda")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from OUT/weights/last")

@@ -4,7 +4,7 @@ Each process (a *rank*) holds a full copy of the model, trains on its own share 
 and averages gradients with the others (``DistributedDataParallel``): ``gloo`` on the CPU,
 ``nccl`` on CUDA (the process with local rank ``r`` on its machine uses ``cuda:r``). Rank 0
 validates, writes checkpoints, metrics and plots; the others wait for it at the end of each
-epoch.
+epoch (on a CPU rank 0 borrows their cores meanwhile: ``all_cores``).
 
 Why it pays on a CPU: PyTorch's intra-op threads scale poorly on the small tensors of a light
 detector, while separate processes do not share anything but one gradient all-reduce per step.
@@ -22,7 +22,8 @@ import os
 import pickle
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["all_reduce_max", "auto_nproc", "barrier", "is_main", "launch", "local_rank",
+__all__ = ["all_cores", "all_reduce_max", "auto_nproc", "barrier", "is_main", "launch", "local_rank",
            "rank", "world_size"]
 
 
@@ -92,15 +93,42 @@ def auto_nproc(device: str, batch: int) -> int:
     return max(1, min(threads_per_rank(1), batch // 8))
 
 
+_LAUNCH_CORES: set[int] | None = None
+"""The cores ``launch`` was allowed to use, before ``_pin_to_cores`` gave this rank its share."""
+
+
 def _pin_to_cores(local_rank: int, nproc: int) -> None:
     """Give each rank its own share of the allowed cores (and its data workers, which inherit
     it). Unpinned ranks migrate between cores and wait for each other more at every step."""
+    global _LAUNCH_CORES
     if not hasattr(os, "sched_setaffinity"):
         return
     cores = sorted(os.sched_getaffinity(0))
+    _LAUNCH_CORES = set(cores)
     per = len(cores) // nproc
     if per >= 1:
         os.sched_setaffinity(0, cores[local_rank * per:(local_rank + 1) * per])
+
+
+@contextmanager
+def all_cores() -> Iterator[None]:
+    """Inside: this rank may use every core ``launch`` had, with one torch thread each.
+
+    For work that one rank does while the others wait in a barrier (rank 0's validation): a
+    pinned rank would otherwise leave the other ranks' cores idle. Restores the rank's own
+    cores and thread count on exit; does nothing outside a CPU ``launch`` run.
+    """
+    if _LAUNCH_CORES is None or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    own, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    os.sched_setaffinity(0, _LAUNCH_CORES)
+    torch.set_num_threads(len(_LAUNCH_CORES))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+        torch.set_num_threads(threads)
 
 
 def _worker(local_rank: int, nproc: int, port: int, device_type: str, fn: Callable,

@@ -522,7 +522,7 @@ class Trainer:
         model = self.eval_model
         was_training = model.training
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), distributed.all_cores():  # the other ranks wait in a barrier
             metrics = self.evaluate(model)
         model.train(was_training)
         if "mAP" not in metrics:

@@ -144,3 +144,55 @@ def test_grad_ckpt_with_two_processes_trains_the_same_weights(tmp_path):
     assert weights[0].keys() == weights[1].keys()
     for k in weights[0]:
         torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def _cores_inside_and_after() -> dict:
+    import os
+
+    own = (sorted(os.sched_getaffinity(0)), torch.get_num_threads())
+    with distributed.all_cores():
+        inside = (sorted(os.sched_getaffinity(0)), torch.get_num_threads())
+    after = (sorted(os.sched_getaffinity(0)), torch.get_num_threads())
+    return {"own": own, "inside": inside, "after": after}
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="Linux only")
+def test_all_cores_lends_rank_zero_every_core_and_gives_them_back():
+    """Rank 0 validates while the other ranks wait: inside ``all_cores`` it runs on all the
+    cores ``launch`` had (one thread each), afterwards on its own share again."""
+    import os
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs 2 cores")
+    got = distributed.launch(_cores_inside_and_after, 2)
+    per = len(cores) // 2
+    assert got["own"] == (cores[:per], per) == got["after"]
+    assert got["inside"] == (cores, len(cores))
+    with distributed.all_cores():  # outside a launch: nothing changes
+        assert sorted(os.sched_getaffinity(0)) == cores
+
+
+def test_cli_train_defaults_resolve_nproc_and_workers(tmp_path, monkeypatch):
+    """``--nproc`` defaults to auto and ``--workers`` to 2 shared by the ranks; the arguments
+    the ranks get (and the checkpoints record) hold the concrete numbers."""
+    import json
+
+    seen = {}
+
+    def fake_launch(fn, nproc, args, device_type):
+        seen.update(nproc=nproc, workers=args[0].workers, recorded=args[0].nproc)
+        json.dumps(vars(args[0]))  # train_args stays JSON-safe
+        return {"skipped_steps": 0, "best_map": 0.0}
+
+    monkeypatch.setattr(distributed, "launch", fake_launch)
+    monkeypatch.setattr(distributed, "auto_nproc", lambda device, batch: 2)
+    data = tmp_path / "synth"
+    assert main(["data", "synth", str(data), "--train", "8", "--val", "4", "--imgsz", "64"]) == 0
+    base = ["train", "--data", str(data), "--imgsz", "64", "--epochs", "1"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert seen == {"nproc": 2, "workers": 1, "recorded": 2}
+    assert main([*base, "--nproc", "1", "--out", str(tmp_path / "b")]) == 0
+    assert seen == {"nproc": 1, "workers": 2, "recorded": 1}
+    assert main([*base, "--workers", "3", "--out", str(tmp_path / "c")]) == 0
+    assert seen == {"nproc": 2, "workers": 3, "recorded": 2}
