@@ -8,6 +8,8 @@ Prints medians (ms per image) and ratios measured side by side in this run:
   a PIL reader needs to match read_image's EXIF handling);
 - a 6000x4000 JPEG read at max_side=640: ``read_image`` (PIL draft: DCT-domain downscale) vs a full
   PIL decode + resize;
+- the training loader's RAM cache of photo-sized JPEGs (640, 1280, 2560 px) at imgsz 320:
+  ``read_image_for_side`` (DCT-domain reduced decode) + exact resize vs a full decode + resize;
 - ``make_synthetic_dataset``: ms per 320 px image (written as JPEG).
 """
 
@@ -23,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from scaledet.data import make_synthetic_dataset, read_image
+from scaledet.data.images import read_image_for_side
 
 
 def _time_ms(fn, paths) -> float:
@@ -57,6 +60,25 @@ def _pil_exif(p):
 def _pil_full_then_resize(p):
     with Image.open(p) as im:
         return np.asarray(im.convert("RGB").resize((640, 427), Image.BILINEAR))
+
+
+def _cache_full(p, side: int = 320):
+    import torch
+    import torchvision.transforms.v2.functional as F
+
+    image = torch.from_numpy(read_image(p)).permute(2, 0, 1)
+    s = side / max(image.shape[-2:])
+    return F.resize(image, [round(image.shape[-2] * s), round(image.shape[-1] * s)], antialias=True)
+
+
+def _cache_reduced(p, side: int = 320):
+    import torch
+    import torchvision.transforms.v2.functional as F
+
+    array, (h, w) = read_image_for_side(p, side)
+    s = side / max(h, w)
+    return F.resize(torch.from_numpy(array).permute(2, 0, 1), [round(h * s), round(w * s)],
+                    antialias=True)
 
 
 def _write_images(folder: Path, size: int, fmt: str, n: int) -> list[Path]:
@@ -95,6 +117,13 @@ def main() -> None:
             [lambda p: read_image(p, max_side=640), _pil_full_then_resize], [big], args.repeats)
         print(f"{'6000x4000 JPEG -> 640 (ms)':<30} {ours:>10.1f} {full:>8.1f} {'':>9}  "
               f"{ratio:>7.2f}x")
+        print(f"{'loader cache at 320 (ms/image)':<30} {'reduced':>10} {'full':>8}  full/reduced")
+        for size in (640, 1280, 2560):
+            paths = _write_images(folder, size, "JPEG", max(4, args.n // (size // 320)))
+            (reduced, full), (_, ratio) = _compare([_cache_reduced, _cache_full], paths,
+                                                   args.repeats)
+            print(f"{'  JPEG ' + str(size) + ' px':<30} {reduced:>10.2f} {full:>8.2f}  "
+                  f"{ratio:>7.2f}x")
         start = time.perf_counter()
         make_synthetic_dataset(folder / "synth", n_train=200, n_val=0, seed=0)
         per_image = (time.perf_counter() - start) / 200 * 1000

@@ -22,6 +22,7 @@ images are scaled to 8 bit (``v * 255 / 65535``, not clipped as PIL's ``convert(
 from __future__ import annotations
 
 import io
+import math
 import threading
 import warnings
 from contextlib import contextmanager
@@ -75,6 +76,45 @@ def read_image(path: str | Path, max_side: int | None = None, *,
         if max_side is None and im.format in ("JPEG", "PNG"):
             return _decode_torchvision(path, data)
         return _decode_pil(path, im, max_side)
+
+
+def read_image_for_side(path: str | Path, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read an image that is about to be resized so that its longer side is ``max_side``.
+
+    A JPEG at least twice that size is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (PIL's
+    ``draft`` mode: the smallest that is still at least the target size on both sides), which
+    skips most of the decoding work; any other image is read in full by ``read_image``. The
+    caller still resizes the result to the exact target size.
+
+    Returns:
+        ``(upright (h, w, 3) uint8 RGB array, upright (H, W) of the file at full size)``;
+        ``h >= H * max_side / max(H, W)`` (up to rounding) and likewise for ``w``.
+
+    Raises:
+        ImageReadError: as ``read_image``.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read image ({e.strerror or e})") from e
+    if not data:
+        raise ImageReadError(f"{path}: empty file")
+    with _open_pil(path, data) as im:
+        width, height = im.size
+        if _orientation(im) in _TRANSPOSING_ORIENTATIONS:
+            upright = (width, height)
+        else:
+            upright = (height, width)
+        scale = max_side / max(width, height)
+        if im.format != "JPEG" or scale > 0.5:
+            return read_image(path), upright
+        try:
+            im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+            im.load()
+            return _pil_to_rgb_array(ImageOps.exif_transpose(im)), upright
+        except Exception as e:
+            raise ImageReadError(f"{path}: corrupt or truncated image ({_first_line(e)})") from e
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -56,12 +56,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
 
-from scaledet.data.images import ImageReadError, read_image
+from scaledet.data.images import ImageReadError, read_image, read_image_for_side
 from scaledet.data.records import DetectionDataset
-from scaledet.data.transforms import AugmentConfig, Sample, letterbox, resize, train_transform
+from scaledet.data.transforms import AugmentConfig, Sample, letterbox, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ class DetectionTorchDataset(Dataset):
     def __init__(self, dataset: DetectionDataset, imgsz: int = 320, train: bool = True,
                  augment: AugmentConfig | None = None, seed: int = 0, strict: bool = False,
                  cache: bool | str = "auto", cache_max_bytes: int = 2 << 30,
-                 cache_threads: int = 2) -> None:
+                 cache_threads: int = 2, progress: bool = True) -> None:
         if imgsz < 8:
             raise ValueError(f"imgsz must be >= 8 pixels, got {imgsz}")
         if cache not in (True, False, "auto"):
@@ -115,6 +117,7 @@ class DetectionTorchDataset(Dataset):
         self.augment = augment if augment is not None else AugmentConfig()
         self.seed = seed
         self.strict = strict
+        self.progress = progress
         self._cache: list[tuple[Tensor, tuple[int, int]] | Skipped] | None = None
         if cache == "auto":
             cache = len(dataset) * 3 * imgsz * imgsz <= cache_max_bytes
@@ -131,22 +134,28 @@ class DetectionTorchDataset(Dataset):
         record = self.dataset.records[index]
         path = self.dataset.image_path(record)
         try:
-            image = _read_image(path)
+            if max_side is None:
+                image = _read_image(path)
+                return image, (int(image.shape[-2]), int(image.shape[-1])), 1.0
+            array, size = read_image_for_side(path, max_side)
         except ImageReadError as e:
             if self.strict:
                 raise
             log.warning("skipping image %s: %s", path, e)
             return Skipped(index, str(path), str(e))
-        size = (int(image.shape[-2]), int(image.shape[-1]))
-        scale = 1.0
-        if max_side is not None:
-            scale = max_side / max(size)
-            image = resize(Sample(image, torch.zeros(0, 4), torch.zeros(0)), scale).image
+        # The size ``resize(full image, scale)`` gives, from a full or a reduced decode.
+        scale = max_side / max(size)
+        h, w = max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+        image = torch.from_numpy(array).permute(2, 0, 1)
+        if tuple(image.shape[-2:]) != (h, w):
+            image = TF.resize(image, [h, w], antialias=True)
         return image, size, scale
 
     def _fill_cache(self, threads: int) -> None:
         with ThreadPoolExecutor(max(1, threads)) as pool:
-            self._cache = list(pool.map(lambda i: self._decode(i, self.imgsz), range(len(self))))
+            items = pool.map(lambda i: self._decode(i, self.imgsz), range(len(self)))
+            self._cache = list(tqdm(items, total=len(self), desc="caching images", unit="img",
+                                    delay=2.0, disable=not self.progress, leave=False))
 
     def load(self, index: int) -> tuple[Sample, tuple[int, int], float] | Skipped:
         """Image ``index`` with its boxes, at the cached resolution when cached.
@@ -357,7 +366,8 @@ def build_dataloader(dataset: DetectionDataset, imgsz: int = 320, batch_size: in
     if not 0 <= rank < world or batch_size < world:
         raise ValueError(f"shard {shard} with batch_size {batch_size}: need 0 <= rank < world "
                          "<= batch_size")
-    data = DetectionTorchDataset(dataset, imgsz, train, augment, seed, strict, cache)
+    data = DetectionTorchDataset(dataset, imgsz, train, augment, seed, strict, cache,
+                                 progress=rank == 0)
     shuffle = train if shuffle is None else shuffle
     drop_last = train if drop_last is None else drop_last
     dev = torch.device(device) if device is not None else None

@@ -26,6 +26,7 @@ import functools
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -294,6 +295,9 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # A 1x1 conv's weight gradient in channels-last has strides (C, 1, C, C), its bucket
+            # (C, 1, 1, 1): the same memory order, but DDP warns "may impair performance".
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
         self.optimizer = build_optimizer(self.model, cfg)
         for g in self.optimizer.param_groups:
             g["initial_lr"] = g["lr"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from scaledet.data.images import ImageReadError, image_size, read_image
+from scaledet.data.images import ImageReadError, image_size, read_image, read_image_for_side
 from tests.data.conftest import write_image
 
 
@@ -114,6 +114,33 @@ def test_max_side_reduces_large_jpeg(tmp_path):
     assert out.shape == (120, 200, 3)
     assert abs(int(out[60, 20, 0]) - 200) < 8 and abs(int(out[60, 180, 2]) - 200) < 8
     assert read_image(tmp_path / "big.jpg", max_side=5000).shape == (1200, 2000, 3)  # no upscaling
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_read_image_for_side_decodes_big_jpegs_reduced(tmp_path, orientation):
+    """A JPEG 4x+ the target comes back at 1/2..1/8 scale but never below the target size,
+    upright, with the full-size upright (H, W); small ones and PNGs come back in full."""
+    big = np.zeros((1200, 2000, 3), np.uint8)
+    big[:, :1000] = (200, 50, 50)
+    big[:, 1000:] = (50, 50, 200)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=90, exif=exif.tobytes())
+    full = read_image(tmp_path / "big.jpg")
+    out, size = read_image_for_side(tmp_path / "big.jpg", 300)
+    assert size == full.shape[:2] == ((1200, 2000) if orientation == 1 else (2000, 1200))
+    h, w = (180, 300) if orientation == 1 else (300, 180)
+    assert h <= out.shape[0] < 2 * h and w <= out.shape[1] < 2 * w  # 1/4 scale: 300 x 500
+    step = full.shape[0] // out.shape[0]
+    assert np.abs(out.astype(int) - full[::step, ::step].astype(int)).mean() < 4
+    out, size = read_image_for_side(tmp_path / "big.jpg", 1500)  # under 2x: a full decode
+    np.testing.assert_array_equal(out, full)
+    Image.fromarray(big).save(tmp_path / "big.png")
+    out, size = read_image_for_side(tmp_path / "big.png", 300)
+    assert out.shape == (1200, 2000, 3) and size == (1200, 2000)
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.raises(ImageReadError, match="bad.jpg"):
+        read_image_for_side(tmp_path / "bad.jpg", 300)
 
 
 def test_pixel_limit_is_ours_not_pils(tmp_path, monkeypatch):

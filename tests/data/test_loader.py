@@ -77,6 +77,20 @@ def test_cached_and_uncached_val_give_the_same_pixels(tmp_path):
         torch.testing.assert_close(a[i]["boxes"], b[i]["boxes"])
 
 
+def test_cache_of_big_jpegs_matches_full_decode_and_resize(tmp_path):
+    """The cache decodes big JPEGs at reduced scale: same size and boxes, nearly same pixels."""
+    sizes = [(600, 800), (900, 500)]
+    ds = make_dataset(tmp_path, sizes=sizes, suffix=".jpg")
+    a = DetectionTorchDataset(ds, 64, train=False, cache=True)
+    b = DetectionTorchDataset(ds, 64, train=False, cache=False)
+    for i in range(len(ds)):
+        assert tuple(a[i]["orig_size"]) == tuple(b[i]["orig_size"]) == sizes[i]
+        torch.testing.assert_close(a[i]["boxes"], b[i]["boxes"])
+        assert a[i]["image"].shape == b[i]["image"].shape == (3, 64, 64)
+        diff = (a[i]["image"].float() - b[i]["image"].float()).abs()
+        assert diff.mean() < 1 and (diff > 16).float().mean() < 0.03  # only at sharp edges
+
+
 def test_train_loader_contract_and_boxes_on_drawn_pixels(tmp_path):
     ds = make_dataset(tmp_path)
     cfg = AugmentConfig(mosaic=0.0, brightness=0, contrast=0, saturation=0, hue=0)
