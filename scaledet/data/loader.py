@@ -12,11 +12,15 @@ The contract (what the engine codes against)::
                  #   "image_id":  int (record.image_id)
                  #   "orig_size": (h, w) of the original image
                  #   "scale":     float, original-pixel box = input box / scale
+                 #   "ignore":    (K, 4) float32 xyxy, training only: crowd regions
 
 * Evaluation (``train=False``): letterbox only, deterministic. Resize so the longer side is
   ``imgsz`` and pad bottom/right with grey ``114 / 255``; ``boxes / scale`` are original pixels.
 * Training (``train=True``): ``transforms.train_transform`` with ``augment`` (default
   ``AugmentConfig()``): mosaic or scale jitter + random crop/placement, flip, colour jitter.
+  COCO crowd regions (``iscrowd``) are not objects to find: they go through the same
+  transforms but come out in ``"ignore"``, not in ``"boxes"`` (a head may then neither reward
+  nor punish detections there, as FCOS's does; Detectron2 and Ultralytics drop them).
   ``image_id`` / ``orig_size`` / ``scale`` are those of the first image of a mosaic and do not
   map augmented boxes back to the original image.
 * Shuffling (default: ``train``) and ``drop_last`` (default: ``train``; a dataset smaller than
@@ -66,6 +70,9 @@ from scaledet.data.records import DetectionDataset
 from scaledet.data.transforms import AugmentConfig, Sample, letterbox, train_transform
 
 log = logging.getLogger(__name__)
+
+CROWD_LABEL = -1
+"""Label that carries a COCO crowd region through the training transforms (then ``ignore``)."""
 
 def _read_image(path: Path) -> Tensor:
     """``(3, H, W)`` uint8 RGB, channels-last memory (as decoded; see ``grey_canvas``).
@@ -146,7 +153,8 @@ class DetectionTorchDataset(Dataset):
         # The size ``resize(full image, scale)`` gives, from a full or a reduced decode.
         scale = max_side / max(size)
         h, w = max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
-        image = torch.from_numpy(array).permute(2, 0, 1)
+        writable = array if array.flags.writeable else array.copy()  # PIL's are read-only
+        image = torch.from_numpy(writable).permute(2, 0, 1)
         if tuple(image.shape[-2:]) != (h, w):
             image = TF.resize(image, [h, w], antialias=True)
         return image, size, scale
@@ -171,6 +179,8 @@ class DetectionTorchDataset(Dataset):
         record = self.dataset.records[index]
         boxes = torch.as_tensor(record.boxes, dtype=torch.float32) * scale
         labels = torch.as_tensor(record.labels, dtype=torch.int64)
+        if self.train and record.iscrowd.any():  # carried through the transforms, then split
+            labels = labels.masked_fill(torch.as_tensor(record.iscrowd), CROWD_LABEL)
         return Sample(image, boxes, labels), size, scale
 
     # ---- samples ------------------------------------------------------------------------
@@ -199,12 +209,20 @@ class DetectionTorchDataset(Dataset):
         out = train_transform(samples, imgsz, rng, self.augment, use_mosaic)
         # train_transform's jitter is relative to the letterbox scale of the loaded image.
         letterbox_scale = scale * imgsz / max(sample.height, sample.width)
-        return _as_item(out, self.dataset.records[index].image_id, size, letterbox_scale)
+        return _as_item(out, self.dataset.records[index].image_id, size, letterbox_scale,
+                        split_crowd=True)
 
 
-def _as_item(sample: Sample, image_id: int, size: tuple[int, int], scale: float) -> dict:
-    return {"image": sample.image.contiguous(), "boxes": sample.boxes.float(), "labels": sample.labels,
-            "image_id": int(image_id), "orig_size": size, "scale": float(scale)}
+def _as_item(sample: Sample, image_id: int, size: tuple[int, int], scale: float,
+             split_crowd: bool = False) -> dict:
+    item = {"image": sample.image.contiguous(), "boxes": sample.boxes.float(),
+            "labels": sample.labels, "image_id": int(image_id), "orig_size": size,
+            "scale": float(scale)}
+    if split_crowd:
+        crowd = sample.labels == CROWD_LABEL
+        item.update(boxes=item["boxes"][~crowd], labels=sample.labels[~crowd],
+                    ignore=item["boxes"][crowd])
+    return item
 
 
 def collate(batch: list[dict | Skipped]) -> tuple[Tensor, list[dict], list[Skipped]]:

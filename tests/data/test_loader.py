@@ -35,7 +35,8 @@ def check_contract(images, targets, imgsz: int, batch: int) -> None:
     assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
     assert len(targets) == batch
     for t in targets:
-        assert set(t) == {"boxes", "labels", "image_id", "orig_size", "scale"}
+        assert set(t) - {"ignore"} == {"boxes", "labels", "image_id", "orig_size", "scale"}
+        assert t.get("ignore", torch.zeros(0, 4)).shape[1:] == (4,)
         assert t["boxes"].dtype == torch.float32 and t["boxes"].shape == (len(t["labels"]), 4)
         assert t["labels"].dtype == torch.int64
         assert isinstance(t["image_id"], int) and isinstance(t["scale"], float)
@@ -265,3 +266,21 @@ def test_small_dataset_still_gives_a_training_batch(tmp_path):
     assert len(loader) == 1
     images, targets = next(iter(loader))
     assert images.shape[0] == 3
+
+
+def test_crowd_regions_are_ignore_boxes_in_training_only(tmp_path):
+    """A COCO crowd box follows the image through the training transforms into ``ignore``
+    and is no training target; evaluation items keep every box."""
+    ds = make_dataset(tmp_path, sizes=[(64, 64)])
+    ds.records[0].iscrowd = np.array([False, True])
+    cfg = AugmentConfig(mosaic=0.0, scale_range=(1.0, 1.0), hflip=1.0, brightness=0,
+                        contrast=0, saturation=0, hue=0)
+    item = DetectionTorchDataset(ds, 64, train=True, augment=cfg, cache=False)[(0, 0, 0.0)]
+    x0, y0, x1, y1 = ds.records[0].boxes[1]
+    flipped = torch.tensor([[64 - x1, y0, 64 - x0, y1]], dtype=torch.float32)
+    torch.testing.assert_close(item["ignore"], flipped)
+    assert item["labels"].tolist() == [0] and item["boxes"].shape == (1, 4)
+    mosaic = DetectionTorchDataset(ds, 64, train=True, cache=False)[(0, 3, 1.0)]
+    assert (mosaic["labels"] >= 0).all() and mosaic["ignore"].shape[1] == 4
+    evaluation = DetectionTorchDataset(ds, 64, train=False, cache=False)[0]
+    assert "ignore" not in evaluation and evaluation["labels"].tolist() == [0, 1]

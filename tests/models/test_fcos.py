@@ -69,3 +69,40 @@ def test_unknown_box_weighting_is_rejected():
     with pytest.raises(ValueError, match="box_weighting"):
         FCOSHead(num_classes=2, in_channels=16, box_weighting="area")
 
+
+
+def test_ignore_weight_by_hand():
+    from scaledet.models.heads.dense import ignore_weight
+
+    points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [20.0, 20.0], [28.0, 4.0]])
+    targets = [{"ignore": torch.tensor([[0.0, 0.0, 16.0, 8.0]])},  # holds points 0 and 1
+               {"ignore": torch.zeros(0, 4)},
+               {}]
+    positive = torch.tensor([[False, True, False, False]]).expand(3, 4)
+    w = ignore_weight(points, targets, positive)
+    assert w.shape == (3, 4, 1)
+    assert w[..., 0].tolist() == [[0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]  # positive 1 stays
+    assert ignore_weight(points, [{}, {"ignore": torch.zeros(0, 4)}], positive[:2]) is None
+
+
+def test_crowd_regions_get_no_negative_loss():
+    """Locations inside an ``ignore`` region that are not positives contribute nothing: their
+    logits get no gradient, and the loss drops by exactly their negative terms."""
+    head, cls_maps, reg_maps, targets = _head_and_inputs("iou")
+    cls_maps = [m.clone().requires_grad_(True) for m in cls_maps]
+    region = torch.tensor([[0.0, 0.0, 40.0, 40.0]])
+    ignored = [dict(t, ignore=region) for t in targets]
+    plain = head.loss(cls_maps, reg_maps, targets)
+    grads = torch.autograd.grad(head.loss(cls_maps, reg_maps, ignored)["loss_cls"], cls_maps)
+    points, strides, sizes = head.points(cls_maps)
+    gt_boxes, _, gt_valid = pad_targets(targets)
+    positive = head.assign(points, strides, sizes, gt_boxes, gt_valid) >= 0
+    inside = ((points[:, 0] > 0) & (points[:, 0] < 40) & (points[:, 1] > 0)
+              & (points[:, 1] < 40))
+    g = flatten_levels(grads).abs().sum(-1)  # (B, P)
+    dropped = inside[None] & ~positive
+    assert dropped.any() and (g[dropped] == 0).all()
+    assert (g[~dropped] > 0).all()
+    again = head.loss(cls_maps, reg_maps, ignored)
+    assert again["loss_cls"] < plain["loss_cls"]
+    torch.testing.assert_close(again["loss_box"], plain["loss_box"])

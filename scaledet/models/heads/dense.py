@@ -116,6 +116,29 @@ def pad_targets(targets: Sequence[dict]) -> tuple[Tensor, Tensor, Tensor]:
     return boxes, labels, valid
 
 
+def ignore_weight(points: Tensor, targets: Sequence[dict], positive: Tensor) -> Tensor | None:
+    """Classification-loss weights that leave out locations inside ignore regions.
+
+    Args:
+        points: ``(P, 2)`` location centres ``(x, y)``, input pixels.
+        targets: per image, optionally ``ignore (K_i, 4)`` xyxy regions (COCO crowds).
+        positive: ``(B, P)`` bool, locations assigned to an object (they keep their loss).
+
+    Returns:
+        ``(B, P, 1)`` float, 0 at a non-positive location whose centre lies inside one of its
+        image's ignore regions and 1 elsewhere; ``None`` when no image has an ignore region.
+    """
+    regions = [t.get("ignore") for t in targets]
+    if all(r is None or len(r) == 0 for r in regions):
+        return None
+    regions = [r if r is not None else points.new_zeros(0, 4) for r in regions]
+    padded = nn.utils.rnn.pad_sequence([r.to(points) for r in regions], batch_first=True)
+    x, y = points[None, :, None, 0], points[None, :, None, 1]  # (1, P, 1)
+    x0, y0, x1, y1 = (padded[:, None, :, i] for i in range(4))  # (B, 1, K); padding is empty
+    inside = ((x > x0) & (x < x1) & (y > y0) & (y < y1)).any(dim=2)  # (B, P)
+    return (~(inside & ~positive)).to(points.dtype)[..., None]
+
+
 class DenseHead(nn.Module):
     """Base class of dense heads.
 

@@ -25,7 +25,7 @@ from scaledet.losses.focal import varifocal_loss
 from scaledet.losses.iou_loss import iou_loss
 from scaledet.models.assigners import ATSSAssigner
 from scaledet.models.box_coders import PointDistanceCoder
-from scaledet.models.heads.dense import DenseHead, flatten_levels, pad_targets
+from scaledet.models.heads.dense import DenseHead, flatten_levels, ignore_weight, pad_targets
 from scaledet.models.layers import LevelNormTower, conv_block, init_weights
 from scaledet.models.tal import TaskAlignedAssigner
 from scaledet.ops import box_iou
@@ -153,7 +153,9 @@ class FCOSHead(DenseHead):
         """Varifocal + IoU-family losses; see the module docstring.
 
         ``targets``: one dict per image with ``boxes (N, 4)`` xyxy input pixels and ``labels
-        (N,)`` int64. Returns ``loss_cls``, ``loss_box`` and their sum ``loss``.
+        (N,)`` int64, optionally ``ignore (K, 4)`` xyxy regions (COCO crowds) where locations
+        that are not positives get no classification loss. Returns ``loss_cls``,
+        ``loss_box`` (and ``loss_dfl``) and their sum ``loss``.
         """
         points, strides, sizes = self.points(cls_maps)
         logits = flatten_levels(cls_maps).float()
@@ -179,7 +181,9 @@ class FCOSHead(DenseHead):
         # targets, most of them small) that starves the scores, so divide by the targets' sum
         # as PP-YOLOE and YOLOv8 do.
         norm = max(len(b), 1) if quality is None else iou.sum().clamp(min=1.0)
-        loss_cls = varifocal_loss(logits, cls_target, self.vfl_alpha, self.vfl_gamma) / norm
+        keep = ignore_weight(points, targets, matched >= 0)  # crowd regions: no negatives
+        loss_cls = varifocal_loss(logits, cls_target, self.vfl_alpha, self.vfl_gamma,
+                                  weight=keep) / norm
         # VarifocalNet weighs the box losses by the IoU; see box_weighting for the others.
         weight = self._box_weights(iou, b * gt_boxes.shape[1] + matched[b, p])
         box_norm = weight.sum().clamp(min=1.0)
