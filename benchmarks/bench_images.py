@@ -77,7 +77,7 @@ def _cache_reduced(p, side: int = 320):
 
     array, (h, w) = read_image_for_side(p, side)
     s = side / max(h, w)
-    return F.resize(torch.from_numpy(array).permute(2, 0, 1), [round(h * s), round(w * s)],
+    return F.resize(torch.from_numpy(array.copy()).permute(2, 0, 1), [round(h * s), round(w * s)],
                     antialias=True)
 
 

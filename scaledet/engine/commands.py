@@ -98,12 +98,14 @@ def _fit(args: argparse.Namespace, out: Path, train_ds, val_ds,
          eval_min_minutes: float) -> dict[str, Any]:
     """One process's part of ``train`` (every rank builds the same model from the seed)."""
     from scaledet.engine import distributed
-    from scaledet.engine.trainer import Trainer, seed_everything
+    from scaledet.engine.trainer import Trainer, keep_freed_memory, seed_everything
     from scaledet.models import build
 
     rank, world = distributed.rank(), distributed.world_size()
     if world > 1 and str(args.device).startswith("cuda"):
         args.device = f"cuda:{distributed.local_rank()}"  # global rank counts all machines
+    if not str(args.device).startswith("cuda"):
+        keep_freed_memory()  # every rank is its own process
     seed_everything(args.seed)  # the model's initial weights come from the seed too
     model = build(args.model, num_classes=train_ds.num_classes,
                   **parse_overrides(getattr(args, "set", None) or []))

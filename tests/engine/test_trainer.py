@@ -1,5 +1,6 @@
 import csv
 import math
+import sys
 
 import pytest
 import torch
@@ -236,3 +237,37 @@ def test_resume_of_a_finished_run_does_nothing(tmp_path, capsys):
     t = _trainer(tmp_path, _cfg(epochs=1))
     assert t.fit(resume=True)["step"] == 6
     assert "already finished" in capsys.readouterr().out
+
+
+_MALLINFO = """
+import ctypes, sys
+import numpy as np
+from scaledet.engine.trainer import keep_freed_memory
+
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                               "usmblks", "fsmblks", "uordblks", "fordblks",
+                                               "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+applied = keep_freed_memory() if sys.argv[1] == "on" else False
+block = np.ones(8 << 20, np.uint8)
+del block
+print(applied, libc.mallinfo2().fordblks >= 8 << 20)  # the freed 8 MB stayed in the heap
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
+def test_keep_freed_memory_keeps_a_freed_block_in_the_heap():
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    run = [sys.executable, "-c", _MALLINFO]
+    for mode, expected in (("on", "True True"), ("off", "False False")):
+        got = subprocess.run([*run, mode], env=env, capture_output=True, text=True, check=True)
+        assert got.stdout.split() == expected.split(), got.stderr
+    env["MALLOC_ARENA_MAX"] = "2"  # the user tunes malloc: leave it alone
+    got = subprocess.run([*run, "on"], env=env, capture_output=True, text=True, check=True)
+    assert got.stdout.split() == ["False", "False"]
