@@ -20,7 +20,8 @@ import subprocess
 import sys
 
 _CHILD = r"""
-import sys, time, torch
+import statistics, sys, time
+import torch
 from scaledet.engine.trainer import cpu_has_native_bf16, keep_freed_memory
 from scaledet.models import build
 

@@ -61,21 +61,32 @@ def read_image(path: str | Path, max_side: int | None = None, *,
         ImageReadError: the file is missing, unreadable, corrupt, truncated or too large.
     """
     path = Path(path)
+    data = _read_bytes(path)
+    with _open_pil(path, data) as im:
+        return _decode(path, data, im, max_side, max_pixels)
+
+
+def _read_bytes(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ImageReadError(f"{path}: cannot read image ({e.strerror or e})") from e
     if not data:
         raise ImageReadError(f"{path}: empty file")
-    with _open_pil(path, data) as im:
-        width, height = im.size
-        if max_side is None and width * height > max_pixels:
-            raise ImageReadError(
-                f"{path}: {width}x{height} image has more than max_pixels={max_pixels} pixels; "
-                "pass max_side to read it reduced")
-        if max_side is None and im.format in ("JPEG", "PNG"):
-            return _decode_torchvision(path, data)
-        return _decode_pil(path, im, max_side)
+    return data
+
+
+def _decode(path: Path, data: bytes, im: Image.Image, max_side: int | None,
+            max_pixels: int) -> np.ndarray:
+    """``read_image`` once the file is read (``data``) and its header parsed (``im``)."""
+    width, height = im.size
+    if max_side is None and width * height > max_pixels:
+        raise ImageReadError(
+            f"{path}: {width}x{height} image has more than max_pixels={max_pixels} pixels; "
+            "pass max_side to read it reduced")
+    if max_side is None and im.format in ("JPEG", "PNG"):
+        return _decode_torchvision(path, data)
+    return _decode_pil(path, im, max_side)
 
 
 def read_image_for_side(path: str | Path, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -94,12 +105,7 @@ def read_image_for_side(path: str | Path, max_side: int) -> tuple[np.ndarray, tu
         ImageReadError: as ``read_image``.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageReadError(f"{path}: cannot read image ({e.strerror or e})") from e
-    if not data:
-        raise ImageReadError(f"{path}: empty file")
+    data = _read_bytes(path)
     with _open_pil(path, data) as im:
         width, height = im.size
         if _orientation(im) in _TRANSPOSING_ORIENTATIONS:
@@ -108,7 +114,7 @@ def read_image_for_side(path: str | Path, max_side: int) -> tuple[np.ndarray, tu
             upright = (height, width)
         scale = max_side / max(width, height)
         if im.format != "JPEG" or scale > 0.5:
-            return read_image(path), upright
+            return _decode(path, data, im, None, MAX_PIXELS), upright
         try:
             im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
             im.load()
