@@ -18,10 +18,12 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 _CHILD = r"""
 import statistics, sys, time
 import torch
+from bench_engine import fake_batch
 from scaledet.engine.trainer import cpu_has_native_bf16, keep_freed_memory
 from scaledet.models import build
 
@@ -32,14 +34,7 @@ torch.set_num_threads(1)
 torch.manual_seed(0)
 model = build("fcos-n", num_classes=8).train().to(memory_format=torch.channels_last)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-g = torch.Generator().manual_seed(0)
-images = torch.rand(batch, 3, 320, 320, generator=g)
-targets = []
-for _ in range(batch):
-    xy = torch.rand(6, 2, generator=g) * 240
-    wh = 8 + torch.rand(6, 2, generator=g) * 72
-    targets.append({"boxes": torch.cat([xy, xy + wh], 1),
-                    "labels": torch.randint(0, 8, (6,), generator=g)})
+images, targets = fake_batch(batch, 320, torch.device("cpu"))
 bf16 = cpu_has_native_bf16()
 
 def step():
@@ -62,6 +57,8 @@ print(statistics.median(times) * 1000)
 
 def run(mode: str, steps: int, batch: int) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                                      env.get("PYTHONPATH")]))
     out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(steps), str(batch)], env=env,
                          capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])

@@ -220,8 +220,9 @@ def _as_item(sample: Sample, image_id: int, size: tuple[int, int], scale: float,
             "scale": float(scale)}
     if split_crowd:
         crowd = sample.labels == CROWD_LABEL
-        item.update(boxes=item["boxes"][~crowd], labels=sample.labels[~crowd],
-                    ignore=item["boxes"][crowd])
+        item["ignore"] = item["boxes"][crowd]
+        if len(item["ignore"]):
+            item.update(boxes=item["boxes"][~crowd], labels=sample.labels[~crowd])
     return item
 
 
