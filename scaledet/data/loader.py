@@ -37,8 +37,10 @@ epoch ``k``; ``loader.set_epoch(e)`` fixes the epoch of the next pass (use it wh
 ``loader.set_mosaic(p)`` changes the mosaic probability (``0.0`` = "close mosaic") and
 ``loader.set_imgsz(s)`` the training image side (progressive resizing; ``None`` = ``imgsz``).
 
-Speed (``benchmarks/bench_data.py``): decoded images are cached in RAM, already resized so the
-longer side is ``imgsz`` (``cache="auto"`` when that fits in ``cache_max_bytes``), filled
+Speed (``benchmarks/bench_data.py``): images are decoded for ``imgsz`` (big JPEGs at a reduced
+scale in libjpeg, then resized so the longer side is ``imgsz``) and cached in RAM
+(``cache="auto"``: when that fits in ``cache_max_bytes``, by default a quarter of the memory
+available when the loader is built), filled
 once by threads in the main process and shared with forked workers; workers run the
 augmentation and send uint8 batches (4x fewer bytes than float through shared memory); the
 main process converts to float, into pinned memory when CUDA is available.
@@ -56,7 +58,6 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from scaledet.data.images import ImageReadError, read_image, read_image_for_side
+from scaledet.data.images import ImageReadError, read_image_for_side
 from scaledet.data.records import DetectionDataset
 from scaledet.data.transforms import AugmentConfig, Sample, letterbox, train_transform
 
@@ -74,13 +75,20 @@ log = logging.getLogger(__name__)
 CROWD_LABEL = -1
 """Label that carries a COCO crowd region through the training transforms (then ``ignore``)."""
 
-def _read_image(path: Path) -> Tensor:
-    """``(3, H, W)`` uint8 RGB, channels-last memory (as decoded; see ``grey_canvas``).
+def default_cache_bytes(fraction: float = 0.25, fallback: int = 2 << 30) -> int:
+    """``fraction`` of the memory available now (Linux ``MemAvailable``), else ``fallback``.
 
-    Raises:
-        ImageReadError: missing, corrupt or unreadable file (the message names the path).
+    A quarter leaves room for a second training process (each rank caches its own copy), the
+    loader workers and the model.
     """
-    return torch.from_numpy(read_image(path)).permute(2, 0, 1)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * fraction)  # the value is in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return fallback
 
 
 @dataclass(frozen=True)
@@ -108,11 +116,12 @@ class DetectionTorchDataset(Dataset):
         strict: raise at the first unreadable image instead of skipping it.
         cache: keep decoded images (resized to longer side ``imgsz``) in RAM: ``True``,
             ``False`` or ``"auto"`` (when the estimate fits in ``cache_max_bytes``).
+        cache_max_bytes: the ``"auto"`` limit; ``None``: ``default_cache_bytes()``.
     """
 
     def __init__(self, dataset: DetectionDataset, imgsz: int = 320, train: bool = True,
                  augment: AugmentConfig | None = None, seed: int = 0, strict: bool = False,
-                 cache: bool | str = "auto", cache_max_bytes: int = 2 << 30,
+                 cache: bool | str = "auto", cache_max_bytes: int | None = None,
                  cache_threads: int = 2, progress: bool = True) -> None:
         if imgsz < 8:
             raise ValueError(f"imgsz must be >= 8 pixels, got {imgsz}")
@@ -127,7 +136,8 @@ class DetectionTorchDataset(Dataset):
         self.progress = progress
         self._cache: list[tuple[Tensor, tuple[int, int]] | Skipped] | None = None
         if cache == "auto":
-            cache = len(dataset) * 3 * imgsz * imgsz <= cache_max_bytes
+            limit = default_cache_bytes() if cache_max_bytes is None else cache_max_bytes
+            cache = len(dataset) * 3 * imgsz * imgsz <= limit
         if cache:
             self._fill_cache(cache_threads)
 
@@ -136,14 +146,18 @@ class DetectionTorchDataset(Dataset):
 
     # ---- reading ------------------------------------------------------------------------
 
-    def _decode(self, index: int, max_side: int | None):
-        """``(image (3, h, w) uint8, original (H, W), scale applied)`` or ``Skipped``."""
+    def _decode(self, index: int, max_side: int):
+        """``(image (3, h, w) uint8 with longer side max_side, original (H, W), scale applied)``
+        or ``Skipped``.
+
+        Cached or not, an image is decoded for ``imgsz``: large JPEGs at a reduced scale in
+        libjpeg (``read_image_for_side``), then resized exactly, so a training run gives the
+        same samples with and without the cache, and an uncached loader does not decode a
+        full-resolution photo (four for a mosaic) per sample.
+        """
         record = self.dataset.records[index]
         path = self.dataset.image_path(record)
         try:
-            if max_side is None:
-                image = _read_image(path)
-                return image, (int(image.shape[-2]), int(image.shape[-1])), 1.0
             array, size = read_image_for_side(path, max_side)
         except ImageReadError as e:
             if self.strict:
@@ -172,7 +186,7 @@ class DetectionTorchDataset(Dataset):
             ``(sample, (H, W) of the original image, scale of sample relative to it)``, or
             ``Skipped``.
         """
-        got = self._cache[index] if self._cache is not None else self._decode(index, None)
+        got = self._cache[index] if self._cache is not None else self._decode(index, self.imgsz)
         if isinstance(got, Skipped):
             return got
         image, size, scale = got

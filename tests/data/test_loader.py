@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from scaledet.data.images import ImageReadError
+import scaledet.data.loader as loader_module
+from scaledet.data.images import ImageReadError, read_image
 from scaledet.data.loader import DetectionTorchDataset, Skipped, build_dataloader, collate
 from scaledet.data.records import DetectionDataset, DetectionRecord
-from scaledet.data.transforms import PAD_VALUE, AugmentConfig
+from scaledet.data.transforms import PAD_VALUE, AugmentConfig, Sample, letterbox
 
 SIZES = [(60, 80), (90, 50), (64, 64), (40, 120), (75, 75), (100, 70)]  # (h, w)
 
@@ -69,27 +70,44 @@ def test_val_loader_letterboxes_and_maps_back(tmp_path, cache):
     assert seen == [1, 2, 3, 4, 5, 6]  # no shuffle in eval
 
 
-def test_cached_and_uncached_val_give_the_same_pixels(tmp_path):
+def test_cached_and_uncached_give_the_same_samples(tmp_path):
+    """Both decode for imgsz, so evaluation items and augmented mosaics are identical."""
+    ds = make_dataset(tmp_path, sizes=[*SIZES, (600, 800)], suffix=".jpg")
+    for train in (False, True):
+        a = DetectionTorchDataset(ds, 48, train=train, cache=True)
+        b = DetectionTorchDataset(ds, 48, train=train, cache=False)
+        for i in range(len(ds)):
+            key = (i, 2, 1.0) if train else i
+            torch.testing.assert_close(a[key]["image"], b[key]["image"], atol=0, rtol=0)
+            torch.testing.assert_close(a[key]["boxes"], b[key]["boxes"])
+
+
+def test_auto_cache_follows_the_memory_limit(tmp_path, monkeypatch):
     ds = make_dataset(tmp_path)
-    a = DetectionTorchDataset(ds, 48, train=False, cache=True)
-    b = DetectionTorchDataset(ds, 48, train=False, cache=False)
-    for i in range(len(ds)):
-        torch.testing.assert_close(a[i]["image"], b[i]["image"])
-        torch.testing.assert_close(a[i]["boxes"], b[i]["boxes"])
+    need = len(ds) * 3 * 32 * 32
+    assert DetectionTorchDataset(ds, 32, cache="auto", cache_max_bytes=need)._cache is not None
+    assert DetectionTorchDataset(ds, 32, cache="auto", cache_max_bytes=need - 1)._cache is None
+    monkeypatch.setattr(loader_module, "default_cache_bytes", lambda: need - 1)
+    assert DetectionTorchDataset(ds, 32, cache="auto")._cache is None
+    assert 0 < loader_module.default_cache_bytes() < 1 << 50
 
 
-def test_cache_of_big_jpegs_matches_full_decode_and_resize(tmp_path):
-    """The cache decodes big JPEGs at reduced scale: same size and boxes, nearly same pixels."""
+def test_big_jpegs_match_full_decode_and_letterbox(tmp_path):
+    """Big JPEGs are decoded at reduced scale: same size and boxes as decoding the full image
+    and letterboxing it, nearly the same pixels."""
     sizes = [(600, 800), (900, 500)]
     ds = make_dataset(tmp_path, sizes=sizes, suffix=".jpg")
-    a = DetectionTorchDataset(ds, 64, train=False, cache=True)
-    b = DetectionTorchDataset(ds, 64, train=False, cache=False)
-    for i in range(len(ds)):
-        assert tuple(a[i]["orig_size"]) == tuple(b[i]["orig_size"]) == sizes[i]
-        torch.testing.assert_close(a[i]["boxes"], b[i]["boxes"])
-        assert a[i]["image"].shape == b[i]["image"].shape == (3, 64, 64)
-        diff = (a[i]["image"].float() - b[i]["image"].float()).abs()
-        assert diff.mean() < 1 and (diff > 16).float().mean() < 0.03  # only at sharp edges
+    for cache in (True, False):
+        loaded = DetectionTorchDataset(ds, 64, train=False, cache=cache)
+        for i, record in enumerate(ds.records):
+            full = torch.from_numpy(read_image(ds.image_path(record))).permute(2, 0, 1)
+            boxes = torch.as_tensor(record.boxes, dtype=torch.float32)
+            ref, _ = letterbox(Sample(full, boxes, torch.as_tensor(record.labels)), 64)
+            assert tuple(loaded[i]["orig_size"]) == sizes[i]
+            torch.testing.assert_close(loaded[i]["boxes"], ref.boxes)
+            assert loaded[i]["image"].shape == ref.image.shape == (3, 64, 64)
+            diff = (loaded[i]["image"].float() - ref.image.float()).abs()
+            assert diff.mean() < 1 and (diff > 16).float().mean() < 0.03  # only at sharp edges
 
 
 def test_train_loader_contract_and_boxes_on_drawn_pixels(tmp_path):
