@@ -56,9 +56,19 @@ def read_yolo(yaml_path: str | Path, split: str = "train", *,
 
 
 def yaml_root(yaml_path: Path, data: dict[str, Any]) -> Path:
-    """The dataset root: ``path`` from the yaml (relative to the yaml's folder) or that folder."""
+    """The dataset root: ``path`` from the yaml or the yaml's folder.
+
+    A relative ``path`` is taken from the yaml's folder, or from the working directory when
+    only that one exists (yamls written for Ultralytics often name a folder from where the
+    training is started).
+    """
     path = data.get("path")
-    return yaml_path.parent / path if path else yaml_path.parent
+    if not path:
+        return yaml_path.parent
+    beside = yaml_path.parent / str(path)
+    if not beside.exists() and not Path(str(path)).is_absolute() and Path(str(path)).is_dir():
+        return Path(str(path)).resolve()
+    return beside
 
 
 def class_names_from_yaml(data: dict[str, Any], yaml_path: Path) -> list[str]:

@@ -131,6 +131,13 @@ class ModelConfig:
     lr: float = 2e-3
 
 
+def _fcos_n_head(**overrides) -> HeadConfig:
+    """fcos-n's head recipe (see ``fcos_n``): per-level BatchNorm towers, GFL distributions
+    with DFL, GIoU weight 1.0; fcos-s/m only widen or deepen it."""
+    return HeadConfig(**{"box_loss_weight": 1.0, "norm": "level_bn", "reg_max": 16,
+                         "dfl_weight": 0.5, **overrides})
+
+
 def fcos_n(num_classes: int = 80) -> ModelConfig:
     """fcos-n, the default: 0.77 M parameters, 0.47 GFLOPs per 320 px image (80 classes;
     ``FlopCounterMode``, 2 per multiply-add; YOLOv8n: 2.2), training step (forward + backward +
@@ -161,29 +168,26 @@ def fcos_n(num_classes: int = 80) -> ModelConfig:
     191.7 vs 176.8 ms) but 15 minutes on 2 cores reached mAP50-95 0.665 / 0.662 against 0.629
     / 0.639 (seeds 0 / 1) in fewer steps (2,514 / 2,707 vs 2,754 / 2,919).
     """
-    return ModelConfig(name="fcos-n", num_classes=num_classes, act="silu",
-                       head=HeadConfig(box_loss_weight=1.0, norm="level_bn", reg_max=16,
-                                       dfl_weight=0.5), lr=2e-2)
+    return ModelConfig(name="fcos-n", num_classes=num_classes, act="silu", head=_fcos_n_head(),
+                       lr=2e-2)
 
 
 def fcos_s(num_classes: int = 80) -> ModelConfig:
-    """fcos-s: wider and deeper (1.37 M parameters, 0.92 GFLOPs at 320 px, training step 25 ms
-    per image with 2 threads, about 2x faster than YOLOv8n). 400 steps: mAP 0.112 at lr 2e-2, 0.104
-    at 1e-2 (fcos-n: 0.15): per step it learns no faster than fcos-n at these budgets."""
-    return ModelConfig(name="fcos-s", num_classes=num_classes,
+    """fcos-s: fcos-n's recipe, wider and deeper (1.38 M parameters, 0.93 GFLOPs at 320 px,
+    80 classes). See benchmarks/RESULTS.md for how it compares at short budgets."""
+    return ModelConfig(name="fcos-s", num_classes=num_classes, act="silu",
                        backbone=BackboneConfig(widths=(16, 32, 64, 128, 256), depths=(1, 1, 2, 1)),
                        neck=NeckConfig(channels=64, depth=1),
-                       head=HeadConfig(num_convs=2), lr=2e-2)
+                       head=_fcos_n_head(num_convs=2), lr=2e-2)
 
 
 def fcos_m(num_classes: int = 80) -> ModelConfig:
-    """fcos-m: the largest preset (3.4 M parameters, 2.4 GFLOPs at 320 px, SiLU, dense neck;
-    training step 61 ms per image with 2 threads, about YOLOv8n's cost). Its lr 1e-2 is
-    extrapolated from fcos-n/s, not swept."""
+    """fcos-m: the largest preset, fcos-n's recipe on a wider backbone and a dense (not
+    depthwise) neck (3.41 M parameters, 2.45 GFLOPs at 320 px, 80 classes: YOLOv8n's cost)."""
     return ModelConfig(name="fcos-m", num_classes=num_classes, act="silu",
                        backbone=BackboneConfig(widths=(24, 48, 96, 192, 384), depths=(1, 2, 2, 1)),
                        neck=NeckConfig(channels=96, depth=1, depthwise=False),
-                       head=HeadConfig(num_convs=2), lr=1e-2)
+                       head=_fcos_n_head(num_convs=2), lr=1e-2)
 
 
 def centernet_n(num_classes: int = 80) -> ModelConfig:

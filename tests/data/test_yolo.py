@@ -58,6 +58,21 @@ def test_names_dict_path_key_and_txt_list(tmp_path):
     assert read_yolo(root / "data.yaml", "train").class_names == ["a", "b", "c"]
 
 
+def test_relative_path_from_the_working_directory(tmp_path, monkeypatch):
+    """Ultralytics-style yamls may name the root from where training starts, not the yaml."""
+    make_yolo(tmp_path / "datasets" / "ds")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    data = {"path": "datasets/ds", "train": "images/train", "names": ["a", "b", "c"]}
+    (configs / "ds.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)
+    ds = read_yolo(configs / "ds.yaml", "train")
+    assert len(ds.records) == 2 and ds.image_path(ds.records[0]).is_file()
+    monkeypatch.chdir(configs)  # neither beside the yaml nor here: the error names the path
+    with pytest.raises(FileNotFoundError, match="datasets/ds/images/train"):
+        read_yolo(configs / "ds.yaml", "train")
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"names": {0: "a", 2: "b"}}, "names keys must be 0..1"),
     ({"names": []}, "'names' must be a non-empty list"),
