@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
              "  scaledet train --data my_yolo/data.yaml --model fcos-s --epochs 50 --imgsz 640\n"
              "  scaledet train --data data/synth --model fcos-n --out runs/a --resume\n")
     p.add_argument("--data", required=True, help="COCO folder, YOLO data.yaml or scaledet yaml")
-    p.add_argument("--model", default="fcos-n", help="model preset (see scaledet info)")
+    p.add_argument("--model", default="fcos-n",
+                   help="model preset: fcos-n (default), fcos-s, fcos-m, centernet-n, yolo-n "
+                        "(sizes and FLOPs: scaledet info)")
     p.add_argument("--imgsz", type=int, default=320)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int, default=None)
@@ -110,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 50)")
     p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
-                   help="mixed precision (auto: bf16/fp16 on CUDA; bf16 on CPUs with native bf16)")
+                   help="mixed precision (auto: bf16/fp16 on CUDA; on CPUs with native bf16, "
+                        "bf16 if a timed trial step is faster than fp32, else off)")
     p.add_argument("--grad-ckpt", action="store_true",
                    help="gradient checkpointing of the backbone (less memory, ~30%% slower)")
     p.add_argument("--eval-interval", type=int, default=None,

@@ -188,3 +188,12 @@ def test_augment_reaches_the_training_loader(data):
                               augment=["mosaic=1.0", "scale_range=[0.75,1.25]", "hflip=0"])
     aug = _loader(load_dataset(data, "train"), args, train=True).dataset.augment
     assert aug.mosaic == 1.0 and aug.scale_range == (0.75, 1.25) and aug.hflip == 0
+
+
+def test_train_help_names_every_preset(capsys):
+    from scaledet.models.factory import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps the help, even at hyphens
+    assert all(name in text for name in PRESETS)

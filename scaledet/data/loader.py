@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 CROWD_LABEL = -1
 """Label that carries a COCO crowd region through the training transforms (then ``ignore``)."""
 
+
 def default_cache_bytes(fraction: float = 0.25, fallback: int = 2 << 30) -> int:
     """``fraction`` of the memory available now (Linux ``MemAvailable``), else ``fallback``.
 
