@@ -20,7 +20,8 @@ The contract (what the engine codes against)::
   ``AugmentConfig()``): mosaic or scale jitter + random crop/placement, flip, colour jitter.
   COCO crowd regions (``iscrowd``) are not objects to find: they go through the same
   transforms but come out in ``"ignore"``, not in ``"boxes"`` (a head may then neither reward
-  nor punish detections there, as FCOS's does; Detectron2 and Ultralytics drop them).
+  nor punish detections there, as the FCOS, YOLOX and CenterNet heads do; Detectron2 and
+  Ultralytics drop them).
   ``image_id`` / ``orig_size`` / ``scale`` are those of the first image of a mosaic and do not
   map augmented boxes back to the original image.
 * Shuffling (default: ``train``) and ``drop_last`` (default: ``train``; a dataset smaller than

@@ -133,3 +133,29 @@ def test_preset_head_uses_stride_4_and_top_100_without_nms():
     assert model.head.strides == (4,) and model.nms == "none"
     assert model.postprocess.topk_per_level == 100
     assert not hasattr(model.neck, "down")  # no bottom-up path: it would get no gradient
+
+
+def test_crowd_regions_get_no_negative_heatmap_loss():
+    """Cells inside an ``ignore`` region that are no object's peak give their heatmap logits no
+    gradient; the size and offset losses do not change."""
+    torch.manual_seed(0)
+    head = CenterNetHead(num_classes=2, in_channels=8, stride=4)
+    cls = [torch.randn(2, 2, 16, 16, requires_grad=True)]
+    reg = [torch.randn(2, 4, 16, 16)]
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0], [40.0, 40.0, 60.0, 56.0]]),
+                "labels": torch.tensor([1, 0])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    region = torch.tensor([[0.0, 0.0, 32.0, 32.0]])
+    ignored = [dict(t, ignore=region) for t in targets]
+    plain, again = head.loss(cls, reg, targets), head.loss(cls, reg, ignored)
+    (g,) = torch.autograd.grad(again["loss_cls"], cls)
+    g = g.abs().sum(dim=1)  # (B, H, W)
+    centres = (torch.arange(16) + 0.5) * 4  # cell centres in pixels
+    inside = (centres[:, None] < 32) & (centres[None, :] < 32)  # (H, W): y, x both in the region
+    peak = torch.zeros(2, 16, 16, dtype=torch.bool)
+    peak[0, 3, 3] = True  # the first box's centre (12, 12) is in cell (3, 3)
+    dropped = inside[None] & ~peak
+    assert (g[dropped] == 0).all() and (g[~dropped] > 0).all() and g[0, 3, 3] > 0
+    assert again["loss_cls"] < plain["loss_cls"]
+    for key in ("loss_box", "loss_offset"):
+        torch.testing.assert_close(again[key], plain[key])

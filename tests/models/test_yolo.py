@@ -130,3 +130,30 @@ def test_yolo_preset_and_config_errors():
         build("yolo-n", num_classes=3, head={"assigner": "atss"})
     with pytest.raises(ValueError, match="head.kind must be one of"):
         build("yolo-n", num_classes=3, head={"kind": "retina"})
+
+
+def test_crowd_regions_get_no_negative_objectness_loss():
+    """Non-positive locations inside an ``ignore`` region give their objectness no gradient;
+    the classification and box losses (positives only) do not change."""
+    torch.manual_seed(0)
+    head = YOLOXHead(num_classes=2, in_channels=8, strides=(8, 16), num_convs=1)
+    cls = [torch.randn(2, 2, 8, 8), torch.randn(2, 2, 4, 4)]
+    reg = [(torch.randn(2, 5, s, s) * 0.5).requires_grad_(True) for s in (8, 4)]
+    targets = [{"boxes": torch.tensor([[36.0, 36.0, 60.0, 60.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[4.0, 40.0, 30.0, 62.0]]), "labels": torch.tensor([0])}]
+    region = torch.tensor([[0.0, 0.0, 40.0, 40.0]])
+    ignored = [dict(t, ignore=region) for t in targets]
+    plain = head.loss(cls, reg, targets)
+    again = head.loss(cls, reg, ignored)
+    grads = torch.autograd.grad(again["loss_obj"], reg)
+    g_obj = torch.cat([g[:, 4].flatten(1) for g in grads], dim=1).abs()  # (B, P)
+    points, _, _ = head.points(cls)
+    inside = ((points[:, 0] > 0) & (points[:, 0] < 40) & (points[:, 1] > 0)
+              & (points[:, 1] < 40))
+    plain_grads = torch.autograd.grad(plain["loss_obj"], reg)
+    positive = torch.cat([g[:, 4].flatten(1) for g in plain_grads], dim=1) < 0  # target 1
+    dropped = inside[None] & ~positive
+    assert dropped.any() and (g_obj[dropped] == 0).all() and (g_obj[~dropped] > 0).all()
+    assert again["loss_obj"] < plain["loss_obj"]
+    for key in ("loss_cls", "loss_box"):
+        torch.testing.assert_close(again[key], plain[key])

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scaledet.losses.heatmap import penalty_reduced_focal_loss
-from scaledet.models.heads.dense import DenseHead, flatten_levels
+from scaledet.models.heads.dense import DenseHead, flatten_levels, ignore_weight
 from scaledet.models.layers import conv_block, init_weights
 
 
@@ -144,7 +144,9 @@ class CenterNetHead(DenseHead):
              ) -> dict[str, Tensor]:
         """Penalty-reduced focal loss on the heatmap (``loss_cls``, divided by the number of
         peaks), L1 losses on the size (``loss_box``) and offset (``loss_offset``) at the centre
-        cells (divided by their number), and the total ``loss``."""
+        cells (divided by their number), and the total ``loss``. Cells inside a target's
+        ``ignore (K, 4)`` xyxy regions (COCO crowds) that are no object's peak get no heatmap
+        loss."""
         logits = cls_maps[0].float()
         reg = flatten_levels(reg_maps).float()
         num_classes, h, w = logits.shape[1:]
@@ -157,8 +159,14 @@ class CenterNetHead(DenseHead):
             target.append(r)
         heatmaps = torch.stack(heatmaps)
         num_peaks = max(int((heatmaps == 1).sum()), 1)
-        loss_cls = penalty_reduced_focal_loss(logits, heatmaps, self.focal_alpha,
-                                              self.focal_beta) / num_peaks
+        focal = penalty_reduced_focal_loss(logits, heatmaps, self.focal_alpha, self.focal_beta,
+                                           reduction="none")  # (B, C, H, W)
+        points, _, _ = self.points(cls_maps)
+        peak = (heatmaps == 1).any(dim=1).flatten(1)  # (B, H * W), row-major as the points
+        keep = ignore_weight(points, targets, peak)  # crowd regions: no negatives
+        if keep is not None:
+            focal = focal * keep.view(-1, 1, h, w)
+        loss_cls = focal.sum() / num_peaks
         pred, target = torch.cat(pred), torch.cat(target)
         num_centres = max(target.shape[0], 1)
         l1 = F.l1_loss(pred, target, reduction="none").sum(dim=0) / num_centres  # (4,)

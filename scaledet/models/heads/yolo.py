@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scaledet.losses.iou_loss import iou_loss
-from scaledet.models.heads.dense import DenseHead, flatten_levels
+from scaledet.models.heads.dense import DenseHead, flatten_levels, ignore_weight
 from scaledet.models.layers import ConvBNAct, conv_block, init_weights
 from scaledet.models.simota import SimOTAAssigner
 
@@ -110,7 +110,8 @@ class YOLOXHead(DenseHead):
         """``loss_obj``, ``loss_cls``, ``loss_box`` (see the module docstring) and ``loss``.
 
         ``targets``: one dict per image with ``boxes (N, 4)`` xyxy input pixels and
-        ``labels (N,)`` int64.
+        ``labels (N,)`` int64, optionally ``ignore (K, 4)`` xyxy regions (COCO crowds) where
+        locations that are not positives get no objectness loss.
         """
         points, strides, _ = self.points(cls_maps)
         logits = flatten_levels(cls_maps).float()  # (B, P, C)
@@ -131,8 +132,10 @@ class YOLOXHead(DenseHead):
             box_pos.append(boxes[b, pos])
             box_target.append(t["boxes"][matched[pos]].float())
         num_pos = max(sum(len(p) for p in box_pos), 1)
+        keep = ignore_weight(points, targets, obj_target > 0)  # crowd regions: no negatives
         loss_obj = self.obj_loss_weight * F.binary_cross_entropy_with_logits(
-            reg[..., 4], obj_target, reduction="sum") / num_pos
+            reg[..., 4], obj_target, weight=None if keep is None else keep[..., 0],
+            reduction="sum") / num_pos
         loss_cls = F.binary_cross_entropy_with_logits(
             torch.cat(cls_pos), torch.cat(cls_target), reduction="sum") / num_pos
         loss_box = iou_loss(torch.cat(box_pos), torch.cat(box_target), self.box_loss,
