@@ -4,6 +4,9 @@ switch: safe headless and inside other programs).
 * ``losses.png``: every loss column of ``metrics.csv`` against the optimizer step.
 * ``map.png``: the validation mAP columns against wall-clock minutes.
 * ``pr_*.png``: precision-recall curves of the last validation (by ``scaledet.evaluation.plots``).
+* ``train_batch.jpg``: the first training batch as the model sees it (after augmentation),
+  with its target boxes and class names, and crowd (ignore) regions in grey: the quickest
+  check that labels, class names and augmentation are what you think.
 """
 
 from __future__ import annotations
@@ -85,3 +88,40 @@ def plot_pr(result: Any, out_dir: str | Path) -> list[Path]:
     from scaledet.evaluation.plots import plot_pr_curves
 
     return plot_pr_curves(result, out_dir, iou_thresholds=[0.5, 0.75])
+
+
+def plot_train_batch(images: Any, targets: list[dict], class_names: list[str],
+                     path: str | Path, max_images: int = 16) -> Path:
+    """Write the first ``max_images`` of a training batch as one JPEG grid with boxes drawn.
+
+    Args:
+        images: ``(B, 3, S, S)`` float in ``[0, 1]`` or uint8 (any device).
+        targets: per image ``boxes (N, 4)`` xyxy pixels of the image and ``labels (N,)``,
+            optionally ``ignore (K, 4)`` regions (drawn grey, unlabelled).
+        class_names: names indexed by label.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image, ImageDraw
+
+    from scaledet.inference.predictor import draw_detections
+
+    images = images[:max_images].detach().cpu()
+    if images.dtype != torch.uint8:
+        images = (images.float() * 255).round().clamp(0, 255).to(torch.uint8)
+    n, _, h, w = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = Image.new("RGB", (cols * w, rows * h), (114, 114, 114))
+    for i in range(n):
+        t = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in targets[i].items()}
+        hwc = np.ascontiguousarray(images[i].permute(1, 2, 0).numpy())
+        tile = draw_detections(hwc, {"boxes": t["boxes"], "labels": t["labels"]}, class_names)
+        draw = ImageDraw.Draw(tile)
+        for box in t.get("ignore", torch.zeros(0, 4)).tolist():
+            draw.rectangle(box, outline=(160, 160, 160), width=1)
+        grid.paste(tile, ((i % cols) * w, (i // cols) * h))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path, quality=90)
+    return path

@@ -16,7 +16,8 @@ Output folder::
     OUT/weights/best.safetensors (+ .json)   EMA weights with the best validation mAP
     OUT/weights/last.state.pt                 resume state (optimizer, EMA, scaler, RNG, counters)
     OUT/metrics.csv                           one row per epoch (mAP columns filled when evaluated)
-    OUT/plots/*.png
+    OUT/plots/*.png                           losses, mAP over time, PR curves
+    OUT/plots/train_batch.jpg                 the first training batch with its boxes
 """
 
 from __future__ import annotations
@@ -417,6 +418,8 @@ class Trainer:
                    disable=not (self.cfg.progress and self.is_main), mininterval=1.0,
                    dynamic_ncols=True)
         for images, targets in bar:
+            if self.step == 0 and self.cfg.plots and self.is_main:
+                self._plot_first_batch(images, targets)
             losses = self._train_step(images, targets)
             n_images += len(images) * self.world  # images/s of the whole run, all ranks
             if losses is not None:
@@ -649,6 +652,15 @@ class Trainer:
             self._truncate_csv()
         self._log(f"resumed from {path}: epoch {self.epoch}, step {self.step}, "
                    f"{self._elapsed_before / 60:.1f} min done")
+
+    def _plot_first_batch(self, images: torch.Tensor, targets: list[dict]) -> None:
+        from scaledet.engine.plots import plot_train_batch
+
+        names = self.meta.get("class_names") or []
+        try:
+            plot_train_batch(images, targets, list(names), self.out / "plots" / "train_batch.jpg")
+        except Exception as e:  # a plot must never stop a training
+            tqdm.write(f"warning: could not write plots/train_batch.jpg: {e}")
 
     def _write_plots(self) -> None:
         from scaledet.engine.plots import plot_metrics, plot_pr

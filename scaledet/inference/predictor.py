@@ -203,17 +203,19 @@ def _colour(label: int) -> tuple[int, int, int]:
 
 
 def draw_detections(image: np.ndarray, det: Detections, class_names: Sequence[str]) -> Image.Image:
-    """Boxes with ``"name score"`` labels drawn on a copy of ``image`` ((H, W, 3) uint8 RGB),
-    using PIL's built-in default font (nothing is downloaded)."""
+    """Boxes with ``"name score"`` labels (``"name"`` when ``det`` has no ``"scores"``, e.g.
+    ground truth) drawn on a copy of ``image`` ((H, W, 3) uint8 RGB), using PIL's built-in
+    default font (nothing is downloaded)."""
     im = Image.fromarray(image)
     draw = ImageDraw.Draw(im)
     font = ImageFont.load_default()
-    for (x1, y1, x2, y2), s, lab in zip(det["boxes"].tolist(), det["scores"].tolist(),
-                                        det["labels"].tolist()):
+    labels = det["labels"].tolist()
+    scores = det["scores"].tolist() if "scores" in det else [None] * len(labels)
+    for (x1, y1, x2, y2), s, lab in zip(det["boxes"].tolist(), scores, labels):
         colour = _colour(lab)
         draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
-        name = class_names[lab] if lab < len(class_names) else str(lab)
-        text = f"{name} {s:.2f}"
+        name = class_names[lab] if 0 <= lab < len(class_names) else str(lab)
+        text = name if s is None else f"{name} {s:.2f}"
         tx0, ty0, tx1, ty1 = draw.textbbox((x1, y1), text, font=font)
         ty = y1 - (ty1 - ty0) - 2 if y1 - (ty1 - ty0) - 2 >= 0 else y1
         draw.rectangle([x1, ty, x1 + (tx1 - tx0) + 2, ty + (ty1 - ty0) + 2], fill=colour)

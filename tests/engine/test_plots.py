@@ -1,0 +1,32 @@
+"""``plots/train_batch.jpg``: the first training batch drawn as a grid with its boxes."""
+
+import numpy as np
+import torch
+from PIL import Image
+
+from scaledet.engine.plots import plot_train_batch
+from scaledet.inference.predictor import _colour
+
+
+def test_train_batch_grid_draws_boxes_in_the_right_tile(tmp_path):
+    images = torch.full((5, 3, 40, 60), 0.5)  # 5 images -> 3 x 2 grid of 60 x 40 tiles
+    targets = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+               for _ in range(5)]
+    targets[4] = {"boxes": torch.tensor([[10.0, 20.0, 50.0, 38.0]]), "labels": torch.tensor([1]),
+                  "ignore": torch.tensor([[2.0, 2.0, 20.0, 12.0]])}
+    path = plot_train_batch(images, targets, ["a", "b"], tmp_path / "plots" / "b.jpg")
+    grid = np.asarray(Image.open(path)).astype(int)
+    assert grid.shape == (2 * 40, 3 * 60, 3)
+    x0, y0 = 1 * 60, 1 * 40  # image 4 is row 1, column 1
+    edge = grid[y0 + 30, x0 + 50]  # right edge of the box, below the label
+    assert np.abs(edge - np.array(_colour(1))).max() < 40  # JPEG
+    assert np.abs(grid[y0 + 30, x0 + 30] - 128).max() < 8  # inside: untouched grey
+    assert np.abs(grid[y0 + 30, 30] - 128).max() < 8  # the same place in image 1: no box
+    assert grid[y0 + 7, x0 + 2].mean() > 150  # the ignore region's light grey outline
+
+
+def test_uint8_batch_and_more_images_than_the_grid(tmp_path):
+    images = torch.zeros(20, 3, 16, 16, dtype=torch.uint8)
+    targets = [{"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]]), "labels": torch.tensor([7])}] * 20
+    path = plot_train_batch(images, targets, ["only"], tmp_path / "b.jpg")  # label 7: no name
+    assert Image.open(path).size == (4 * 16, 4 * 16)  # the first 16
