@@ -67,9 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["coco", "yolo"], default="coco")
     p = _add(dsub, "check", "scaledet.data.commands:check_command",
              "validate a dataset and print a report (exit 1 on errors; warnings do not fail)",
-             "  scaledet data check data/synth\n  scaledet data check my_yolo/data.yaml\n")
+             "  scaledet data check data/synth\n  scaledet data check my_yolo/data.yaml\n"
+             "  scaledet data check data/synth --plots runs/labels --imgsz 320\n")
     p.add_argument("dataset", help="COCO folder, YOLO data.yaml, or VOC folder")
     p.add_argument("--json", dest="json_out", help="also write the report as json")
+    p.add_argument("--plots", metavar="DIR",
+                   help="also write DIR/labels_<split>.png: objects per class and object sizes")
+    p.add_argument("--imgsz", type=int, default=320,
+                   help="training size the size plot also shows the objects at (default 320)")
     p = _add(dsub, "convert", "scaledet.data.commands:convert_command",
              "convert a dataset between COCO, YOLO (and from VOC)",
              "  scaledet data convert data/synth data/synth_yolo --to yolo\n"

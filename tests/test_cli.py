@@ -49,7 +49,7 @@ def test_train_writes_weights_metrics_and_plots(run):
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["step"] == "2" and rows[0]["mAP"] != ""
     assert float(rows[0]["loss"]) > 0
-    assert {"losses.png", "map.png", "pr_iou0.50.png", "train_batch.jpg"} <= {
+    assert {"losses.png", "map.png", "pr_iou0.50.png", "train_batch.jpg", "labels.png"} <= {
         p.name for p in (run / "plots").iterdir()}
 
 

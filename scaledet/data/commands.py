@@ -27,6 +27,18 @@ def check_command(args: argparse.Namespace) -> int:
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(report, indent=1), encoding="utf-8")
+    if args.plots:
+        from scaledet.data.io import available_splits, load_dataset
+        from scaledet.engine.plots import plot_labels
+
+        for split in available_splits(args.dataset):
+            try:
+                dataset = load_dataset(args.dataset, split)
+            except (ValueError, OSError) as e:  # the report above says what is wrong
+                print(f"no plot of {split}: {e}")
+                continue
+            path = plot_labels(dataset, Path(args.plots) / f"labels_{split}.png", args.imgsz)
+            print(f"wrote {path}")
     return 1 if report["num_errors"] else 0
 
 

@@ -122,11 +122,22 @@ def _fit(args: argparse.Namespace, out: Path, train_ds, val_ds,
         print(f"training {args.model} on {len(train_ds)} images ({train_ds.num_classes} classes), "
               f"{len(val_ds) if val_ds else 0} val images, imgsz {args.imgsz}, batch {args.batch}"
               f"{procs}, {_budget(args)}, device {cfg.device}, amp {_amp_name(cfg)} -> {out}")
+        if cfg.plots and not args.resume:
+            _plot_labels(train_ds, out / "plots" / "labels.png", args.imgsz)
     trainer = Trainer(model, loader, cfg, out, evaluate=validator, meta=meta)
     summary = trainer.fit(resume=args.resume)
     if getattr(loader, "num_skipped", 0):
         print(loader.summary())
     return summary
+
+
+def _plot_labels(dataset, path: Path, imgsz: int) -> None:
+    from scaledet.engine.plots import plot_labels
+
+    try:
+        plot_labels(dataset, path, imgsz)
+    except Exception as e:  # a plot must never stop a training
+        print(f"warning: could not write {path}: {e}")
 
 
 _BF16_SPEEDUPS: dict[tuple, float] = {}  # per process: two runs of one model choose alike

@@ -30,3 +30,35 @@ def test_uint8_batch_and_more_images_than_the_grid(tmp_path):
     targets = [{"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]]), "labels": torch.tensor([7])}] * 20
     path = plot_train_batch(images, targets, ["only"], tmp_path / "b.jpg")  # label 7: no name
     assert Image.open(path).size == (4 * 16, 4 * 16)  # the first 16
+
+
+def _dataset():
+    from scaledet.data.records import DetectionDataset, DetectionRecord
+
+    records = [DetectionRecord(1, "a.jpg", 200, 100, [[0, 0, 10, 40], [5, 5, 25, 25]], [0, 2]),
+               DetectionRecord(2, "b.jpg", 50, 80, [[0, 0, 16, 4], [0, 0, 30, 30], [1, 1, 1, 9]],
+                               [2, 2, 1], iscrowd=[False, True, False])]
+    return DetectionDataset(records, ["a", "b", "c"])
+
+
+def test_label_stats_count_and_size_non_crowd_boxes():
+    from scaledet.engine.plots import label_stats
+
+    counts, size, at_imgsz = label_stats(_dataset(), imgsz=100)
+    assert counts.tolist() == [1, 1, 2]  # the crowd box is no object; the empty one counts
+    np.testing.assert_allclose(size, [20, 20, 8])  # sqrt(10 * 40), sqrt(20 * 20), sqrt(16 * 4)
+    np.testing.assert_allclose(at_imgsz, [10, 10, 10])  # 200 px -> 100, 80 px -> 100
+    assert label_stats(_dataset())[2] is None
+
+
+def test_plot_labels_and_data_check_plots(tmp_path, capsys):
+    from scaledet.cli import main
+    from scaledet.engine.plots import plot_labels
+
+    path = plot_labels(_dataset(), tmp_path / "l.png", imgsz=64)
+    assert Image.open(path).size == (1100, 400)
+    assert main(["data", "synth", str(tmp_path / "d"), "--train", "3", "--val", "2",
+                 "--imgsz", "64"]) == 0
+    assert main(["data", "check", str(tmp_path / "d"), "--plots", str(tmp_path / "p")]) == 0
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["labels_train.png",
+                                                                  "labels_val.png"]
