@@ -137,11 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "val", "scaledet.engine.commands:val_command",
              "evaluate trained weights on a dataset split (12 COCO stats)",
-             "  scaledet val --weights runs/train/weights/best.safetensors --data data/synth\n")
+             "  scaledet val --weights runs/train/weights/best.safetensors --data data/synth\n"
+             "  scaledet val --weights W --data data/synth --json val.json --plots runs/val\n")
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="val")
     p.add_argument("--json", dest="json_out")
+    p.add_argument("--plots", metavar="DIR",
+                   help="also write PR curves and the confusion matrix as PNG to DIR")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu")
 

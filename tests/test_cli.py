@@ -49,15 +49,19 @@ def test_train_writes_weights_metrics_and_plots(run):
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["step"] == "2" and rows[0]["mAP"] != ""
     assert float(rows[0]["loss"]) > 0
-    assert {"losses.png", "map.png", "pr_iou0.50.png", "train_batch.jpg", "labels.png"} <= {
+    assert {"losses.png", "map.png", "pr_iou0.50.png", "train_batch.jpg", "labels.png",
+            "confusion_matrix.png"} <= {
         p.name for p in (run / "plots").iterdir()}
 
 
 def test_val_json(run, data, tmp_path, capsys):
     js = tmp_path / "val.json"
     assert main(["val", "--weights", str(run / "weights" / "best.safetensors"),
-                 "--data", str(data), "--json", str(js), "--batch", "4"]) == 0
+                 "--data", str(data), "--json", str(js), "--batch", "4",
+                 "--plots", str(tmp_path / "plots")]) == 0
     printed = capsys.readouterr().out
+    assert {"confusion_matrix.png", "pr_iou0.50.png"} <= {
+        p.name for p in (tmp_path / "plots").iterdir()}
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in printed
     got = json.loads(js.read_text())
     assert len(got["stats"]) == 12 and got["images_per_second"] > 0

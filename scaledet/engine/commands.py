@@ -366,6 +366,13 @@ def val_command(args: argparse.Namespace) -> int:
         payload = {**result.to_dict(), "images_per_second": validator.images_per_second}
         _write_json(args.json_out, payload)
         print(f"wrote {args.json_out}")
+    if getattr(args, "plots", None):
+        from scaledet.engine.plots import plot_pr
+
+        paths = plot_pr(result, args.plots)
+        paths.append(validator.confusion.plot(Path(args.plots) / "confusion_matrix.png",
+                                              list(dataset.class_names)))
+        print(f"wrote {', '.join(p.name for p in paths)} to {args.plots}")
     return 0
 
 

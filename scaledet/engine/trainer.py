@@ -16,7 +16,8 @@ Output folder::
     OUT/weights/best.safetensors (+ .json)   EMA weights with the best validation mAP
     OUT/weights/last.state.pt                 resume state (optimizer, EMA, scaler, RNG, counters)
     OUT/metrics.csv                           one row per epoch (mAP columns filled when evaluated)
-    OUT/plots/*.png                           losses, mAP over time, PR curves
+    OUT/plots/*.png                           losses, mAP over time, PR curves, confusion matrix,
+                                              labels (objects per class and size)
     OUT/plots/train_batch.jpg                 the first training batch with its boxes
 """
 
@@ -343,6 +344,7 @@ class Trainer:
         self.last_eval_at = -math.inf
         self.last_metrics: dict[str, float] = {}
         self.last_eval_result: Any = None  # evaluate()'s optional "_result" (for PR plots)
+        self.last_confusion: Any = None  # and "_confusion" (a ConfusionMatrix)
         self.history: list[float] = []  # total loss per step (nan where skipped)
         self._elapsed_before = 0.0
         self._t0 = time.monotonic()
@@ -566,6 +568,7 @@ class Trainer:
             raise ValueError("evaluate(model) must return a dict with an 'mAP' entry")
         self.last_eval_at = self.elapsed()
         self.last_eval_result = metrics.get("_result")
+        self.last_confusion = metrics.get("_confusion")
         self.last_metrics = {k: v for k, v in metrics.items() if not k.startswith("_")}
         return self.last_metrics
 
@@ -669,5 +672,8 @@ class Trainer:
             plot_metrics(self.out / "metrics.csv", self.out / "plots")
             if self.last_eval_result is not None:
                 plot_pr(self.last_eval_result, self.out / "plots")
+            if self.last_confusion is not None:
+                self.last_confusion.plot(self.out / "plots" / "confusion_matrix.png",
+                                         self.meta.get("class_names"))
         except Exception as e:  # a plotting problem must not lose a finished run
             tqdm.write(f"warning: could not write plots: {e}")
