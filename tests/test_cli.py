@@ -63,6 +63,7 @@ def test_val_json(run, data, tmp_path, capsys):
     assert {"confusion_matrix.png", "pr_iou0.50.png"} <= {
         p.name for p in (tmp_path / "plots").iterdir()}
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in printed
+    assert "category" in printed and "circle" in printed  # the per-category table
     got = json.loads(js.read_text())
     assert len(got["stats"]) == 12 and got["images_per_second"] > 0
     assert set(got["per_category"]) == set(load_weights(run / "weights" / "best.safetensors")[1]

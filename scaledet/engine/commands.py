@@ -361,6 +361,8 @@ def val_command(args: argparse.Namespace) -> int:
     validator = DetectionValidator(_loader(dataset, args, train=False), dataset, device)
     result = validator.run(model)
     print(result.summary())
+    if len(result.category_ids) <= 50:  # longer tables belong in --json
+        print(result.per_category_table())
     print(f"{len(dataset)} images, {validator.images_per_second:.1f} images/s")
     if args.json_out:
         payload = {**result.to_dict(), "images_per_second": validator.images_per_second}
