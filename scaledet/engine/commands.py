@@ -478,5 +478,6 @@ def _print_demo_summary(out: Path, summary: dict[str, Any], seconds: float) -> N
               f"large {m['mAP_large']:.4f})")
     print(f"  weights:      {out / 'train' / 'weights' / 'best.safetensors'}")
     print(f"  metrics:      {out / 'train' / 'metrics.csv'}")
-    print(f"  plots:        {out / 'train' / 'plots'}")
+    print(f"  plots:        {out / 'train' / 'plots'}  (train_batch.jpg, labels, losses, mAP, "
+          "PR curves, confusion matrix)")
     print(f"  predictions:  {out / 'predictions'}  (annotated images + predictions.json)")
