@@ -130,9 +130,11 @@ def plot_train_batch(images: Any, targets: list[dict], class_names: list[str],
 
 
 def label_stats(dataset: Any, imgsz: int | None = None) -> tuple[Any, Any, Any]:
-    """``(objects per class (C,), sizes (N,), sizes at imgsz (N,) or None)`` of a dataset's
-    non-crowd boxes with positive area; sizes are ``sqrt(w * h)`` in pixels, ``None`` when
-    ``imgsz`` is not given or letterboxing to it changes no size."""
+    """``(objects per class (C,), sizes (N,), sizes at imgsz (N,) or None)`` of a dataset.
+
+    Crowd regions are left out. Sizes are ``sqrt(w * h)`` in pixels of the boxes with positive
+    area; the third entry is ``None`` when ``imgsz`` is not given or letterboxing to it
+    changes no size."""
     import numpy as np
 
     counts = np.zeros(dataset.num_classes, dtype=np.int64)
