@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--time", type=float, default=None, help="wall-clock budget in minutes")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--workers", type=int, default=None,
-                   help="data-loading processes per --nproc rank (default: 2 shared by the "
-                        "ranks, at least 1 each)")
+                   help="data-loading processes per --nproc rank (default: 0 when every "
+                        "rank has one CPU core, as with --nproc auto on 2 cores; else 2 shared "
+                        "by the ranks, at least 1 each)")
     p.add_argument("--nproc", default="auto",
                    help="data-parallel training processes, or auto (default); each takes a "
                         "share of --batch and of the CPU cores (or one GPU each). auto: one "

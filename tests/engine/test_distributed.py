@@ -174,8 +174,9 @@ def test_all_cores_lends_rank_zero_every_core_and_gives_them_back():
 
 
 def test_cli_train_defaults_resolve_nproc_and_workers(tmp_path, monkeypatch):
-    """``--nproc`` defaults to auto and ``--workers`` to 2 shared by the ranks; the arguments
-    the ranks get (and the checkpoints record) hold the concrete numbers."""
+    """``--nproc`` defaults to auto and ``--workers`` to 0 when each CPU rank has one core,
+    else 2 shared by the ranks; the arguments the ranks get (and the checkpoints record) hold
+    the concrete numbers."""
     import json
 
     seen = {}
@@ -187,11 +188,16 @@ def test_cli_train_defaults_resolve_nproc_and_workers(tmp_path, monkeypatch):
 
     monkeypatch.setattr(distributed, "launch", fake_launch)
     monkeypatch.setattr(distributed, "auto_nproc", lambda device, batch: 2)
+    cores = {"n": 2}
+    monkeypatch.setattr(distributed, "threads_per_rank", lambda nproc: max(1, cores["n"] // nproc))
     data = tmp_path / "synth"
     assert main(["data", "synth", str(data), "--train", "8", "--val", "4", "--imgsz", "64"]) == 0
     base = ["train", "--data", str(data), "--imgsz", "64", "--epochs", "1"]
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
-    assert seen == {"nproc": 2, "workers": 1, "recorded": 2}
+    assert seen == {"nproc": 2, "workers": 0, "recorded": 2}  # one core per rank
+    cores["n"] = 4
+    assert main([*base, "--out", str(tmp_path / "a2")]) == 0
+    assert seen == {"nproc": 2, "workers": 1, "recorded": 2}  # two cores per rank
     assert main([*base, "--nproc", "1", "--out", str(tmp_path / "b")]) == 0
     assert seen == {"nproc": 1, "workers": 2, "recorded": 1}
     assert main([*base, "--workers", "3", "--out", str(tmp_path / "c")]) == 0
