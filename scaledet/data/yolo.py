@@ -62,12 +62,12 @@ def yaml_root(yaml_path: Path, data: dict[str, Any]) -> Path:
     only that one exists (yamls written for Ultralytics often name a folder from where the
     training is started).
     """
-    path = data.get("path")
-    if not path:
+    if not data.get("path"):
         return yaml_path.parent
-    beside = yaml_path.parent / str(path)
-    if not beside.exists() and not Path(str(path)).is_absolute() and Path(str(path)).is_dir():
-        return Path(str(path)).resolve()
+    path = Path(str(data["path"]))
+    beside = yaml_path.parent / path
+    if not beside.exists() and not path.is_absolute() and path.is_dir():
+        return path.resolve()
     return beside
 
 

@@ -158,11 +158,12 @@ class CenterNetHead(DenseHead):
             pred.append(reg[b, index])
             target.append(r)
         heatmaps = torch.stack(heatmaps)
-        num_peaks = max(int((heatmaps == 1).sum()), 1)
+        is_peak = heatmaps == 1  # (B, C, H, W)
+        num_peaks = max(int(is_peak.sum()), 1)
         focal = penalty_reduced_focal_loss(logits, heatmaps, self.focal_alpha, self.focal_beta,
                                            reduction="none")  # (B, C, H, W)
         points, _, _ = self.points(cls_maps)
-        peak = (heatmaps == 1).any(dim=1).flatten(1)  # (B, H * W), row-major as the points
+        peak = is_peak.any(dim=1).flatten(1)  # (B, H * W), row-major as the points
         keep = ignore_weight(points, targets, peak)  # crowd regions: no negatives
         if keep is not None:
             focal = focal * keep.view(-1, 1, h, w)
