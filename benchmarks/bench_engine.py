@@ -20,7 +20,8 @@ import time
 import torch
 
 from scaledet.engine.ema import ModelEMA
-from scaledet.engine.trainer import TrainConfig, build_optimizer, enable_grad_checkpointing
+from scaledet.engine.optim import build_optimizer, enable_grad_checkpointing
+from scaledet.engine.trainer import TrainConfig
 from scaledet.models import build
 
 

@@ -141,8 +141,8 @@ def bench_tta(weights: str, data: str, n: int) -> dict:
 def bench_onnx(weights: str, runs: int, threads: int) -> dict:
     import onnxruntime as ort
 
-    from scaledet.engine.checkpoint import model_from_weights
     from scaledet.inference.export import export_onnx
+    from scaledet.models.checkpoint import model_from_weights
 
     model, meta = model_from_weights(weights)
     imgsz = int(meta.get("imgsz", 320))

@@ -24,7 +24,8 @@ _CHILD = r"""
 import statistics, sys, time
 import torch
 from bench_engine import fake_batch
-from scaledet.engine.trainer import cpu_has_native_bf16, keep_freed_memory
+from scaledet.engine.runtime import keep_freed_memory
+from scaledet.ops.device import cpu_has_native_bf16
 from scaledet.models import build
 
 mode, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -21,7 +21,7 @@ import torch
 
 from scaledet.data.io import load_dataset
 from scaledet.data.loader import build_dataloader
-from scaledet.engine.validate import DetectionValidator
+from scaledet.evaluation.validator import DetectionValidator
 from scaledet.models import build
 
 

@@ -1,13 +1,37 @@
-"""scaledet: object detection in pure PyTorch, built around scale."""
+"""scaledet: object detection in pure PyTorch, built around scale.
+
+``scaledet.train``, ``scaledet.val`` and ``scaledet.load`` are the Python front end
+(:mod:`scaledet.api`); ``scaledet`` on the command line (:mod:`scaledet.cli`) runs the same code.
+
+Layers, lowest first; a module imports only from its own layer and those below it
+(``tests/test_layers.py`` checks every import):
+
+1. ``ops``: box formats, IoU, NMS, receptive fields, devices; imports nothing else of scaledet.
+2. ``losses``: focal, IoU-family and distribution losses.
+3. ``models``: layers, backbones, necks, heads, assigners, typed configs, presets, weight files.
+4. ``data``: dataset formats, checks, transforms, loaders, the built-in dataset.
+5. ``evaluation`` (COCO metrics, validation) and ``plots`` (every picture scaledet writes).
+6. ``inference`` (prediction, TTA, slicing, export, output writers) and ``engine`` (training);
+   neither imports the other.
+7. ``api`` and ``cli``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from scaledet.api import load, train, val
 
-def load(weights, **options):
-    """A :class:`~scaledet.inference.predictor.Predictor` for a ``.safetensors`` checkpoint:
-    ``scaledet.load("best.safetensors", conf=0.25)(images)`` -> one ``Result`` per image.
-    ``options``: ``device``, ``conf``, ``imgsz``, ``batch_size``, ``nms``, ``iou``,
-    ``max_det``, ``tta``, ``slicing`` (see ``Predictor``)."""
-    from scaledet.inference.predictor import Predictor
+__all__ = ["load", "train", "val"]
 
-    return Predictor(weights, **options)
+
+def __getattr__(name: str) -> Any:
+    # lazy: `import scaledet` stays fast and loads torch only when the front end is used
+    if name in __all__:
+        from scaledet import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'scaledet' has no attribute {name!r}")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scaledet.cli import main
-from scaledet.engine.checkpoint import load_weights
+from scaledet.models.checkpoint import load_weights
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -42,8 +42,8 @@ def test_train_writes_weights_metrics_and_plots(run):
     state, meta = load_weights(run / "weights" / "best.safetensors")
     assert meta["model"] == "fcos-n" and meta["imgsz"] == 64 and meta["epoch"] == 1
     assert meta["model_config"]["num_classes"] == 8 == len(meta["class_names"])
-    assert meta["train_args"]["batch"] == 8 and meta["category_ids"] == list(range(1, 9))
-    assert meta["train_args"]["amp"] in ("off", "bf16")  # --amp auto, resolved and recorded
+    assert meta["train_settings"]["batch"] == 8 and meta["category_ids"] == list(range(1, 9))
+    assert meta["train_settings"]["amp"] in ("off", "bf16")  # --amp auto, resolved and recorded
     assert all(torch.isfinite(v).all() for v in state.values())
     with (run / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -119,7 +119,7 @@ def test_same_seed_same_weights(run, data, tmp_path):
      "unknown model preset 'fcos-xxl'"),
     (["train", "--data", "{data}", "--epochs", "0", "--out", "{tmp}/r4"], "--epochs must be >= 1"),
     (["train", "--data", "{data}", "--epochs", "1", "--batch", "0", "--out", "{tmp}/r5"],
-     "--batch must be >= 1"),
+     "batch must be >= 1"),
     (["train", "--data", "{data}", "--epochs", "1", "--device", "tpu", "--out", "{tmp}/r6"],
      "unknown device"),
     (["val", "--weights", "{tmp}/missing.safetensors", "--data", "{data}"], "weights file not found"),
@@ -133,13 +133,13 @@ def test_same_seed_same_weights(run, data, tmp_path):
     (["train", "--data", "{data}", "--epochs", "1", "--set", "headnorm", "--out", "{tmp}/r7"],
      "expected FIELD=VALUE"),
     (["train", "--data", "{data}", "--epochs", "1", "--set", "heads.norm=gn", "--out", "{tmp}/r8"],
-     "unknown ModelConfig field 'heads'"),
+     "model.heads: not a field of ModelConfig; valid:"),
     (["train", "--data", "{data}", "--epochs", "1", "--train-option", "ema_tu=600", "--out",
-      "{tmp}/r9"], "--train-option ema_tu: not a TrainConfig field"),
+      "{tmp}/r9"], "train option ema_tu: not a field of TrainConfig; valid:"),
     (["train", "--data", "{data}", "--epochs", "1", "--augment", "mosiac=1", "--out",
-      "{tmp}/r10"], "--augment mosiac: not an AugmentConfig field"),
+      "{tmp}/r10"], "augment mosiac: not a field of AugmentConfig; valid:"),
     (["train", "--data", "{data}", "--epochs", "1", "--augment", "mosaic=2", "--out",
-      "{tmp}/r11"], "--augment: mosaic must be in [0, 1], got 2"),
+      "{tmp}/r11"], "augment: mosaic must be in [0, 1], got 2"),
 ])
 def test_bad_arguments_give_one_line_errors(argv, message, run, data, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path, data=data, run=run) for a in argv]
@@ -159,10 +159,11 @@ def test_help_has_examples(command, capsys):
 
 def test_set_overrides_the_preset_and_the_weights_remember_it(data, tmp_path):
     import scaledet
-    from scaledet.engine.commands import parse_overrides
+    from scaledet.cli.train import parse_assignments
 
-    assert parse_overrides(["head.norm=level_bn", "lr=0.01", "neck.channels=48", "act=silu"]) == {
-        "head": {"norm": "level_bn"}, "lr": 0.01, "neck": {"channels": 48}, "act": "silu"}
+    assert parse_assignments(["head.norm=level_bn", "lr=0.01", "neck.channels=48", "act=silu"],
+                             "--set") == {"head.norm": "level_bn", "lr": 0.01,
+                                          "neck.channels": 48, "act": "silu"}
     out = tmp_path / "gn"
     argv = ["train", "--data", str(data), "--imgsz", "64", "--epochs", "1", "--batch", "8",
             "--workers", "0", "--out", str(out), "--warmup", "1", "--set", "head.norm=gn"]
@@ -185,14 +186,13 @@ def test_train_option_sets_trainer_fields(data, tmp_path):
 
 
 def test_augment_reaches_the_training_loader(data):
-    import argparse
-
+    from scaledet.cli.train import parse_assignments
     from scaledet.data import load_dataset
-    from scaledet.engine.commands import _loader
+    from scaledet.engine.fit import TrainSettings, _loader
 
-    args = argparse.Namespace(imgsz=64, batch=2, workers=0, seed=0, device="cpu",
-                              augment=["mosaic=1.0", "scale_range=[0.75,1.25]", "hflip=0"])
-    aug = _loader(load_dataset(data, "train"), args, train=True).dataset.augment
+    settings = TrainSettings(data=str(data), imgsz=64, batch=2, workers=0, augment=parse_assignments(
+        ["mosaic=1.0", "scale_range=[0.75,1.25]", "hflip=0"], "--augment"))
+    aug = _loader(load_dataset(data, "train"), settings, train=True).dataset.augment
     assert aug.mosaic == 1.0 and aug.scale_range == (0.75, 1.25) and aug.hflip == 0
 
 

@@ -222,3 +222,20 @@ def _first_line(e: Exception) -> str:
     """The useful part of a decoder error (torchvision prefixes its C++ source location)."""
     text = str(e).strip().splitlines()
     return text[-1].rsplit(".cpp:", 1)[-1].lstrip("0123456789, ") if text else type(e).__name__
+
+
+def collect_images(sources: list[str]) -> list[Path]:
+    """Image files named directly or found (non-recursively, sorted) in the given folders."""
+    files: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"source not found: {p}")
+    if not files:
+        raise ValueError(f"no images found in {' '.join(sources)} "
+                         f"(looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files

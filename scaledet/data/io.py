@@ -23,9 +23,8 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
 
-from scaledet.data.records import DetectionDataset, LabelProblem
+from scaledet.data.records import DetectionDataset, LabelProblem, read_yaml_mapping
 
 SPLITS = ("train", "val", "test")
 
@@ -112,18 +111,6 @@ def _detect(path: Path) -> tuple[str, Path]:
     raise FileNotFoundError(
         f"{path}: not a dataset folder: expected annotations/*.json (COCO), data.yaml (YOLO) "
         "or Annotations/ + JPEGImages/ (VOC)")
-
-
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid yaml ({e})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    return data
 
 
 def _split_from_json_name(json_path: Path) -> str:

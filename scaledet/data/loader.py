@@ -12,7 +12,8 @@ The contract (what the engine codes against)::
                  #   "image_id":  int (record.image_id)
                  #   "orig_size": (h, w) of the original image
                  #   "scale":     float, original-pixel box = input box / scale
-                 #   "ignore":    (K, 4) float32 xyxy, training only: crowd regions
+                 #   "ignore":    (K, 4) float32 xyxy, training only: crowd regions (and a
+                 #                SNIPER chip's objects that are not its targets)
 
 * Evaluation (``train=False``): letterbox only, deterministic. Resize so the longer side is
   ``imgsz`` and pad bottom/right with grey ``114 / 255``; ``boxes / scale`` are original pixels.
@@ -24,6 +25,14 @@ The contract (what the engine codes against)::
   Ultralytics drop them).
   ``image_id`` / ``orig_size`` / ``scale`` are those of the first image of a mosaic and do not
   map augmented boxes back to the original image.
+* SNIPER chips (``augment.chips`` > 0, off by default): with that probability a training sample
+  is a chip (``scaledet.data.sampling.pick_chip`` / ``cut_chip``) of the image as loaded
+  (longer side ``imgsz``) instead of the whole image, never a mosaic; the objects out of the
+  chip's valid range or cut by it go into ``"ignore"`` with the crowd regions. A chip zoomed in
+  beyond the loaded image is cut from the image decoded again at the resolution it needs (at
+  most the file's own), so small objects keep their detail. Its ``scale`` is the original to
+  chip zoom (the chip's offset is not recorded). Chips are ``augment.chip_size`` pixels (0: the
+  training side); a batch mixing sizes is padded bottom/right with grey to the largest.
 * Shuffling (default: ``train``) and ``drop_last`` (default: ``train``; a dataset smaller than
   one batch still gives one batch).
 * Keyword-only extras: ``cache=True | False | "auto"`` (decoded-image RAM cache) and
@@ -58,7 +67,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -69,7 +78,15 @@ from tqdm import tqdm
 
 from scaledet.data.images import ImageReadError, read_image_for_side
 from scaledet.data.records import DetectionDataset
-from scaledet.data.transforms import AugmentConfig, Sample, letterbox, train_transform
+from scaledet.data.sampling import ScaleRange, cut_chip, default_sniper_scales, pick_chip
+from scaledet.data.transforms import (
+    PAD_VALUE,
+    AugmentConfig,
+    Sample,
+    flip_and_jitter,
+    letterbox,
+    train_transform,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +233,8 @@ class DetectionTorchDataset(Dataset):
             out, extra = letterbox(sample, self.imgsz)
             return _as_item(out, self.dataset.records[index].image_id, size, scale * extra)
         rng = np.random.default_rng((self.seed, epoch, index))
+        if self.augment.chips > 0 and rng.random() < self.augment.chips:  # no draw when off
+            return self._chip_item(index, sample, size, scale, imgsz, rng)
         samples = [sample]
         use_mosaic = rng.random() < mosaic_p
         if use_mosaic:
@@ -227,6 +246,52 @@ class DetectionTorchDataset(Dataset):
         letterbox_scale = scale * imgsz / max(sample.height, sample.width)
         return _as_item(out, self.dataset.records[index].image_id, size, letterbox_scale,
                         split_crowd=True)
+
+    def _chip_item(self, index: int, sample: Sample, size: tuple[int, int], scale: float,
+                   imgsz: int, rng: np.random.Generator) -> dict:
+        """A SNIPER chip of the loaded ``sample`` (see ``AugmentConfig.chips``)."""
+        cfg = self.augment
+        side = cfg.chip_size or imgsz
+        frame = (sample.height, sample.width)
+        if cfg.chip_ranges:
+            scales = [ScaleRange(*r) for r in cfg.chip_ranges]
+        else:
+            scales = default_sniper_scales(frame, side)
+        # Chips are placed on the boxes clipped to the image (an edge box may stick out of the
+        # rounded image size by a fraction of a pixel, or out of the image in the annotation).
+        limit = torch.tensor([frame[1], frame[0], frame[1], frame[0]], dtype=torch.float32)
+        placed = torch.minimum(sample.boxes.clamp(min=0), limit)
+        chip = pick_chip(placed, frame, scales, side, rng, cfg.chip_stride, cfg.chip_negatives,
+                         objects=sample.labels != CROWD_LABEL)
+        source, finer = self._chip_source(index, sample, size, scale, chip.scale)
+        out, ignore = cut_chip(source, replace(chip, scale=chip.scale / finer), cfg.min_size)
+        out.labels = out.labels.masked_fill(ignore, CROWD_LABEL)
+        out = flip_and_jitter(out, rng, cfg)
+        return _as_item(out, self.dataset.records[index].image_id, size, scale * chip.scale,
+                        split_crowd=True)
+
+    def _chip_source(self, index: int, sample: Sample, size: tuple[int, int], scale: float,
+                     zoom: float) -> tuple[Sample, float]:
+        """The image to cut a chip zoomed by ``zoom`` (relative to the loaded ``sample``) from.
+
+        Upsampling the loaded image (longer side ``imgsz``) would blur exactly the small
+        objects chips zoom in on, so when the file has more pixels the image is decoded again
+        at the side the chip needs (at most the file's own; not cached).
+
+        Returns:
+            ``(sample, its resolution relative to the loaded one)``: the loaded sample and 1.0
+            when that is enough or the second decode fails.
+        """
+        side = max(sample.height, sample.width)
+        want = min(max(size), round(side * zoom))
+        if want <= side:
+            return sample, 1.0
+        got = self._decode(index, want)
+        if isinstance(got, Skipped):
+            return sample, 1.0
+        image, _, fine_scale = got
+        boxes = torch.as_tensor(self.dataset.records[index].boxes, dtype=torch.float32)
+        return Sample(image, boxes * fine_scale, sample.labels), fine_scale / scale
 
 
 def _as_item(sample: Sample, image_id: int, size: tuple[int, int], scale: float,
@@ -247,13 +312,22 @@ def collate(batch: list[dict | Skipped]) -> tuple[Tensor, list[dict], list[Skipp
 
     Returns:
         ``(images (B, 3, S, S) as produced (uint8 from the dataset), targets (B dicts without
-        "image"), skipped)``; ``B`` may be 0 when every image of the batch failed.
+        "image"), skipped)``; ``B`` may be 0 when every image of the batch failed. Samples of
+        different sides (SNIPER chips with whole images) are padded bottom/right with grey to
+        the largest, which leaves their boxes as they are.
     """
     good = [b for b in batch if not isinstance(b, Skipped)]
     skipped = [b for b in batch if isinstance(b, Skipped)]
     if not good:
         return torch.zeros(0, 3, 0, 0, dtype=torch.uint8), [], skipped
-    images = torch.stack([b["image"] for b in good])
+    sizes = [tuple(b["image"].shape[-2:]) for b in good]
+    if len(set(sizes)) == 1:
+        images = torch.stack([b["image"] for b in good])
+    else:  # SNIPER chips of another side than the whole-image samples: pad to the largest
+        h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
+        images = torch.full((len(good), 3, h, w), PAD_VALUE, dtype=good[0]["image"].dtype)
+        for out, b in zip(images, good):
+            out[:, :b["image"].shape[-2], :b["image"].shape[-1]] = b["image"]
     targets = [{k: v for k, v in b.items() if k != "image"} for b in good]
     return images, targets, skipped
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -135,3 +135,16 @@ def report_problem(problems: list[LabelProblem] | None, kind: str, where: str,
     if problems is None:
         raise ValueError(f"{where}: {message}")
     problems.append(LabelProblem(kind, where, message))
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The mapping at the top of a yaml file; a ``ValueError`` naming the file otherwise."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid yaml ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return data

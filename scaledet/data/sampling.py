@@ -9,6 +9,10 @@
   a few chips instead of all its pixels.
 * Sliced inference (SAHI-style): overlapping tiles that cover a large image.
 
+Training with chips (``AugmentConfig.chips``): the loader draws one chip per sample with
+``pick_chip`` and cuts it with ``cut_chip``; objects that are not the chip's targets come out as
+ignore regions (see ``scaledet.data.loader``).
+
 Conventions: object *size* is ``sqrt(w * h)`` of the box in **original-image pixels**, and
 valid ranges are given in original pixels too, as in SNIP (small objects are valid at the
 upsampled scales, large ones at the downsampled ones). A *scale* is a resize factor of the
@@ -20,13 +24,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from scaledet.data.transforms import Sample, crop, resize
+from scaledet.data.transforms import Sample, crop, resize, resized_crop
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,77 @@ def crop_chip(sample: Sample, chip: Chip, chip_size: int, ranges: ScaleRange | N
     if ranges is None:
         return out, torch.zeros(len(out.boxes), dtype=torch.bool)
     return out, ~ranges.valid(out.boxes / s)
+
+
+# ---- chips as training samples ------------------------------------------------------------
+
+
+def pick_chip(boxes: Tensor, image_size: tuple[int, int], scales: Sequence[ScaleRange],
+              chip_size: int, rng: np.random.Generator, stride: int = 32,
+              negative: float = 0.0, objects: Tensor | None = None) -> Chip:
+    """One SNIPER chip for a training sample: a positive chip, or a background chip.
+
+    The chips are ``sniper_chips``' (with one random negative chip per scale). A positive chip
+    is drawn uniformly, so that over the epochs each positive chip of the image is trained on
+    about equally often, as SNIPER trains on all of them every epoch; with probability
+    ``negative`` a negative chip is drawn instead. Without a positive chip (no object, or none
+    that a chip can hold) a negative chip is taken, and without either a random candidate
+    window at a random scale (everything in it is then ignored).
+
+    Args:
+        boxes: ``(N, 4)`` xyxy, original pixels.
+        image_size: ``(height, width)`` of the original image.
+        scales: pyramid scales with their valid ranges (at least one).
+        chip_size, stride: as in ``sniper_chips``.
+        rng: the sample's generator (the choice and the negative chips follow it).
+        negative: probability of a negative chip when the image has both kinds.
+        objects: ``(N,)`` bool, the boxes that may be chip targets (others, e.g. crowd regions,
+            never are and do not keep negative chips away); ``None``: all.
+
+    Returns:
+        The chip; its ``positives`` index ``boxes``.
+    """
+    if not scales:
+        raise ValueError("pick_chip needs at least one scale")
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    index = (torch.arange(len(boxes)) if objects is None
+             else torch.as_tensor(objects, dtype=torch.bool).nonzero().flatten())
+    chips = sniper_chips(boxes[index], image_size, scales, chip_size, stride,
+                         negatives_per_scale=1, rng=rng)
+    pos = [c for c in chips if c.positives]
+    neg = [c for c in chips if not c.positives]
+    if neg and (not pos or rng.random() < negative):
+        chip = neg[int(rng.integers(len(neg)))]
+    elif pos:
+        chip = pos[int(rng.integers(len(pos)))]
+    else:
+        r = scales[int(rng.integers(len(scales)))]
+        h, w = round(image_size[0] * r.scale), round(image_size[1] * r.scale)
+        cand = chip_candidates(h, w, chip_size, stride)
+        chip = Chip(r.scale, tuple(cand[int(rng.integers(len(cand)))].tolist()))
+    return replace(chip, positives=tuple(index[list(chip.positives)].tolist()))
+
+
+def cut_chip(sample: Sample, chip: Chip, min_size: float = 0.0) -> tuple[Sample, Tensor]:
+    """``chip`` as a training sample: its window of ``sample`` resized by ``chip.scale``.
+
+    Only the pixels under the window are resized (``resized_crop``). Every box visible in the
+    window is kept, clipped to it; the chip's ``positives`` are its targets and the other boxes
+    (out of the chip's valid range, cut by the window, or not objects) are regions to ignore,
+    as are positives narrower or shorter than ``min_size`` chip pixels.
+
+    Returns:
+        ``(chip sample (3, S, S) with boxes in chip pixels, ignore (K,) bool)``.
+    """
+    tagged = replace(sample, labels=torch.arange(len(sample.boxes)))
+    out = resized_crop(tagged, chip.scale, chip.window)
+    index = out.labels
+    positive = torch.zeros(len(sample.boxes), dtype=torch.bool)
+    positive[list(chip.positives)] = True
+    w = out.boxes[:, 2] - out.boxes[:, 0]
+    h = out.boxes[:, 3] - out.boxes[:, 1]
+    ignore = ~positive[index] | (w < min_size) | (h < min_size)
+    return Sample(out.image, out.boxes, sample.labels[index]), ignore
 
 
 # ---- sliced inference ---------------------------------------------------------------------

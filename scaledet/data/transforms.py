@@ -74,6 +74,32 @@ class AugmentConfig:
         hue: hue rotation, uniformly in ``[-hue, hue]`` turns of the colour wheel.
         min_size: boxes narrower or shorter than this (pixels, after transforms) are dropped.
         min_visible: a box cut by a crop is kept only when this fraction of its area remains.
+        chips: probability that a training sample is a SNIPER chip (``scaledet.data.sampling``)
+            instead of the whole image; 0 (the default) turns chips off. A chip is a
+            ``chip_size`` square cut from the image zoomed by one of the ``chip_ranges`` scales,
+            placed to hold objects whose size is in that scale's valid range: those are its
+            targets, and every other object visible in it (out of range, cut by the chip's edge,
+            smaller than ``min_size`` or a crowd region) becomes an ``ignore`` region, so the
+            detector learns each object size at the scales where it sees it well and is not
+            punished for the others. A chip sample is neither mosaicked nor scale-jittered (the
+            chip scale is its scale); it is flipped and colour-jittered like the others. The
+            chip draw comes first: ``mosaic`` applies to the samples that are not chips, so
+            ``chips=0.5, mosaic=1.0`` gives half chips and half mosaics, and
+            ``loader.set_mosaic(0.0)`` leaves chips on.
+        chip_size: chip side in pixels; 0 = the training image side. A batch mixing chips of
+            another side with whole-image samples is padded bottom/right (grey) to the largest.
+        chip_ranges: one ``(scale, min_size, max_size)`` per chip scale: a resize factor of the
+            image as the loader reads it (longer side ``imgsz``), and the valid range of object
+            sizes ``sqrt(w * h)`` in pixels of that image (``max_size`` ``inf`` or ``None``: no
+            bound). Give overlapping ranges that cover all sizes, one of them at the scale that
+            fits the whole image in a chip (``chip_size / imgsz``) with no upper bound, so that
+            every object is a target somewhere. ``()``: SNIPER's three scales and ranges
+            (``default_sniper_scales``).
+        chip_stride: spacing in pixels of the candidate chip positions (finer: tighter chips,
+            more work to place them).
+        chip_negatives: probability that a chip sample is a background chip (one that overlaps
+            no object) when the image has one; the other chips are drawn uniformly from the
+            image's positive chips.
     """
 
     scale_range: tuple[float, float] = (0.5, 1.5)
@@ -85,17 +111,45 @@ class AugmentConfig:
     hue: float = 0.015
     min_size: float = 2.0
     min_visible: float = 0.25
+    chips: float = 0.0
+    chip_size: int = 0
+    chip_ranges: tuple[tuple[float, float, float], ...] = ()
+    chip_stride: int = 32
+    chip_negatives: float = 0.1
 
     def __post_init__(self) -> None:
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range must satisfy 0 < lo <= hi, got {self.scale_range}")
-        for name in ("hflip", "mosaic", "min_visible"):
+        for name in ("hflip", "mosaic", "min_visible", "chips", "chip_negatives"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("brightness", "contrast", "saturation", "hue", "min_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.chip_size != 0 and (self.chip_size != int(self.chip_size) or self.chip_size < 8):
+            raise ValueError(f"chip_size must be 0 (the training side) or an integer >= 8 "
+                             f"pixels, got {self.chip_size}")
+        if self.chip_stride != int(self.chip_stride) or self.chip_stride < 1:
+            raise ValueError(f"chip_stride must be an integer >= 1 pixel, got {self.chip_stride}")
+        self.chip_size, self.chip_stride = int(self.chip_size), int(self.chip_stride)
+        self.chip_ranges = _chip_ranges(self.chip_ranges)
+
+
+def _chip_ranges(ranges) -> tuple[tuple[float, float, float], ...]:
+    """``chip_ranges`` as float triples (from the command line they come as lists, an open
+    upper bound as ``None``); a ``ValueError`` for a malformed one."""
+    out = []
+    for item in ranges:
+        if isinstance(item, (str, bytes)) or not hasattr(item, "__len__") or len(item) != 3:
+            raise ValueError(f"chip_ranges: each must be (scale, min_size, max_size), got {item!r}")
+        scale, lo, hi = item
+        scale, lo, hi = float(scale), float(lo), math.inf if hi is None else float(hi)
+        if not scale > 0 or not 0 <= lo <= hi:
+            raise ValueError(f"chip_ranges: need scale > 0 and 0 <= min_size <= max_size, got "
+                             f"{tuple(item)}")
+        out.append((scale, lo, hi))
+    return tuple(out)
 
 
 # ---- boxes ------------------------------------------------------------------------------
@@ -359,6 +413,12 @@ def train_transform(samples: list[Sample], imgsz: int, rng: np.random.Generator,
         out = mosaic(samples[:4], imgsz, rng, cfg.scale_range, cfg.min_visible, cfg.min_size)
     else:
         out = scale_jitter(samples[0], imgsz, rng, cfg)
+    return flip_and_jitter(out, rng, cfg)
+
+
+def flip_and_jitter(sample: Sample, rng: np.random.Generator, cfg: AugmentConfig) -> Sample:
+    """The last training steps, shared by whole-image samples and SNIPER chips: a horizontal
+    flip with probability ``cfg.hflip``, then colour jitter."""
     if rng.random() < cfg.hflip:
-        out = hflip(out)
-    return color_jitter(out, rng, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
+        sample = hflip(sample)
+    return color_jitter(sample, rng, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)

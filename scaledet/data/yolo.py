@@ -24,8 +24,13 @@ from typing import Any
 import numpy as np
 
 from scaledet.data.images import IMAGE_SUFFIXES, ImageReadError, image_size
-from scaledet.data.io import read_yaml_mapping
-from scaledet.data.records import DetectionDataset, DetectionRecord, LabelProblem, report_problem
+from scaledet.data.records import (
+    DetectionDataset,
+    DetectionRecord,
+    LabelProblem,
+    read_yaml_mapping,
+    report_problem,
+)
 
 
 def read_yolo(yaml_path: str | Path, split: str = "train", *,

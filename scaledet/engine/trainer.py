@@ -23,11 +23,7 @@ Output folder::
 
 from __future__ import annotations
 
-import csv
-import functools
 import math
-import os
-import random
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -35,24 +31,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from scaledet.engine import distributed
-from scaledet.engine.checkpoint import (
-    load_train_state,
-    save_train_state,
-    save_weights,
-    to_jsonable,
-)
+from scaledet.engine.checkpoint import load_train_state, save_train_state
 from scaledet.engine.ema import ModelEMA
+from scaledet.engine.metrics_log import ROW_KEYS, MetricsLog
+from scaledet.engine.optim import build_optimizer, enable_grad_checkpointing
+from scaledet.engine.runtime import rng_state, seed_everything, set_rng_state
 from scaledet.engine.schedule import WarmupCosine
-from scaledet.models.layers import checkpoint_call
-
-METRIC_KEYS = ["mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large", "AR100"]
-_ROW_KEYS = ("epoch", "step", "elapsed_s", "lr", "images_per_s")
+from scaledet.models.checkpoint import save_weights, to_jsonable
+from scaledet.ops.device import resolve_amp, resolve_device
 
 
 class TrainingDiverged(RuntimeError):
@@ -130,154 +121,6 @@ class TrainConfig:
             raise ValueError(f"progressive_until must be in [0, 1], got {self.progressive_until}")
 
 
-# ---- small pieces ---------------------------------------------------------------------------
-
-MALLOC_TRIM_THRESHOLD = 1 << 30
-MALLOC_MMAP_THRESHOLD = 32 << 20
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the OS.
-
-    By default glibc serves blocks above a (dynamic) threshold with their own ``mmap`` and
-    returns freed memory at the top of the heap: a training step's activations (a few MB each)
-    are then faulted in page by page at every step, which costs several microseconds a page
-    on a virtual machine. With blocks up to 32 MB from the heap and up to 1 GB of free memory
-    kept, an fcos-n training step on 2-core AMD EPYC VMs ran 5-10% faster (benchmarks/RESULTS.md,
-    session 9); memory freed during training then stays with the process. Does nothing when
-    a ``MALLOC_*`` environment variable is set (the user's choice wins) or off glibc. Returns
-    whether the settings were applied.
-    """
-    if any(k.startswith("MALLOC_") for k in os.environ):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-        return bool(libc.mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)
-                    and libc.mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD))
-    except (OSError, AttributeError):  # not glibc
-        return False
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - the global RNG is what user code may use
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device: unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None: full fp32)."""
-    if amp == "off":
-        return None
-    if device.type == "cuda":
-        if amp == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if amp == "bf16" else torch.float16
-    if amp == "fp16":
-        raise ValueError("--amp fp16 is for CUDA; use --amp bf16 on CPU")
-    if amp == "auto":  # by the flags; `scaledet train` times both on the model instead, as
-        return torch.bfloat16 if cpu_has_native_bf16() else None  # some such CPUs lose with bf16
-    return torch.bfloat16
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16, read from
-    /proc/cpuinfo); without them bf16 autocast is emulated and slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights with decay; biases and norm parameters (ndim <= 1) without."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        wd = 5e-4 if cfg.weight_decay is None else cfg.weight_decay
-        return torch.optim.SGD(param_groups(model, wd), lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=True)
-    wd = 0.05 if cfg.weight_decay is None else cfg.weight_decay
-    groups = param_groups(model, wd)
-    try:  # the fused kernel: 1.2 vs 6.0 ms per step for fcos-n on one CPU core
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=True)
-    except (RuntimeError, TypeError):  # a device or dtype without the fused kernel
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
-
-
-def enable_grad_checkpointing(model: nn.Module) -> int:
-    """Recompute the backbone's activations in the backward pass instead of storing them.
-
-    Uses the backbone's own ``set_grad_checkpointing(True)`` if it has one; otherwise wraps each
-    direct child of ``model.backbone`` that has parameters in ``torch.utils.checkpoint``. Returns
-    the number of checkpointed blocks. The recomputation runs with BatchNorm running-statistics
-    updates frozen, so each batch updates them once, as without checkpointing.
-    """
-    backbone = getattr(model, "backbone", None)
-    if backbone is None:
-        raise ValueError("--grad-ckpt needs a model with a .backbone")
-    if hasattr(backbone, "set_grad_checkpointing"):
-        backbone.set_grad_checkpointing(True)
-        return 1
-    blocks = [m for m in backbone.children() if any(True for _ in m.parameters())]
-    for block in blocks:
-        block.forward = functools.partial(_checkpointed_call, type(block).forward.__get__(block),
-                                          block)
-    return len(blocks)
-
-
-def _checkpointed_call(forward: Callable, module: nn.Module, *args, **kwargs):
-    if not (module.training and torch.is_grad_enabled()):
-        return forward(*args, **kwargs)
-    return checkpoint_call(module, forward, *args, **kwargs)
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states as tensors/ints/lists (``weights_only``-loadable)."""
-    py = random.getstate()
-    _, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
-    state = {"python": [py[0], list(py[1]), py[2]],
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
     return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
              for k, v in t.items()} for t in targets]
@@ -306,6 +149,7 @@ class Trainer:
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
         self.out = Path(out)
         self.weights_dir = self.out / "weights"
+        self.metrics_log = MetricsLog(self.out / "metrics.csv")
         self.loader = train_loader
         self.steps_per_epoch = len(train_loader)
         if self.steps_per_epoch == 0:
@@ -547,10 +391,10 @@ class Trainer:
     def _validate_and_save(self, row: dict[str, float], final: bool) -> None:
         row = {"epoch": self.epoch, "step": self.step, "elapsed_s": round(self.elapsed(), 2),
                "lr": self.optimizer.param_groups[0]["lr"], **row}
-        loss_keys = [k for k in row if k not in _ROW_KEYS]
+        loss_keys = [k for k in row if k not in ROW_KEYS]
         metrics = self._run_eval() if self._should_eval(final) else {}
         row.update(metrics)
-        self._append_csv(row, loss_keys)
+        self.metrics_log.append(row, loss_keys)
         improved = bool(metrics) and metrics["mAP"] > self.best_map
         if improved:
             self.best_map = float(metrics["mAP"])
@@ -579,36 +423,6 @@ class Trainer:
                     f"  (best {self.best_map:.4f})")
         msg += f"  {row['images_per_s']:.1f} img/s  {row['elapsed_s'] / 60:.1f} min"
         tqdm.write(msg)
-
-    def _append_csv(self, row: dict[str, Any], loss_keys: list[str]) -> None:
-        """Columns: epoch, step, elapsed_s, lr, the loss terms, images_per_s, METRIC_KEYS,
-        val_images_per_s (fixed by the first row; a resumed run appends to the same file)."""
-        path = self.out / "metrics.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_file() and path.stat().st_size > 0:
-            with path.open(newline="") as f:
-                fields = next(csv.reader(f))
-            mode = "a"
-        else:
-            fields = [*_ROW_KEYS[:4], *loss_keys, "images_per_s", *METRIC_KEYS,
-                      "val_images_per_s"]
-            mode = "w"
-        with path.open(mode, newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore", restval="")
-            if mode == "w":
-                w.writeheader()
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-    def _truncate_csv(self) -> None:
-        """On resume: drop rows written after the checkpoint we resume from."""
-        path = self.out / "metrics.csv"
-        if not path.is_file():
-            return
-        with path.open(newline="") as f:
-            rows = list(csv.reader(f))
-        keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= self.epoch]
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerows(keep)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def checkpoint_meta(self) -> dict[str, Any]:
@@ -652,12 +466,12 @@ class Trainer:
         self.history = list(state["history"])
         set_rng_state(state["rng"])
         if self.is_main:
-            self._truncate_csv()
+            self.metrics_log.truncate(self.epoch)
         self._log(f"resumed from {path}: epoch {self.epoch}, step {self.step}, "
                    f"{self._elapsed_before / 60:.1f} min done")
 
     def _plot_first_batch(self, images: torch.Tensor, targets: list[dict]) -> None:
-        from scaledet.engine.plots import plot_train_batch
+        from scaledet.plots.draw import plot_train_batch
 
         names = self.meta.get("class_names") or []
         try:
@@ -666,14 +480,16 @@ class Trainer:
             tqdm.write(f"warning: could not write plots/train_batch.jpg: {e}")
 
     def _write_plots(self) -> None:
-        from scaledet.engine.plots import plot_metrics, plot_pr
+        from scaledet.plots.confusion import plot_confusion
+        from scaledet.plots.pr import plot_pr
+        from scaledet.plots.training import plot_metrics
 
         try:
             plot_metrics(self.out / "metrics.csv", self.out / "plots")
             if self.last_eval_result is not None:
                 plot_pr(self.last_eval_result, self.out / "plots")
             if self.last_confusion is not None:
-                self.last_confusion.plot(self.out / "plots" / "confusion_matrix.png",
-                                         self.meta.get("class_names"))
+                plot_confusion(self.last_confusion, self.out / "plots" / "confusion_matrix.png",
+                               self.meta.get("class_names"))
         except Exception as e:  # a plotting problem must not lose a finished run
             tqdm.write(f"warning: could not write plots: {e}")

@@ -5,6 +5,7 @@ The COCO evaluator needs only numpy; the segmentation metrics (torch) load on fi
 """
 
 from scaledet.evaluation.coco import (
+    METRIC_NAMES,
     STAT_NAMES,
     COCOEvalResult,
     COCOEvaluator,
@@ -14,6 +15,9 @@ from scaledet.evaluation.coco import (
 )
 
 __all__ = [
+    "METRIC_NAMES",
+    "DetectionValidator",
+    "ConfusionMatrix",
     "STAT_NAMES",
     "COCOEvalResult",
     "COCOEvaluator",
@@ -26,6 +30,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    if name == "DetectionValidator":
+        from scaledet.evaluation.validator import DetectionValidator
+
+        return DetectionValidator
+    if name == "ConfusionMatrix":
+        from scaledet.evaluation.confusion import ConfusionMatrix
+
+        return ConfusionMatrix
     if name in ("SegmentationMetrics", "metrics_from_confusion"):
         from scaledet.evaluation import segmentation
 

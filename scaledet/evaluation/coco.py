@@ -48,6 +48,11 @@ from scaledet.evaluation.coco_engine import (
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+"""The 12 COCO stats in pycocotools' order, as named in ``--json`` outputs."""
+METRIC_NAMES = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
+                "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+"""The same 12 stats as named in training logs (``metrics.csv``), checkpoints, plots and the
+dicts :func:`scaledet.train` and :func:`scaledet.val` return."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,8 +312,8 @@ class COCOEvalResult:
 
     @property
     def metrics(self) -> dict[str, float]:
-        """The 12 stats by name: ``{"AP": ..., "AP50": ..., ..., "ARl": ...}``."""
-        return {n: float(v) for n, v in zip(STAT_NAMES, self.stats)}
+        """The 12 stats named by :data:`METRIC_NAMES` (``mAP``, ``mAP50``, ...)."""
+        return {n: float(v) for n, v in zip(METRIC_NAMES, self.stats)}
 
     @property
     def per_category(self) -> dict[str, float]:

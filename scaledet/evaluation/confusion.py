@@ -17,7 +17,6 @@ Rows are the truth, columns the prediction. Boxes are ``xyxy`` in any one pixel 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,37 +78,3 @@ class ConfusionMatrix:
         np.add.at(self.matrix, (object_labels[~gt_done], bg), 1)
         on_crowd = (iou_matrix(boxes, regions) >= self.iou).any(axis=1)
         np.add.at(self.matrix, (bg, labels[~dt_done & ~on_crowd]), 1)
-
-    def plot(self, path: str | Path, class_names: list[str] | None = None) -> Path:
-        """Write the matrix as a PNG heat map, each row normalised by its total (the fraction
-        of that class's objects, or of the false alarms, in each column), counts printed when
-        there are at most 30 classes."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        c = self.num_classes
-        names = list(class_names or [str(i) for i in range(c)])[:c] + ["background"]
-        totals = self.matrix.sum(axis=1, keepdims=True)
-        frac = np.divide(self.matrix, totals, out=np.zeros(self.matrix.shape), where=totals > 0)
-        side = min(4 + 0.45 * (c + 1), 20)
-        fig = Figure(figsize=(side + 1.5, side))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the row")
-        if c <= 30:
-            ticks = range(c + 1)
-            ax.set_xticks(ticks, names, rotation=60, ha="right", fontsize=8)
-            ax.set_yticks(ticks, names, fontsize=8)
-            for (i, j), n in np.ndenumerate(self.matrix):
-                if n:
-                    ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
-                            color="white" if frac[i, j] > 0.5 else "black")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"confusion matrix (score >= {self.conf:g}, IoU >= {self.iou:g})")
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        return path

@@ -23,7 +23,6 @@ the pre-processing are written into the ONNX metadata. We use the TorchScript-ba
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -146,33 +145,7 @@ def _append_nms(proto, conf: float, iou: float, max_det: int) -> None:
     g.output.append(helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["K", 7]))
 
 
-def export_command(args: argparse.Namespace) -> int:
-    """``scaledet export --weights W --format onnx [--dynamic] [--nms] ...``"""
-    from scaledet.engine.checkpoint import model_from_weights
-
-    if args.format != "onnx":
-        raise ValueError(f"--format: only 'onnx' is supported, got {args.format!r}")
-    model, meta = model_from_weights(args.weights, "cpu")
-    model.fuse()  # BatchNorm folded into the convs: a smaller, faster graph
-    imgsz = int(args.imgsz or meta.get("imgsz", 320))
-    out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
-    pp = model.postprocess
-    if args.nms and pp.nms != "hard":
-        print(f"note: the checkpoint uses {pp.nms} NMS; the ONNX graph uses hard NMS")
-    export_onnx(model, out, imgsz=imgsz, batch=args.batch, dynamic=args.dynamic, nms=args.nms,
-                opset=args.opset, conf=args.conf if args.conf is not None else pp.score_thresh,
-                iou=args.iou if args.iou is not None else pp.nms_iou, max_det=pp.max_det,
-                metadata={"class_names": meta.get("class_names", []),
-                          "category_ids": meta.get("category_ids", []),
-                          "weights": Path(args.weights).name})
-    print(f"wrote {out} (opset {args.opset}, {'dynamic' if args.dynamic else 'fixed'} shape "
-          f"{args.batch}x3x{imgsz}x{imgsz}{', with NMS' if args.nms else ''})")
-    if not args.nms:
-        _report_parity(model, out, imgsz, args.batch)
-    return 0
-
-
-def _report_parity(model: nn.Module, path: Path, imgsz: int, batch: int) -> None:
+def report_parity(model: nn.Module, path: Path, imgsz: int, batch: int) -> None:
     """Print the largest difference to PyTorch on a random input, when onnxruntime is here."""
     try:
         import onnxruntime as ort

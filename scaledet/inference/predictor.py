@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
-from scaledet.engine.validate import to_original_pixels
 from scaledet.inference.inputs import InputImage, as_images
 from scaledet.inference.results import Result, to_coco_results
+from scaledet.ops.boxes import to_original_pixels
+from scaledet.ops.device import resolve_device
+from scaledet.plots.draw import draw_detections, save_annotated  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from scaledet.inference.slicing import Slicing
@@ -60,8 +61,7 @@ class Predictor:
                  imgsz: int | None = None, batch_size: int = 8, *, nms: str | None = None,
                  iou: float | None = None, max_det: int | None = None, tta: TTA | None = None,
                  slicing: Slicing | None = None) -> None:
-        from scaledet.engine.checkpoint import model_from_weights
-        from scaledet.engine.trainer import resolve_device
+        from scaledet.models.checkpoint import model_from_weights
 
         dev = resolve_device(device)
         model, meta = model_from_weights(weights, dev)
@@ -194,39 +194,3 @@ def _unflip(det: Detections, width: int) -> Detections:
     b = det["boxes"]
     boxes = torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], dim=1)
     return {**det, "boxes": boxes}
-
-
-def _colour(label: int) -> tuple[int, int, int]:
-    palette = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-               (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128)]
-    return palette[label % len(palette)]
-
-
-def draw_detections(image: np.ndarray, det: Detections, class_names: Sequence[str]) -> Image.Image:
-    """Boxes with ``"name score"`` labels (``"name"`` when ``det`` has no ``"scores"``, e.g.
-    ground truth) drawn on a copy of ``image`` ((H, W, 3) uint8 RGB), using PIL's built-in
-    default font (nothing is downloaded)."""
-    im = Image.fromarray(image)
-    draw = ImageDraw.Draw(im)
-    font = ImageFont.load_default()
-    labels = det["labels"].tolist()
-    scores = det["scores"].tolist() if "scores" in det else [None] * len(labels)
-    for (x1, y1, x2, y2), s, lab in zip(det["boxes"].tolist(), scores, labels):
-        colour = _colour(lab)
-        draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
-        name = class_names[lab] if 0 <= lab < len(class_names) else str(lab)
-        text = name if s is None else f"{name} {s:.2f}"
-        tx0, ty0, tx1, ty1 = draw.textbbox((x1, y1), text, font=font)
-        ty = y1 - (ty1 - ty0) - 2 if y1 - (ty1 - ty0) - 2 >= 0 else y1
-        draw.rectangle([x1, ty, x1 + (tx1 - tx0) + 2, ty + (ty1 - ty0) + 2], fill=colour)
-        draw.text((x1 + 1, ty), text, fill=(0, 0, 0), font=font)
-    return im
-
-
-def save_annotated(image: np.ndarray, det: Detections, class_names: Sequence[str],
-                   path: str | os.PathLike) -> Path:
-    """``draw_detections`` written to ``path`` (format from the suffix)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draw_detections(image, det, class_names).save(path)
-    return path

@@ -72,7 +72,7 @@ class Result:
         downloaded); also saved to ``path`` when given (format from the suffix)."""
         if self.image is None:
             raise ValueError("plot: this Result holds no image (keep_images=False)")
-        from scaledet.inference.predictor import draw_detections
+        from scaledet.plots.draw import draw_detections
 
         hwc = self.image.permute(1, 2, 0).contiguous().numpy()
         im = draw_detections(hwc, self.as_dict_of_tensors(), self.names)

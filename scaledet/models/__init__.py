@@ -10,17 +10,21 @@ from scaledet.models.backbones.dilation import dilate_last_stage
 from scaledet.models.backbones.mobilenet import MobileNet
 from scaledet.models.backbones.snet import SNet
 from scaledet.models.box_coders import PointDistanceCoder
-from scaledet.models.detector import Detector
-from scaledet.models.factory import (
-    PRESETS,
+from scaledet.models.config import (
+    ATSSConfig,
     BackboneConfig,
-    HeadConfig,
+    CenterNetHeadConfig,
+    FCOSAssignerConfig,
+    FCOSHeadConfig,
     ModelConfig,
     NeckConfig,
-    build,
-    build_from_config,
+    SimOTAConfig,
+    TALConfig,
+    YOLOXHeadConfig,
     config_from_dict,
 )
+from scaledet.models.detector import Detector
+from scaledet.models.factory import PRESETS, Preset, Recipe, build, build_from_config, preset
 from scaledet.models.heads.centernet import CenterNetHead
 from scaledet.models.heads.dense import NMS_METHODS, DenseHead, PostProcess, postprocess
 from scaledet.models.heads.fcos import FCOSHead
@@ -35,14 +39,23 @@ __all__ = [
     "SPP",
     "SPPF",
     "ATSSAssigner",
+    "ATSSConfig",
     "BackboneConfig",
+    "CenterNetHeadConfig",
+    "FCOSAssignerConfig",
+    "FCOSHeadConfig",
+    "Preset",
+    "Recipe",
+    "SimOTAConfig",
+    "TALConfig",
+    "YOLOXHeadConfig",
+    "preset",
     "CSPNet",
     "CenterNetHead",
     "DenseHead",
     "Detector",
     "FCOSAssigner",
     "FCOSHead",
-    "HeadConfig",
     "MobileNet",
     "ModelConfig",
     "NeckConfig",

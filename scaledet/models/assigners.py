@@ -1,7 +1,12 @@
 """Label assignment for dense (point-based) detectors: which ground-truth box, if any, each
 location is responsible for.
 
-An assigner is a callable
+Every assigner, static or dynamic, has one method the heads call,
+``assigner.assign(points, strides, level_sizes, gt_boxes, gt_labels, gt_valid, pred_boxes,
+pred_scores) -> Assignment`` (see :class:`Assigner`): the geometric assigners here ignore the
+predictions, the dynamic ones (:class:`~scaledet.models.tal.TaskAlignedAssigner`,
+:class:`~scaledet.models.simota.SimOTAAssigner`) rank candidates by them and also return a
+soft target per positive. The geometric assigners are also plain callables
 ``assigner(points, strides, level_sizes, gt_boxes, gt_valid=None) -> matched`` where
 
 - ``points``: ``(P, 2)`` xy pixel centres of all locations, levels concatenated finest first;
@@ -14,14 +19,15 @@ An assigner is a callable
 A location inside several boxes takes the smallest one (FCOS) or the best-overlapping one
 (ATSS). The whole batch is assigned at once on ``(B, P, N)`` tensors: a few dozen tensor ops
 per batch rather than per image, which matters on a busy CPU where every op can wait for a
-thread. Memory is ``O(B P N)``; :class:`~scaledet.models.heads.fcos.FCOSHead` splits big
-batches.
+thread. Memory is ``O(B P N)``; ``assign`` splits big batches into chunks.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -29,6 +35,37 @@ from torch import Tensor
 from scaledet.ops import box_iou
 
 INF = math.inf
+# Elements of the largest (B, P, N, 4) temporaries per chunk of images (float32: 64 MB).
+_ASSIGN_BUDGET = 2**24
+
+
+@dataclass
+class Assignment:
+    """An assigner's decision for a padded batch of ``B`` images and ``P`` locations.
+
+    Attributes:
+        matched: ``(B, P)`` int64 index into each image's ``N`` padded boxes, ``-1`` for
+            background.
+        quality: ``(B, P)`` float soft target of each positive computed by the assigner
+            from the predictions (TOOD's normalised alignment, SimOTA's IoU; 0 elsewhere),
+            or None when the head computes its own (the geometric assigners).
+    """
+
+    matched: Tensor
+    quality: Tensor | None = None
+
+
+class Assigner(Protocol):
+    """What a dense head asks of its assigner."""
+
+    def assign(self, points: Tensor, strides: Tensor, level_sizes: Sequence[int],
+               gt_boxes: Tensor, gt_labels: Tensor, gt_valid: Tensor, pred_boxes: Tensor,
+               pred_scores: Tensor) -> Assignment:
+        """Args: ``points (P, 2)`` xy pixels, ``strides (P,)``, ``level_sizes`` locations per
+        level, ``gt_boxes (B, N, 4)`` xyxy pixels, ``gt_labels (B, N)`` int64, ``gt_valid
+        (B, N)`` bool, ``pred_boxes (B, P, 4)`` xyxy pixels (detached), ``pred_scores
+        (B, P, C)`` probabilities (detached)."""
+        ...
 
 
 def _distances_to_sides(points: Tensor, gt_boxes: Tensor) -> Tensor:
@@ -61,6 +98,16 @@ class _BatchedAssigner:
             matched = self._assign(points, strides, level_sizes, gt_boxes.to(points.dtype),
                                    gt_valid)
         return matched[0] if single else matched
+
+    def assign(self, points: Tensor, strides: Tensor, level_sizes: Sequence[int],
+               gt_boxes: Tensor, gt_labels: Tensor, gt_valid: Tensor, pred_boxes: Tensor,
+               pred_scores: Tensor) -> Assignment:
+        """:class:`Assigner` interface: geometry only, in chunks of images whose
+        ``(B, P, N, 4)`` temporaries stay under ~64 MB (many boxes per image)."""
+        per_image = points.shape[0] * max(gt_boxes.shape[1], 1) * 4
+        chunk = max(1, _ASSIGN_BUDGET // per_image)
+        return Assignment(torch.cat([self(points, strides, level_sizes, g, v) for g, v in
+                                     zip(gt_boxes.split(chunk), gt_valid.split(chunk))]))
 
     def _assign(self, points: Tensor, strides: Tensor, level_sizes: Sequence[int],
                 gt_boxes: Tensor, gt_valid: Tensor) -> Tensor:

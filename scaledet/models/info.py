@@ -12,7 +12,6 @@ regression together).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +19,6 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaledet.models.detector import Detector
-from scaledet.models.factory import PRESETS, build
 from scaledet.ops import RFLayer, receptive_field, receptive_field_table
 
 
@@ -76,7 +74,7 @@ def level_info(model: Detector, imgsz: int) -> list[LevelInfo]:
             for r in layer_fields(model, imgsz) if r.name.startswith("output")]
 
 
-def _sq(v: tuple) -> str:
+def side_text(v: tuple) -> str:
     return f"{v[0]:g}" if v[0] == v[1] else f"{v[0]:g}x{v[1]:g}"
 
 
@@ -91,28 +89,10 @@ def format_info(model: Detector, imgsz: int, *, layers: bool = False) -> str:
     rows = layer_fields(model, imgsz)
     outputs = [r for r in rows if r.name.startswith("output")]
     for i, r in enumerate(outputs):
-        lines.append(f"{i:>5} {_sq(r.jump):>7} {_sq(r.rf):>16} "
+        lines.append(f"{i:>5} {side_text(r.jump):>7} {side_text(r.rf):>16} "
                      f"{r.output_size[0]}x{r.output_size[1]:<5}")
     if layers:
         lines += ["", receptive_field_table(rows)]
     return "\n".join(lines)
 
 
-def info_command(args: argparse.Namespace) -> int:
-    """``scaledet info [--model PRESET] [--imgsz N] [--num-classes C] [--layers]``; without
-    ``--model``, a one-line summary of every preset."""
-    if args.imgsz < 32:
-        raise ValueError(f"--imgsz must be >= 32, got {args.imgsz}")
-    if args.model is not None:
-        print(format_info(build(args.model, num_classes=args.num_classes), args.imgsz,
-                          layers=args.layers))
-        return 0
-    print(f"{'preset':<14} {'params (M)':>10} {'GFLOPs':>8}  strides (receptive field px) at "
-          f"{args.imgsz} px")
-    for name in PRESETS:
-        model = build(name, num_classes=args.num_classes)
-        levels = ", ".join(f"{_sq(lv.stride)} ({_sq(lv.receptive_field)})"
-                           for lv in level_info(model, args.imgsz))
-        print(f"{name:<14} {count_parameters(model) / 1e6:>10.3f} "
-              f"{count_flops(model, args.imgsz) / 1e9:>8.3f}  {levels}")
-    return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from scaledet.models.assigners import Assignment
 from scaledet.ops import box_iou
 
 
@@ -33,6 +34,16 @@ class SimOTAAssigner:
         self.center_radius = center_radius
         self.candidate_topk = candidate_topk
         self.iou_weight = iou_weight
+
+    def assign(self, points: Tensor, strides: Tensor, level_sizes, gt_boxes: Tensor,
+               gt_labels: Tensor, gt_valid: Tensor, pred_boxes: Tensor,
+               pred_scores: Tensor) -> Assignment:
+        """:class:`~scaledet.models.assigners.Assigner` interface: each image on its own (the
+        dynamic k differs per object); the quality of a positive is its predicted IoU."""
+        per_image = [self(points, strides, g[v], lab[v], pb, ps) for g, lab, v, pb, ps in
+                     zip(gt_boxes, gt_labels, gt_valid, pred_boxes, pred_scores)]
+        return Assignment(torch.stack([m for m, _ in per_image]),
+                          torch.stack([q for _, q in per_image]))
 
     @torch.no_grad()
     def __call__(self, points: Tensor, strides: Tensor, gt_boxes: Tensor, gt_labels: Tensor,

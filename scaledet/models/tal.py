@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scaledet.models.assigners import _distances_to_sides
+from scaledet.models.assigners import Assignment, _distances_to_sides
 from scaledet.ops import box_iou
 
 
@@ -42,6 +42,13 @@ class TaskAlignedAssigner:
             raise ValueError(f"topk must be >= 1, got {topk}")
         self.topk, self.alpha, self.beta = topk, alpha, beta
         self.min_one_positive = min_one_positive
+
+    def assign(self, points: Tensor, strides: Tensor, level_sizes, gt_boxes: Tensor,
+               gt_labels: Tensor, gt_valid: Tensor, pred_boxes: Tensor,
+               pred_scores: Tensor) -> Assignment:
+        """:class:`~scaledet.models.assigners.Assigner` interface; the quality of a positive
+        is its normalised alignment."""
+        return Assignment(*self(points, gt_boxes, gt_labels, gt_valid, pred_boxes, pred_scores))
 
     @torch.no_grad()
     def __call__(self, points: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_valid: Tensor,

@@ -1,8 +1,7 @@
 """scaledet.ops: box formats, the IoU family, the NMS family, receptive fields.
 
-All boxes are xyxy unless a function takes a format argument. ``iou_loss`` lives in
-``scaledet.losses.iou_loss`` and is re-exported here lazily (``scaledet.losses`` imports
-``scaledet.ops``, so an eager import here would be circular).
+All boxes are xyxy unless a function takes a format argument. The lowest layer of scaledet:
+nothing here imports another scaledet package. ``device`` picks devices and autocast dtypes.
 """
 
 from scaledet.ops.boxes import (
@@ -13,6 +12,7 @@ from scaledet.ops.boxes import (
     clip_boxes,
     remove_small_boxes,
     scale_boxes,
+    to_original_pixels,
 )
 from scaledet.ops.iou import IOU_KINDS, box_iou
 from scaledet.ops.nms import (
@@ -38,19 +38,12 @@ __all__ = [
     "check_boxes",
     "clip_boxes",
     "diou_nms",
-    "iou_loss",
     "nms",
     "receptive_field",
     "receptive_field_table",
     "remove_small_boxes",
     "scale_boxes",
     "soft_nms",
+    "to_original_pixels",
 ]
 
-
-def __getattr__(name: str):
-    if name == "iou_loss":
-        from scaledet.losses.iou_loss import iou_loss
-
-        return iou_loss
-    raise AttributeError(f"module 'scaledet.ops' has no attribute {name!r}")

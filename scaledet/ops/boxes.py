@@ -107,6 +107,12 @@ def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     return boxes.clamp(min=0).minimum(limits)
 
 
+def to_original_pixels(boxes: Tensor, scale: float, orig_size: tuple[int, int]) -> Tensor:
+    """Undo a letterbox: ``(K, 4)`` xyxy input-frame pixels divided by the letterbox ``scale``,
+    as float32, clipped to the original image ``orig_size=(height, width)``."""
+    return clip_boxes(boxes.float() / scale, orig_size)
+
+
 def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
     """Indices (int64, ascending) of the ``(N, 4)`` xyxy boxes whose width and height are both
     ``>= min_size`` pixels. Wraps ``torchvision.ops.remove_small_boxes``."""

@@ -13,7 +13,8 @@ import scaledet.data.loader as loader_module
 from scaledet.data.images import ImageReadError, read_image
 from scaledet.data.loader import DetectionTorchDataset, Skipped, build_dataloader, collate
 from scaledet.data.records import DetectionDataset, DetectionRecord
-from scaledet.data.transforms import PAD_VALUE, AugmentConfig, Sample, letterbox
+from scaledet.data.sampling import box_size
+from scaledet.data.transforms import PAD_VALUE, AugmentConfig, Sample, letterbox, train_transform
 
 SIZES = [(60, 80), (90, 50), (64, 64), (40, 120), (75, 75), (100, 70)]  # (h, w)
 
@@ -302,3 +303,133 @@ def test_crowd_regions_are_ignore_boxes_in_training_only(tmp_path):
     assert (mosaic["labels"] >= 0).all() and mosaic["ignore"].shape[1] == 4
     evaluation = DetectionTorchDataset(ds, 64, train=False, cache=False)[0]
     assert "ignore" not in evaluation and evaluation["labels"].tolist() == [0, 1]
+
+
+# ---- SNIPER chips --------------------------------------------------------------------------
+
+CHIP_RANGES = ((3.0, 0, 12), (1.5, 8, 24), (0.5, 20, None))  # scales of the 64 px loaded image
+
+
+def chip_dataset(root: Path) -> DetectionDataset:
+    """JPEGs larger than the 64 px the tests load them at, with objects of assorted sizes."""
+    rng = np.random.default_rng(0)
+    records = []
+    for k, (h, w) in enumerate([(120, 160), (160, 120), (200, 200), (90, 150)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / f"c{k}.jpg")
+        size = np.exp(rng.uniform(np.log(8), np.log(150), 8))
+        side = np.minimum(np.stack([size, size * rng.uniform(0.6, 1.4, 8)], 1), [w, h])
+        x0, y0 = rng.uniform(0, w - side[:, 0]), rng.uniform(0, h - side[:, 1])
+        boxes = np.stack([x0, y0, x0 + side[:, 0], y0 + side[:, 1]], 1)
+        records.append(DetectionRecord(k + 1, f"c{k}.jpg", w, h, boxes, rng.integers(0, 2, 8)))
+    records[0].iscrowd = np.arange(8) == 3
+    return DetectionDataset(records, ["a", "b"], image_root=root)
+
+
+def test_chips_are_samples_of_the_chip_size_with_targets_in_their_valid_range(tmp_path):
+    ds = chip_dataset(tmp_path)
+    cfg = AugmentConfig(chips=1.0, chip_size=32, chip_ranges=CHIP_RANGES)
+    data = DetectionTorchDataset(ds, 64, augment=cfg, cache=False)
+    ranges = {r[0]: r for r in cfg.chip_ranges}
+    zooms, ignored = set(), 0
+    for epoch in range(4):
+        for i, record in enumerate(ds.records):
+            item = data[(i, epoch, 1.0)]
+            assert item["image"].shape == (3, 32, 32)
+            zoom = item["scale"] * max(record.height, record.width) / 64  # of the loaded image
+            scale, lo, hi = ranges[min(ranges, key=lambda s: abs(s - zoom))]
+            assert zoom == pytest.approx(scale)
+            zooms.add(scale)
+            b = item["boxes"]
+            assert bool(((b >= 0) & (b <= 32)).all()) and bool((b[:, 2:] > b[:, :2]).all())
+            size = box_size(b) / scale
+            assert bool(((size >= lo - 1e-3) & (size <= hi + 1e-3)).all())
+            assert item["ignore"].shape[1:] == (4,) and item["labels"].ge(0).all()
+            ignored += len(item["ignore"])
+    assert zooms == {3.0, 1.5, 0.5} and ignored > 0
+    loader = build_dataloader(ds, imgsz=64, batch_size=4, workers=0, augment=cfg)
+    images, targets = next(iter(loader))
+    check_contract(images, targets, 32, 4)
+
+
+def test_objects_out_of_range_or_cut_by_the_chip_are_ignore_boxes(tmp_path):
+    """One range at 2x for sizes up to 16 px: the 6 px object is the chip's target, the
+    object covering the whole image is out of range and comes back as an ignore box."""
+    ds = make_dataset(tmp_path, sizes=[(64, 64)])
+    ds.records[0].boxes = np.array([[28.0, 28, 34, 34], [0, 0, 64, 64]])
+    ds.records[0].labels = np.array([1, 0])
+    cfg = AugmentConfig(chips=1.0, chip_size=32, chip_ranges=((2.0, 0, 16),), chip_stride=4,
+                        hflip=0.0)
+    item = DetectionTorchDataset(ds, 64, augment=cfg, cache=False)[(0, 0, 1.0)]
+    torch.testing.assert_close(item["boxes"], torch.tensor([[20.0, 20, 32, 32]]))
+    assert item["labels"].tolist() == [1] and item["scale"] == 2.0
+    torch.testing.assert_close(item["ignore"], torch.tensor([[0.0, 0, 32, 32]]))
+
+
+def test_chips_are_deterministic_cached_or_not_and_follow_the_seed(tmp_path):
+    ds = chip_dataset(tmp_path)
+    cfg = AugmentConfig(chips=1.0, chip_size=32, chip_ranges=CHIP_RANGES)
+    a = DetectionTorchDataset(ds, 64, augment=cfg, cache=True)
+    b = DetectionTorchDataset(ds, 64, augment=cfg, cache=False)
+    c = DetectionTorchDataset(ds, 64, augment=cfg, cache=False, seed=1)
+    differ = False
+    for epoch in range(2):
+        for i in range(len(ds)):
+            x, y, z = a[(i, epoch, 1.0)], b[(i, epoch, 1.0)], c[(i, epoch, 1.0)]
+            assert torch.equal(x["image"], y["image"]) and torch.equal(x["boxes"], y["boxes"])
+            assert torch.equal(x["ignore"], y["ignore"])
+            differ |= not torch.equal(x["image"], z["image"])
+    assert differ
+
+
+def test_zoomed_chips_are_cut_from_a_finer_decode(tmp_path):
+    ds = chip_dataset(tmp_path)
+    data = DetectionTorchDataset(ds, 64, cache=False)
+    sample, size, scale = data.load(2)  # 200 x 200 file, loaded at 64 x 64
+    source, finer = data._chip_source(2, sample, size, scale, 3.0)
+    assert source.image.shape == (3, 192, 192) and finer == pytest.approx(3.0)
+    torch.testing.assert_close(source.boxes / finer, sample.boxes)
+    source, finer = data._chip_source(2, sample, size, scale, 5.0)  # at most the file's own
+    assert source.image.shape == (3, 200, 200) and finer == pytest.approx(200 / 64)
+    assert data._chip_source(2, sample, size, scale, 0.5) == (sample, 1.0)
+
+
+def test_batches_mixing_chips_and_whole_images_are_padded_to_the_largest(tmp_path):
+    ds = chip_dataset(tmp_path)
+    cfg = AugmentConfig(chips=0.5, chip_size=32)
+    loader = build_dataloader(ds, imgsz=48, batch_size=4, workers=0, augment=cfg, seed=0)
+    sides = set()
+    for _ in range(3):
+        for images, targets in loader:
+            check_contract(images, targets, 48, 4)
+    for epoch in range(3):
+        for i in range(len(ds)):
+            sides.add(loader.dataset[(i, epoch, 1.0)]["image"].shape[-1])
+    assert sides == {32, 48}
+
+
+def test_chips_off_draws_nothing_more_from_the_sample_generator(tmp_path):
+    """With ``chips=0`` a training sample is exactly the whole-image pipeline's."""
+    ds = make_dataset(tmp_path)
+    data = DetectionTorchDataset(ds, 48, augment=AugmentConfig(chips=0.0), cache=False)
+    for i in range(2):
+        sample, _, _ = data.load(i)
+        rng = np.random.default_rng((0, 1, i))
+        use_mosaic = rng.random() < 0.0
+        expected = train_transform([sample], 48, rng, data.augment, use_mosaic)
+        item = data[(i, 1, 0.0)]
+        assert torch.equal(item["image"], expected.image)
+        assert torch.equal(item["boxes"], expected.boxes)
+
+
+def test_chip_settings_are_validated():
+    cfg = AugmentConfig(chip_ranges=[[2, 0, 16], (1, 8, None)])
+    assert cfg.chip_ranges == ((2.0, 0.0, 16.0), (1.0, 8.0, float("inf")))
+    assert AugmentConfig().chips == 0.0
+    for kwargs, match in [({"chips": 1.5}, "chips"), ({"chip_size": 4}, "chip_size"),
+                          ({"chip_size": 40.5}, "chip_size"), ({"chip_stride": 0}, "chip_stride"),
+                          ({"chip_negatives": -0.1}, "chip_negatives"),
+                          ({"chip_ranges": ((2, 16, 8),)}, "chip_ranges"),
+                          ({"chip_ranges": ((0, 0, 8),)}, "chip_ranges"),
+                          ({"chip_ranges": ((2, 8),)}, "chip_ranges")]:
+        with pytest.raises(ValueError, match=match):
+            AugmentConfig(**kwargs)

@@ -16,9 +16,11 @@ from scaledet.data.sampling import (
     box_size,
     chip_candidates,
     crop_chip,
+    cut_chip,
     default_sniper_scales,
     greedy_cover,
     image_pyramid,
+    pick_chip,
     slice_image,
     snip_targets,
     sniper_chips,
@@ -189,3 +191,60 @@ def test_crop_chip_matches_cropping_the_resized_image(scale):
 def test_box_size_is_sqrt_area():
     torch.testing.assert_close(box_size(torch.tensor([[0.0, 0, 4, 9], [1, 1, 1, 5]])),
                                torch.tensor([6.0, 0.0]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_training_chip_targets_are_valid_and_inside_and_the_rest_is_ignored(seed):
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(150, 400)), int(rng.integers(150, 400))
+    boxes = random_boxes(rng, 12, h, w, 150)
+    objects = torch.from_numpy(rng.random(12) > 0.2)  # the others: crowd regions
+    sample = Sample(torch.zeros(3, h, w, dtype=torch.uint8), boxes, torch.arange(12))
+    scales = default_sniper_scales((h, w), chip_size=128)
+    by_scale = {r.scale: r for r in scales}
+    for draw in range(4):
+        chip = pick_chip(boxes, (h, w), scales, 128, np.random.default_rng((seed, draw)),
+                         negative=0.3, objects=objects)
+        assert set(chip.positives) <= set(objects.nonzero().flatten().tolist())
+        out, ignore = cut_chip(sample, chip)
+        assert out.image.shape == (3, 128, 128)
+        targets = out.boxes[~ignore]
+        assert sorted(out.labels[~ignore].tolist()) == sorted(chip.positives)
+        assert bool(((targets >= 0) & (targets <= 128)).all())
+        size = box_size(targets) / chip.scale
+        r = by_scale[chip.scale]
+        assert bool(((size >= r.min_size * 0.999) & (size <= r.max_size * 1.001)).all())
+        # Every other box with visible area in the window comes out as an ignore region.
+        x0, y0, x1, y1 = chip.window
+        b = boxes * chip.scale
+        vw = b[:, 2].clamp(x0, x1) - b[:, 0].clamp(x0, x1)
+        vh = b[:, 3].clamp(y0, y1) - b[:, 1].clamp(y0, y1)
+        others = [n for n in range(12) if vw[n] > 0 and vh[n] > 0 and n not in chip.positives]
+        assert sorted(out.labels[ignore].tolist()) == others
+
+
+def test_pick_chip_is_deterministic_and_falls_back_without_positives():
+    rng = np.random.default_rng(0)
+    boxes = random_boxes(rng, 8, 300, 300, 100)
+    scales = default_sniper_scales((300, 300), chip_size=128)
+    draws = [pick_chip(boxes, (300, 300), scales, 128, np.random.default_rng(5), negative=0.5)
+             for _ in range(2)]
+    assert draws[0] == draws[1]
+    # No object: a background chip; everything ignored when every box is a crowd region.
+    empty = pick_chip(torch.zeros(0, 4), (300, 300), scales, 128, rng)
+    assert empty.positives == () and empty.window[2] - empty.window[0] == 128
+    crowd = pick_chip(boxes, (300, 300), scales, 128, rng, objects=torch.zeros(8, dtype=bool))
+    assert crowd.positives == ()
+    # negative=1.0 takes a background chip whenever the image has one.
+    small = torch.tensor([[10.0, 10, 20, 20]])
+    chip = pick_chip(small, (300, 300), [ScaleRange(1.0)], 64, rng, stride=32, negative=1.0)
+    assert chip.positives == () and (chip.window[0] >= 20 or chip.window[1] >= 20)
+    with pytest.raises(ValueError, match="scale"):
+        pick_chip(small, (300, 300), [], 64, rng)
+
+
+def test_cut_chip_ignores_positives_below_min_size():
+    sample = Sample(torch.zeros(3, 100, 100, dtype=torch.uint8),
+                    torch.tensor([[10.0, 10, 11, 11], [20, 20, 40, 40]]), torch.tensor([3, 4]))
+    out, ignore = cut_chip(sample, Chip(1.0, (0, 0, 64, 64), (0, 1)), min_size=2.0)
+    assert out.labels.tolist() == [3, 4] and ignore.tolist() == [True, False]

@@ -99,10 +99,10 @@ def test_cli_train_with_two_processes(tmp_path, capsys):
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[-1]["mAP"] != ""
     assert (out / "weights" / "best.safetensors").is_file()
-    for bad, message in ((["--nproc", "two"], "--nproc must be a number or auto"),
-                         (["--batch", "2", "--nproc", "3"], "--nproc 3 is more than --batch 2"),
+    for bad, message in ((["--nproc", "two"], "nproc must be a number or auto"),
+                         (["--batch", "2", "--nproc", "3"], "nproc 3 is more than batch 2"),
                          (["--nproc", "2", "--model", "fcos-xxl"], "unknown model preset"),
-                         (["--nproc", "2", "--train-option", "x=1"], "not a TrainConfig field")):
+                         (["--nproc", "2", "--train-option", "x=1"], "not a field of TrainConfig")):
         assert main(["train", "--data", str(data), "--out", str(tmp_path / "bad"), *bad]) == 2
         assert message in capsys.readouterr().err
 
@@ -130,7 +130,7 @@ def test_local_rank_follows_torchrun_not_the_global_rank(monkeypatch):
 def test_grad_ckpt_with_two_processes_trains_the_same_weights(tmp_path):
     """Checkpointed backbone blocks under DistributedDataParallel: the recomputed forward must
     give the same gradients (and BatchNorm statistics) as the stored one."""
-    from scaledet.engine.checkpoint import load_weights
+    from scaledet.models.checkpoint import load_weights
 
     data = tmp_path / "synth"
     assert main(["data", "synth", str(data), "--train", "8", "--val", "2", "--imgsz", "64"]) == 0
@@ -177,14 +177,16 @@ def test_cli_train_defaults_resolve_nproc_and_workers(tmp_path, monkeypatch):
     """``--nproc`` defaults to auto and ``--workers`` to 0 when each CPU rank has one core,
     else 2 shared by the ranks; the arguments the ranks get (and the checkpoints record) hold
     the concrete numbers."""
+    import dataclasses
     import json
 
     seen = {}
 
     def fake_launch(fn, nproc, args, device_type):
         seen.update(nproc=nproc, workers=args[0].workers, recorded=args[0].nproc)
-        json.dumps(vars(args[0]))  # train_args stays JSON-safe
-        return {"skipped_steps": 0, "best_map": 0.0}
+        json.dumps(dataclasses.asdict(args[0]))  # the recorded settings stay JSON-safe
+        return {"skipped_steps": 0, "best_map": 0.0, "metrics": {}, "epoch": 0, "step": 0,
+                "elapsed_s": 0.0}
 
     monkeypatch.setattr(distributed, "launch", fake_launch)
     monkeypatch.setattr(distributed, "auto_nproc", lambda device, batch: 2)

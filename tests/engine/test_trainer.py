@@ -6,14 +6,12 @@ import pytest
 import torch
 
 from scaledet.engine import trainer as trainer_mod
-from scaledet.engine.checkpoint import load_train_state, load_weights
-from scaledet.engine.trainer import (
-    TrainConfig,
-    Trainer,
-    TrainingDiverged,
-    enable_grad_checkpointing,
-    resolve_amp,
-)
+from scaledet.engine.checkpoint import load_train_state
+from scaledet.engine.optim import enable_grad_checkpointing
+from scaledet.engine.trainer import TrainConfig, Trainer, TrainingDiverged
+from scaledet.models.checkpoint import load_weights
+from scaledet.ops import device as device_mod
+from scaledet.ops.device import resolve_amp
 from tests.engine.dummy import TinyLoader, TinyModel, tiny_eval
 
 
@@ -220,7 +218,7 @@ def test_config_and_device_errors(tmp_path):
         TrainConfig(epochs=1, optimizer="lion")
     with pytest.raises(ValueError, match="fp16 is for CUDA"):
         resolve_amp("fp16", torch.device("cpu"))
-    native = trainer_mod.cpu_has_native_bf16()
+    native = device_mod.cpu_has_native_bf16()
     assert resolve_amp("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
     assert resolve_amp("off", torch.device("cpu")) is None
     with pytest.raises(ValueError, match="unknown device"):
@@ -242,7 +240,7 @@ def test_resume_of_a_finished_run_does_nothing(tmp_path, capsys):
 _MALLINFO = """
 import ctypes, sys
 import numpy as np
-from scaledet.engine.trainer import keep_freed_memory
+from scaledet.engine.runtime import keep_freed_memory
 
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",

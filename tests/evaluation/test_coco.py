@@ -199,7 +199,7 @@ def test_summary_layout_and_result_access():
     assert format_coco_stats(result.stats) == result.summary()
     assert result["stats"] is result.stats and set(result["per_category"]) == set(
         c["name"] for c in gt["categories"])
-    assert result.metrics["AP50"] == result.stats[1]
+    assert result.metrics["mAP50"] == result.stats[1]
     d = result.to_dict()
     assert json.loads(json.dumps(d))["stats"] == pytest.approx(result.stats.tolist())
     assert "AP50" in result.per_category_table().splitlines()[0]

@@ -71,7 +71,9 @@ def test_iou_matrix_matches_ops_box_iou():
 def test_plot(tmp_path):
     cm = ConfusionMatrix(3)
     cm.update([[0, 0, 10, 10]], [0.9], [2], [[0, 0, 10, 10]], [1])
-    path = cm.plot(tmp_path / "cm.png", ["a", "b", "c"])
+    from scaledet.plots.confusion import plot_confusion
+
+    path = plot_confusion(cm, tmp_path / "cm.png", ["a", "b", "c"])
     assert Image.open(path).size[0] > 300
     with pytest.raises(ValueError, match="num_classes"):
         ConfusionMatrix(0)

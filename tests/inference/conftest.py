@@ -32,7 +32,7 @@ def weights(tmp_path_factory) -> str:
     """A checkpoint of :func:`tiny_model` (imgsz 96), written like ``scaledet train`` does."""
     from dataclasses import asdict
 
-    from scaledet.engine.checkpoint import save_weights
+    from scaledet.models.checkpoint import save_weights
 
     model = tiny_model()
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"

@@ -11,12 +11,6 @@ from scaledet.ops import IOU_KINDS, box_iou
 T = torch.tensor
 
 
-def test_reexported_from_ops():
-    from scaledet.ops import iou_loss as from_ops
-
-    assert from_ops is iou_loss
-
-
 @pytest.mark.parametrize("kind", IOU_KINDS)
 def test_is_one_minus_overlap(kind):
     pred = T([[0.0, 0, 2, 2], [0, 0, 1, 1], [0, 0, 4, 4]])

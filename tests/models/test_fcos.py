@@ -34,8 +34,9 @@ def test_box_loss_weighting_matches_hand_written_loss(weighting):
     # Recompute: positives, their IoUs and their objects, then the weighted mean by hand.
     points, strides, sizes = head.points(cls_maps)
     boxes = head.decode(points, strides, flatten_levels(reg_maps))
-    gt_boxes, _, gt_valid = pad_targets(targets)
-    matched = head.assign(points, strides, sizes, gt_boxes, gt_valid)
+    gt_boxes, gt_labels, gt_valid = pad_targets(targets)
+    matched = head.assigner.assign(points, strides, sizes, gt_boxes, gt_labels, gt_valid, boxes,
+                                   boxes.new_zeros(*boxes.shape[:2], 1)).matched
     reg = flatten_levels(reg_maps)
     total, dfl_total, norm, per_object, sums = 0.0, 0.0, 0.0, {}, []
     for b, p in (matched >= 0).nonzero().tolist():
@@ -95,8 +96,10 @@ def test_crowd_regions_get_no_negative_loss():
     plain = head.loss(cls_maps, reg_maps, targets)
     grads = torch.autograd.grad(head.loss(cls_maps, reg_maps, ignored)["loss_cls"], cls_maps)
     points, strides, sizes = head.points(cls_maps)
-    gt_boxes, _, gt_valid = pad_targets(targets)
-    positive = head.assign(points, strides, sizes, gt_boxes, gt_valid) >= 0
+    gt_boxes, gt_labels, gt_valid = pad_targets(targets)
+    boxes = head.decode(points, strides, flatten_levels(reg_maps))
+    positive = head.assigner.assign(points, strides, sizes, gt_boxes, gt_labels, gt_valid, boxes,
+                                    boxes.new_zeros(*boxes.shape[:2], 1)).matched >= 0
     inside = ((points[:, 0] > 0) & (points[:, 0] < 40) & (points[:, 1] > 0)
               & (points[:, 1] < 40))
     g = flatten_levels(grads).abs().sum(-1)  # (B, P)

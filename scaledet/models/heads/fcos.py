@@ -27,13 +27,10 @@ from scaledet.models.assigners import ATSSAssigner
 from scaledet.models.box_coders import PointDistanceCoder
 from scaledet.models.heads.dense import DenseHead, flatten_levels, ignore_weight, pad_targets
 from scaledet.models.layers import LevelNormTower, conv_block, init_weights
-from scaledet.models.tal import TaskAlignedAssigner
 from scaledet.ops import box_iou
 
 # exp() of the regression is clamped here: distances up to e^10 ~ 22000 strides, never inf.
 _MAX_LOG_DISTANCE = 10.0
-# Elements of the assigner's largest temporaries per chunk of images (float32: 64 MB).
-_ASSIGN_BUDGET = 2**24
 BOX_WEIGHTINGS = ("iou", "uniform", "object", "balanced")
 
 
@@ -64,10 +61,11 @@ class FCOSHead(DenseHead):
         norm, act: tower normalisation and activation. ``"gn"`` (FCOS's GroupNorm), ``"bn"``
             (one BatchNorm shared by all levels: mixes their statistics) or ``"level_bn"``
             (shared convs, a BatchNorm per level: :class:`~scaledet.models.layers.LevelNormTower`).
-        assigner: a callable as described in :mod:`scaledet.models.assigners`
-            (default :class:`~scaledet.models.assigners.ATSSAssigner`), or a
-            :class:`~scaledet.models.tal.TaskAlignedAssigner` (then the classification target
-            and box-loss weight of a positive are its normalised task alignment, not its IoU).
+        assigner: an :class:`~scaledet.models.assigners.Assigner` (default
+            :class:`~scaledet.models.assigners.ATSSAssigner`). When its assignment carries a
+            quality (:class:`~scaledet.models.tal.TaskAlignedAssigner`: the normalised task
+            alignment), that is the classification target and box-loss weight of a positive
+            instead of its IoU.
         box_loss: IoU-family kind for the box loss (``"giou"``, ``"ciou"``, ...).
         box_loss_weight: weight of the box loss in the total. 0.25: in 400-step AdamW sweeps
             (lr 1.6e-2) on the built-in dataset, mAP50-95 was 0.100 / 0.122 / 0.109 / 0.095
@@ -165,11 +163,9 @@ class FCOSHead(DenseHead):
             nan = boxes.sum() * math.nan
             return {"loss_cls": nan, "loss_box": nan, "loss": nan}
         gt_boxes, gt_labels, gt_valid = pad_targets(targets)
-        if isinstance(self.assigner, TaskAlignedAssigner):  # dynamic: from the predictions
-            matched, quality = self.assigner(points, gt_boxes, gt_labels, gt_valid,
-                                             boxes.detach(), logits.detach().sigmoid())
-        else:
-            matched, quality = self.assign(points, strides, sizes, gt_boxes, gt_valid), None
+        assignment = self.assigner.assign(points, strides, sizes, gt_boxes, gt_labels, gt_valid,
+                                          boxes.detach(), logits.detach().sigmoid())
+        matched, quality = assignment.matched, assignment.quality
         b, p = (matched >= 0).nonzero(as_tuple=True)
         gt, labels, pred = gt_boxes[b, matched[b, p]], gt_labels[b, matched[b, p]], boxes[b, p]
         # IoU-aware target (VarifocalNet) or the normalised task alignment (TOOD).
@@ -211,12 +207,3 @@ class FCOSHead(DenseHead):
             return 1.0 / counts[inverse].to(iou.dtype)
         total = torch.zeros(len(counts), dtype=iou.dtype, device=iou.device)
         return iou / total.index_add_(0, inverse, iou)[inverse].clamp(max=1.0)
-
-    def assign(self, points: Tensor, strides: Tensor, level_sizes: list[int], gt_boxes: Tensor,
-               gt_valid: Tensor) -> Tensor:
-        """The assigner on ``(B, N, 4)`` padded boxes, in chunks of images that keep its
-        ``(B, P, N, 4)`` temporaries under ~64 MB (many boxes per image)."""
-        per_image = points.shape[0] * max(gt_boxes.shape[1], 1) * 4
-        chunk = max(1, _ASSIGN_BUDGET // per_image)
-        return torch.cat([self.assigner(points, strides, level_sizes, g, v) for g, v in
-                          zip(gt_boxes.split(chunk), gt_valid.split(chunk))])

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scaledet.losses.iou_loss import iou_loss
-from scaledet.models.heads.dense import DenseHead, flatten_levels, ignore_weight
+from scaledet.models.heads.dense import DenseHead, flatten_levels, ignore_weight, pad_targets
 from scaledet.models.layers import ConvBNAct, conv_block, init_weights
 from scaledet.models.simota import SimOTAAssigner
 
@@ -120,10 +120,12 @@ class YOLOXHead(DenseHead):
         with torch.no_grad():
             scores = logits.sigmoid() * reg[..., 4:].sigmoid()
         obj_target = torch.zeros_like(reg[..., 4])
+        gt_boxes, gt_labels, gt_valid = pad_targets(targets)
+        assignment = self.assigner.assign(points, strides, [], gt_boxes, gt_labels, gt_valid,
+                                          boxes.detach(), scores)
         cls_pos, cls_target, box_pos, box_target = [], [], [], []
         for b, t in enumerate(targets):
-            matched, iou = self.assigner(points, strides, t["boxes"], t["labels"],
-                                         boxes[b].detach(), scores[b])
+            matched, iou = assignment.matched[b], assignment.quality[b]
             pos = (matched >= 0).nonzero().squeeze(1)
             obj_target[b, pos] = 1.0
             one_hot = F.one_hot(t["labels"][matched[pos]], self.num_classes).float()

@@ -1,8 +1,4 @@
-"""Precision-recall curve PNGs from a :class:`~scaledet.evaluation.COCOEvalResult`.
-
-Drawn with matplotlib's Agg canvas directly (no pyplot, no global backend switch), so it works
-headless and inside other programs.
-"""
+"""Precision-recall curve PNGs from a :class:`~scaledet.evaluation.COCOEvalResult`."""
 
 from __future__ import annotations
 
@@ -83,3 +79,9 @@ def _plot_one_iou(result: COCOEvalResult, t: int, top_k: int, path: Path) -> Pat
             ax.plot(rec, per_cat[:, k], linewidth=1,
                     label=f"{result.category_names[k]} AP={ap[k]:.3f}")
     return _save(fig, ax, path)
+
+
+def plot_pr(result: COCOEvalResult, out_dir: str | Path) -> list[Path]:
+    """The precision-recall curves a training run and ``scaledet val --plots`` write (IoU 0.50,
+    0.75 and all thresholds); returns the files written."""
+    return plot_pr_curves(result, out_dir, iou_thresholds=[0.5, 0.75])

@@ -4,8 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from scaledet.engine.plots import plot_train_batch
-from scaledet.inference.predictor import _colour
+from scaledet.plots.draw import _colour, plot_train_batch
 
 
 def test_train_batch_grid_draws_boxes_in_the_right_tile(tmp_path):
@@ -42,7 +41,7 @@ def _dataset():
 
 
 def test_label_stats_count_and_size_non_crowd_boxes():
-    from scaledet.engine.plots import label_stats
+    from scaledet.plots.labels import label_stats
 
     counts, size, at_imgsz = label_stats(_dataset(), imgsz=100)
     assert counts.tolist() == [1, 1, 2]  # the crowd box is no object; the empty one counts
@@ -53,7 +52,7 @@ def test_label_stats_count_and_size_non_crowd_boxes():
 
 def test_plot_labels_and_data_check_plots(tmp_path, capsys):
     from scaledet.cli import main
-    from scaledet.engine.plots import plot_labels
+    from scaledet.plots.labels import plot_labels
 
     path = plot_labels(_dataset(), tmp_path / "l.png", imgsz=64)
     assert Image.open(path).size == (1100, 400)

@@ -11,7 +11,8 @@ from torch import nn
 
 from scaledet.data import make_synthetic_dataset, read_coco
 from scaledet.data.loader import build_dataloader
-from scaledet.engine.validate import DetectionValidator, to_original_pixels
+from scaledet.evaluation.validator import DetectionValidator
+from scaledet.ops.boxes import to_original_pixels
 
 
 class _Replay(nn.Module):

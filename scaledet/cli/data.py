@@ -29,7 +29,7 @@ def check_command(args: argparse.Namespace) -> int:
         Path(args.json_out).write_text(json.dumps(report, indent=1), encoding="utf-8")
     if args.plots:
         from scaledet.data.io import available_splits, load_dataset
-        from scaledet.engine.plots import plot_labels
+        from scaledet.plots.labels import plot_labels
 
         for split in available_splits(args.dataset):
             try:

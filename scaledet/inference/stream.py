@@ -1,14 +1,12 @@
-"""Handler of ``scaledet predict`` (arguments are declared in cli.py; ``export`` is in
-:mod:`scaledet.inference.export`).
+"""Prediction over many image files, as ``scaledet predict`` runs it.
 
-Streams over the images: decoding runs ahead in two threads, results are written batch by batch
+:func:`predict_stream` streams over the images: decoding runs ahead in two threads, results are written batch by batch
 (:mod:`scaledet.inference.writers`), nothing accumulates in memory; ``--resume`` skips the images
 already written, unreadable images go to ``OUT/errors.txt``.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
@@ -20,50 +18,6 @@ from torch import Tensor
 
 from scaledet.inference.inputs import InputImage
 from scaledet.inference.predictor import Predictor
-
-
-def predict_command(args: argparse.Namespace) -> int:
-    from scaledet.engine.commands import collect_images
-
-    files = collect_images(args.source)
-    predictor = predictor_from_args(args)
-    out = Path(args.out)
-    output = Path(args.parquet or args.json_out or out / "predictions.json")
-    summary = predict_stream(predictor, files, output, parquet=bool(args.parquet),
-                             resume=args.resume, errors=out / "errors.txt",
-                             images_dir=None if args.no_images else out)
-    print(f"{summary['images']} images ({summary['skipped']} already done, {summary['errors']} "
-          f"unreadable), {summary['boxes']} detections (conf >= {predictor.conf:g}), "
-          f"{summary['images_per_s']:.1f} images/s")
-    print(f"{'Parquet dataset' if args.parquet else 'COCO results'}: {output}")
-    if summary["errors"]:
-        print(f"unreadable images listed in {out / 'errors.txt'}")
-    return 0
-
-
-def predictor_from_args(args: argparse.Namespace) -> Predictor:
-    """A :class:`Predictor` with the ``--tta`` / ``--slice`` / ``--nms`` ... options."""
-    from scaledet.inference.slicing import Slicing
-    from scaledet.inference.tta import TTA
-
-    tta = slicing = None
-    merge = getattr(args, "merge", None)
-    if args.tta and args.slice:
-        raise ValueError("--tta and --slice cannot be combined; choose one")
-    if args.tta:
-        if merge not in (None, "wbf", "nms"):
-            raise ValueError(f"--merge {merge}: TTA merges with 'wbf' or 'nms'")
-        tta = TTA.parse(args.tta, merge=merge or "wbf")
-    elif args.slice:
-        if merge not in (None, "nmm", "nms"):
-            raise ValueError(f"--merge {merge}: slicing merges with 'nmm' or 'nms'")
-        slicing = Slicing(tile=args.slice, overlap=args.overlap, full_image=args.full,
-                          merge=merge or "nmm")
-    elif merge is not None:
-        raise ValueError("--merge only applies with --tta or --slice")
-    return Predictor(args.weights, device=args.device, conf=args.conf, imgsz=args.imgsz,
-                     batch_size=args.batch, nms=args.nms, iou=args.iou, max_det=args.max_det,
-                     tta=tta, slicing=slicing)
 
 
 def predict_stream(predictor: Predictor, files: Sequence[Path], output: Path, *,

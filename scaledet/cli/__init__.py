@@ -1,9 +1,10 @@
 """The `scaledet` command line.
 
 Every sub-command's arguments are declared here, in one place, so `scaledet --help` is the map of
-the toolbox. The work itself lives in the package that owns it (`scaledet.evaluation.commands`,
-`scaledet.data.commands`, `scaledet.engine.commands`); those modules are imported only when their
-command runs, so `--help` stays fast.
+the toolbox. Each handler (`scaledet.cli.train`, `.predict`, `.data`, `.evaluate`, `.info`)
+turns the parsed arguments into typed settings once and calls the library; handler modules are
+imported only when their command runs, so `--help` stays fast. No `argparse.Namespace` goes
+below this package.
 
 Errors a user can cause (bad path, malformed file, bad argument) are raised as `CLIError` or
 `ValueError`/`FileNotFoundError` and printed as one line with a non-zero exit code.
@@ -42,20 +43,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # ---- evaluation ----------------------------------------------------------------------
-    p = _add(sub, "eval", "scaledet.evaluation.commands:eval_command",
-             "COCO bbox evaluation of a detections json against a ground-truth json",
+    p = _add(sub, "eval", "scaledet.cli.evaluate:eval_command",
+             "COCO bbox evaluation of a detections json against a ground-truth json, or (--seg) "
+             "semantic segmentation metrics of label PNG folders",
              "  scaledet eval --gt annotations/instances_val.json --dt results.json\n"
-             "  scaledet eval --gt gt.json --dt dt.json --json stats.json --plots pr_curves/\n")
-    p.add_argument("--gt", required=True, help="COCO ground-truth json")
-    p.add_argument("--dt", required=True, help="COCO results json (list of detections)")
-    p.add_argument("--json", dest="json_out", help="write {stats, per_category} here")
+             "  scaledet eval --gt gt.json --dt dt.json --json stats.json --plots pr_curves/\n"
+             "  scaledet eval --seg --gt masks/val --pred runs/seg_pred --num-classes 21\n")
+    p.add_argument("--gt", required=True,
+                   help="COCO ground-truth json, or with --seg a folder of label PNGs")
+    p.add_argument("--dt", help="COCO results json (list of detections); required without --seg")
+    p.add_argument("--json", dest="json_out",
+                   help="write {stats, per_category} (with --seg: metrics, per-class IoU, "
+                        "problems) here")
     p.add_argument("--plots", help="folder for precision-recall curve PNGs")
+    p.add_argument("--seg", action="store_true",
+                   help="semantic segmentation: PA, MPA, MIoU, FWIoU and per-class IoU of the "
+                        "label PNGs in --pred against those in --gt, matched by file name "
+                        "(pixel value = class id)")
+    p.add_argument("--pred", metavar="DIR", help="--seg: folder of predicted label PNGs")
+    p.add_argument("--num-classes", type=int, metavar="K", help="--seg: class ids are 0..K-1")
+    p.add_argument("--ignore-index", type=int, default=255, metavar="V",
+                   help="--seg: ground-truth value that is not counted (default 255)")
 
     # ---- data ----------------------------------------------------------------------------
     pd = sub.add_parser("data", help="dataset tools: synth, check, convert",
                         description="dataset tools: synth, check, convert")
     dsub = pd.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
-    p = _add(dsub, "synth", "scaledet.data.commands:synth_command",
+    p = _add(dsub, "synth", "scaledet.cli.data:synth_command",
              "write the built-in synthetic detection dataset (deterministic for a seed)",
              "  scaledet data synth data/synth --train 800 --val 200 --seed 0\n"
              "  scaledet data synth data/synth_yolo --format yolo\n")
@@ -65,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--imgsz", type=int, default=320, help="image side in pixels")
     p.add_argument("--format", choices=["coco", "yolo"], default="coco")
-    p = _add(dsub, "check", "scaledet.data.commands:check_command",
+    p = _add(dsub, "check", "scaledet.cli.data:check_command",
              "validate a dataset and print a report (exit 1 on errors; warnings do not fail)",
              "  scaledet data check data/synth\n  scaledet data check my_yolo/data.yaml\n"
              "  scaledet data check data/synth --plots runs/labels --imgsz 320\n")
@@ -75,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write DIR/labels_<split>.png: objects per class and object sizes")
     p.add_argument("--imgsz", type=int, default=320,
                    help="training size the size plot also shows the objects at (default 320)")
-    p = _add(dsub, "convert", "scaledet.data.commands:convert_command",
+    p = _add(dsub, "convert", "scaledet.cli.data:convert_command",
              "convert a dataset between COCO, YOLO (and from VOC)",
              "  scaledet data convert data/synth data/synth_yolo --to yolo\n"
              "  scaledet data convert my_yolo/data.yaml my_coco --to coco\n")
@@ -85,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copy-images", action="store_true", help="copy images instead of linking")
 
     # ---- train / val / predict / demo ----------------------------------------------------
-    p = _add(sub, "train", "scaledet.engine.commands:train_command",
+    p = _add(sub, "train", "scaledet.cli.train:train_command",
              "train a detector",
              "  scaledet train --data data/synth --model fcos-n --time 10\n"
              "  scaledet train --data my_yolo/data.yaml --model fcos-s --epochs 50 --imgsz 640\n"
@@ -136,20 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field of the training AugmentConfig, e.g. --augment "
                         "mosaic=0.5 --augment scale_range=[0.75,1.25] (repeatable)")
 
-    p = _add(sub, "val", "scaledet.engine.commands:val_command",
+    p = _add(sub, "val", "scaledet.cli.train:val_command",
              "evaluate trained weights on a dataset split (12 COCO stats)",
              "  scaledet val --weights runs/train/weights/best.safetensors --data data/synth\n"
              "  scaledet val --weights W --data data/synth --json val.json --plots runs/val\n")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="val")
-    p.add_argument("--json", dest="json_out")
+    p.add_argument("--weights", required=True, help="a .safetensors checkpoint of scaledet train")
+    p.add_argument("--data", required=True, help="COCO folder, YOLO data.yaml or VOC folder")
+    p.add_argument("--split", default="val", help="dataset split to score (default: val)")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="input side in pixels (default: the training one)")
+    p.add_argument("--json", dest="json_out", help="also write the stats and per-class AP here")
     p.add_argument("--plots", metavar="DIR",
                    help="also write PR curves and the confusion matrix as PNG to DIR")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu")
 
-    p = _add(sub, "predict", "scaledet.inference.commands:predict_command",
+    p = _add(sub, "predict", "scaledet.cli.predict:predict_command",
              "run a detector on images or folders: annotated images and COCO-results json "
              "(or Parquet), streamed and resumable",
              "  scaledet predict --weights best.safetensors img1.jpg folder/ --out runs/pred\n"
@@ -182,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="skip images already written")
     p.add_argument("--no-images", action="store_true", help="do not write annotated images")
 
-    p = _add(sub, "export", "scaledet.inference.export:export_command",
+    p = _add(sub, "export", "scaledet.cli.predict:export_command",
              "export trained weights to ONNX (checked against PyTorch with onnxruntime)",
              "  scaledet export --weights best.safetensors --format onnx\n"
              "  scaledet export --weights best.safetensors --format onnx --dynamic --nms\n")
@@ -197,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold")
     p.add_argument("--opset", type=int, default=17)
 
-    p = _add(sub, "demo", "scaledet.engine.commands:demo_command",
+    p = _add(sub, "demo", "scaledet.cli.train:demo_command",
              "build the built-in dataset, train the default preset, evaluate and predict",
              "  scaledet demo\n  scaledet demo --minutes 3 --out runs/quick\n")
     p.add_argument("--minutes", type=float, default=10.0, help="training budget in minutes")
@@ -207,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", default="auto", help="training processes (see train --help)")
 
     # ---- models --------------------------------------------------------------------------
-    p = _add(sub, "info", "scaledet.models.info:info_command",
+    p = _add(sub, "info", "scaledet.cli.info:info_command",
              "parameters, FLOPs (counted), receptive field and stride of each output level",
              "  scaledet info                      # every preset, one line each\n"
              "  scaledet info --model centernet-n --imgsz 320\n"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaledet.engine import checkpoint as ckpt
+from scaledet.engine.checkpoint import load_train_state, save_train_state
+from scaledet.models import checkpoint as ckpt
 
 
 def _state(v: float) -> dict:
@@ -48,13 +49,13 @@ def test_bad_paths_and_files(tmp_path):
     with pytest.raises(ValueError, match="must end with .safetensors"):
         ckpt.save_weights(tmp_path / "x.pt", _state(0.0), {})
     with pytest.raises(FileNotFoundError, match="resume state not found"):
-        ckpt.load_train_state(tmp_path / "none.state.pt")
+        load_train_state(tmp_path / "none.state.pt")
 
 
 def test_failed_write_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
     path = tmp_path / "last.safetensors"
     ckpt.save_weights(path, _state(1.0), {"epoch": 1})
-    ckpt.save_train_state(tmp_path / "last.state.pt", {"epoch": 1, "t": torch.ones(2)})
+    save_train_state(tmp_path / "last.state.pt", {"epoch": 1, "t": torch.ones(2)})
 
     def crash(fd):  # the process "dies" after the bytes are written, before the rename
         raise OSError("simulated crash during fsync")
@@ -63,18 +64,18 @@ def test_failed_write_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch)
     with pytest.raises(OSError, match="simulated"):
         ckpt.save_weights(path, _state(2.0), {"epoch": 2})
     with pytest.raises(OSError, match="simulated"):
-        ckpt.save_train_state(tmp_path / "last.state.pt", {"epoch": 2, "t": torch.zeros(2)})
+        save_train_state(tmp_path / "last.state.pt", {"epoch": 2, "t": torch.zeros(2)})
     monkeypatch.undo()
     state, meta = ckpt.load_weights(path)
     assert meta["epoch"] == 1 and torch.equal(state["a.weight"], torch.full((3, 4), 1.0))
-    assert ckpt.load_train_state(tmp_path / "last.state.pt")["epoch"] == 1
+    assert load_train_state(tmp_path / "last.state.pt")["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "last.json", "last.safetensors", "last.state.pt"]  # no temp files left behind
 
 
 _KILL_SCRIPT = """
 import sys, torch
-from scaledet.engine.checkpoint import save_weights
+from scaledet.models.checkpoint import save_weights
 i = 0
 while True:
     i += 1
@@ -108,5 +109,5 @@ def test_resume_state_loading_never_executes_code(tmp_path, monkeypatch):
     path = tmp_path / "evil.state.pt"
     path.write_bytes(pickle.dumps({"epoch": _Evil()}, protocol=2))
     with pytest.raises(ValueError, match="cannot read resume state"):
-        ckpt.load_train_state(path)
+        load_train_state(path)
     assert not Path("pwned.txt").exists()

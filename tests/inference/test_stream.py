@@ -7,7 +7,7 @@ from PIL import Image
 
 from scaledet.cli import main
 from scaledet.inference import Predictor, writers
-from scaledet.inference.commands import predict_stream
+from scaledet.inference.stream import predict_stream
 from tests.inference.conftest import CLASS_NAMES
 
 

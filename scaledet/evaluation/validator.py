@@ -1,4 +1,5 @@
-"""COCO validation of a detector on a loader: the bridge between models and scaledet.evaluation.
+"""COCO validation of a detector on a loader (:class:`DetectionValidator`, used by training)
+and of a checkpoint on a dataset split (:func:`validate_weights`, behind ``scaledet val``).
 
 The model's detections are in letterboxed input pixels; they are mapped back to original-image
 pixels (``boxes / scale``, clipped to the image) and labels ``0..C-1`` to COCO category ids
@@ -10,25 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from scaledet.data.records import DetectionDataset
-
-# metrics.csv / checkpoint names -> index in the 12 COCO stats
-STAT_INDEX = {"mAP": 0, "mAP50": 1, "mAP75": 2, "mAP_small": 3, "mAP_medium": 4,
-              "mAP_large": 5, "AR100": 8}
-
-
-def to_original_pixels(boxes: torch.Tensor, scale: float, orig_size: tuple[int, int]) -> torch.Tensor:
-    """``(K, 4)`` xyxy input-frame pixels -> original-image pixels, clipped to ``(h, w)``."""
-    h, w = orig_size
-    out = boxes.float() / scale
-    out[:, 0::2] = out[:, 0::2].clamp(0, w)
-    out[:, 1::2] = out[:, 1::2].clamp(0, h)
-    return out
+from scaledet.ops.boxes import to_original_pixels
 
 
 class DetectionValidator:
@@ -48,6 +38,7 @@ class DetectionValidator:
         from scaledet.evaluation.confusion import ConfusionMatrix
 
         self.loader = loader
+        self.dataset = dataset
         self.category_ids = torch.as_tensor(dataset.category_ids, dtype=torch.int64)
         self.evaluator = COCOEvaluator(to_coco_dict(dataset))
         self.confusion = ConfusionMatrix(dataset.num_classes)
@@ -82,8 +73,38 @@ class DetectionValidator:
         """The trainer's ``evaluate`` hook: named metrics, plus the full result as ``_result``
         and the confusion matrix (:mod:`scaledet.evaluation.confusion`) as ``_confusion``."""
         result = self.run(model)
-        metrics = {name: float(result.stats[i]) for name, i in STAT_INDEX.items()}
+        metrics: dict[str, Any] = result.metrics
         metrics["val_images_per_s"] = round(self.images_per_second, 2)
         metrics["_result"] = result
         metrics["_confusion"] = self.confusion
         return metrics
+
+
+def validate_weights(weights: str | Path, data: str | Path, *, split: str = "val",
+                     imgsz: int | None = None, batch: int = 16, device: str = "cpu",
+                     workers: int = 1) -> tuple[Any, DetectionValidator]:
+    """Score a checkpoint on a dataset split: ``(COCOEvalResult, the validator)``, the latter
+    for its confusion matrix and images/s. ``imgsz`` defaults to the training size; the model
+    must have been trained on the dataset's classes (a ``ValueError`` names both lists)."""
+    from scaledet.data import load_dataset
+    from scaledet.data.loader import build_dataloader
+    from scaledet.models.checkpoint import model_from_weights
+    from scaledet.ops.device import resolve_device
+
+    dev = resolve_device(device)
+    model, meta = model_from_weights(weights, dev)
+    model.fuse()
+    dataset = load_dataset(data, split)
+    names = meta.get("class_names")
+    if names is not None and list(names) != list(dataset.class_names):
+        raise ValueError(f"{weights} was trained on classes {names} but {data} has "
+                         f"{list(dataset.class_names)}")
+    size = int(imgsz or meta.get("imgsz", 320))
+    for name, v in (("batch", batch), ("imgsz", size)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    on_gpu = dev.type == "cuda"
+    loader = build_dataloader(dataset, imgsz=size, batch_size=batch, train=False,
+                              workers=workers, seed=0, device=str(dev) if on_gpu else None)
+    validator = DetectionValidator(loader, dataset, dev)
+    return validator.run(model), validator

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scaledet.evaluation import evaluate_coco
-from scaledet.evaluation.plots import mean_pr_curve, plot_pr_curves
+from scaledet.plots.pr import mean_pr_curve, plot_pr_curves
 from tests.evaluation.coco_cases import make_case
 
 

@@ -1,0 +1,76 @@
+"""``scaledet eval``: COCO bbox evaluation of a results json against a ground-truth json, and
+(``--seg``) semantic segmentation metrics of a folder of label PNGs against another."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from scaledet.cli import CLIError
+from scaledet.evaluation.coco import evaluate_coco
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """Print the 12 COCO stats (pycocotools' layout) and the per-category AP table.
+
+    ``args.gt``/``args.dt``: json paths; ``args.json_out``: write ``{stats, per_category}``;
+    ``args.plots``: folder for precision-recall PNGs. Malformed input raises ``ValueError``
+    naming the file (the CLI prints it and exits 2). With ``args.seg`` this is
+    :func:`seg_eval_command`.
+    """
+    if getattr(args, "seg", False):
+        return seg_eval_command(args)
+    if args.dt is None:
+        raise CLIError("--dt is required (a COCO results json), or use --seg for label PNGs")
+    if getattr(args, "pred", None) is not None or getattr(args, "num_classes", None):
+        raise CLIError("--pred and --num-classes are for --seg")
+    result = evaluate_coco(args.gt, args.dt)
+    print(result.summary())
+    print()
+    print(result.per_category_table())
+    if args.json_out:
+        out = Path(args.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"\nwrote {out}")
+    if args.plots:
+        from scaledet.plots.pr import plot_pr_curves
+
+        paths = plot_pr_curves(result, args.plots)
+        print(f"wrote {len(paths)} precision-recall plots to {args.plots}")
+    return 0
+
+
+def seg_eval_command(args: argparse.Namespace) -> int:
+    """Print the problems (missing, unreadable or mis-sized predictions), PA, MPA, MIoU, FWIoU
+    and the per-class IoU table of the label PNGs in ``args.pred`` against ``args.gt``.
+
+    ``args.json_out``: also write metrics, per-class rows and problems as json. Returns 1 when no
+    image could be scored, else 0; bad folders and out-of-range pixel values raise (one line).
+    """
+    if args.pred is None or args.num_classes is None:
+        raise CLIError("--seg needs --pred DIR and --num-classes K")
+    if args.dt is not None or args.plots is not None:
+        raise CLIError("--dt and --plots are for box evaluation, not --seg")
+    from scaledet.evaluation.segmentation import evaluate_label_folders  # torch: load on use
+
+    result = evaluate_label_folders(args.gt, args.pred, args.num_classes, args.ignore_index)
+    print(f"{result.num_images} ground-truth label images in {args.gt}, predictions in "
+          f"{args.pred}; {args.num_classes} classes, ignore index {args.ignore_index}")
+    report = result.problems_report()
+    if report:
+        print(report)
+    if result.num_scored:
+        print()
+        print(result.summary())
+        print()
+        print(result.class_table())
+    else:
+        print("no image could be scored")
+    if args.json_out:
+        out = Path(args.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"\nwrote {out}")
+    return 0 if result.num_scored else 1

@@ -1,0 +1,390 @@
+"""Training a detector from typed settings: what ``scaledet train`` and :func:`scaledet.train`
+both run.
+
+:class:`TrainSettings` holds every option of a run; :func:`fit` builds the datasets, the
+model (a preset plus overrides), the loaders, the validator and the
+:class:`~scaledet.engine.trainer.Trainer`, runs it (in ``nproc`` data-parallel processes when
+that is above 1) and returns a :class:`TrainResult`. Settings are resolved once (``"auto"``
+values made concrete) into a new object; the caller's is never changed. Checkpoints record
+the resolved settings, so ``resume`` continues with the same choices.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scaledet.data.transforms import AugmentConfig
+from scaledet.engine import distributed
+from scaledet.engine.trainer import TrainConfig
+from scaledet.evaluation.coco import METRIC_NAMES
+from scaledet.models.config import apply_overrides, nest
+from scaledet.models.factory import preset
+from scaledet.ops.device import resolve_amp, resolve_device
+
+DEFAULT_MINUTES = 10.0
+DEFAULT_WORKERS = 2
+"""Data-loading processes in all when ``workers`` is not given, shared by the ``nproc`` ranks
+(at least one each), except where every rank has one CPU core (:func:`default_workers`)."""
+
+
+@dataclass
+class TrainSettings:
+    """Every option of a training run (``scaledet train --help`` says the same per flag).
+
+    Attributes:
+        data: COCO folder, YOLO ``data.yaml`` or VOC folder.
+        model: preset name (:data:`~scaledet.models.factory.PRESETS`).
+        epochs, minutes: stop after this many epochs or minutes of wall clock, whichever
+            comes first; neither: ``DEFAULT_MINUTES``.
+        imgsz: training and validation input side in pixels.
+        batch: images per optimizer step (all processes together).
+        out: output folder (weights/, metrics.csv, plots/).
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        seed: seeds the initial weights, the data order and the augmentation.
+        resume: continue the run in ``out`` exactly where it stopped.
+        exist_ok: overwrite a finished run in ``out`` (otherwise refused).
+        workers: data-loading processes per rank (None: :func:`default_workers`).
+        nproc: data-parallel processes, or ``"auto"`` (:func:`~scaledet.engine.distributed.auto_nproc`).
+        lr, warmup, optimizer: optimizer settings; ``lr`` / ``warmup`` None take the preset's
+            recipe.
+        amp: ``"auto"``, ``"off"``, ``"bf16"`` or ``"fp16"``; ``"auto"`` on a CPU with bf16
+            instructions times bf16 against fp32 on the model and keeps the faster.
+        grad_ckpt: gradient checkpointing of the backbone.
+        eval_interval: validate every N epochs (None: every epoch, and in a timed run at most
+            every sixth of the budget; 0: only at the end).
+        eval_min_minutes: minutes between periodic validations (None: as ``eval_interval``
+            says).
+        strict: stop at the first unreadable image instead of skipping it.
+        model_options: ModelConfig overrides (``--set``), e.g. ``{"head.norm": "gn"}``.
+        train_options: TrainConfig overrides (``--train-option``), e.g. ``{"ema_tau": 600}``.
+        augment: AugmentConfig overrides (``--augment``), e.g. ``{"mosaic": 0.5}``.
+        progress: progress bars.
+    """
+
+    data: str
+    model: str = "fcos-n"
+    epochs: int | None = None
+    minutes: float | None = None
+    imgsz: int = 320
+    batch: int = 16
+    out: str = "runs/train"
+    device: str = "cpu"
+    seed: int = 0
+    resume: bool = False
+    exist_ok: bool = False
+    workers: int | None = None
+    nproc: int | str = "auto"
+    lr: float | None = None
+    warmup: int | None = None
+    optimizer: str = "adamw"
+    amp: str = "auto"
+    grad_ckpt: bool = False
+    eval_interval: int | None = None
+    eval_min_minutes: float | None = None
+    strict: bool = False
+    model_options: dict[str, Any] = field(default_factory=dict)
+    train_options: dict[str, Any] = field(default_factory=dict)
+    augment: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """What a finished run left behind.
+
+    Attributes:
+        best, last: the weights (``.safetensors``) with the best validation mAP and of the
+            last epoch.
+        metrics: the final validation's 12 COCO stats (:data:`~scaledet.evaluation.coco.METRIC_NAMES`:
+            ``mAP``, ``mAP50``, ... ``AR_large``); empty without a val split.
+        out: the run folder; epochs, steps, minutes, skipped_steps: how far it went.
+    """
+
+    best: Path
+    last: Path
+    metrics: dict[str, float]
+    out: Path
+    epochs: int
+    steps: int
+    minutes: float
+    skipped_steps: int = 0
+    best_map: float = -1.0
+
+
+def default_workers(device: str, nproc: int) -> int:
+    """``workers`` (per rank) when not given. Several CPU ranks with one core each: 0, each
+    rank loads its own batches (a loader process would only take turns with its rank on the
+    same core, and adds a copy through shared memory). Otherwise ``DEFAULT_WORKERS`` shared by
+    the ranks, at least one each."""
+    if nproc > 1 and not str(device).startswith("cuda") and distributed.threads_per_rank(
+            nproc) == 1:
+        return 0
+    return max(1, DEFAULT_WORKERS // nproc)
+
+
+# ---- settings ---------------------------------------------------------------------------------
+
+def resolve(settings: TrainSettings, num_train: int) -> TrainSettings:
+    """A copy of ``settings`` with ``nproc``, ``workers`` and the budget made concrete and every
+    option checked (a bad value is one ``ValueError`` here, not a failed process later)."""
+    s = copy.deepcopy(settings)
+    resolve_device(s.device)
+    nproc = s.nproc
+    if nproc == "auto":
+        nproc = distributed.auto_nproc(s.device, s.batch)
+    try:
+        s.nproc = int(nproc)
+    except ValueError:
+        raise ValueError(f"nproc must be a number or auto, got {nproc!r}") from None
+    for name in ("imgsz", "batch", "nproc"):
+        if getattr(s, name) is None or getattr(s, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(s, name)}")
+    if s.workers is None:
+        s.workers = default_workers(s.device, s.nproc)
+    if s.workers < 0:
+        raise ValueError(f"workers must be >= 0, got {s.workers}")
+    if s.nproc > s.batch:
+        raise ValueError(f"nproc {s.nproc} is more than batch {s.batch} (the batch is split "
+                         "between the processes)")
+    if s.epochs is None and s.minutes is None:
+        s.minutes = DEFAULT_MINUTES
+        print(f"no epochs or minutes given: training for {DEFAULT_MINUTES:g} minutes")
+    if num_train < s.nproc:
+        raise ValueError(f"{s.data}: the train split has {num_train} images, fewer than nproc "
+                         f"{s.nproc}" if num_train else f"{s.data}: the train split has no images")
+    if s.eval_min_minutes is None:  # a timed run spends its budget training: validate about
+        s.eval_min_minutes = s.minutes / 6 if s.minutes and s.eval_interval is None else 0.0
+    return s
+
+
+def model_config(s: TrainSettings, num_classes: int):
+    """The run's :class:`~scaledet.models.config.ModelConfig`: the preset plus ``model_options``."""
+    cfg = preset(s.model).config(num_classes)
+    return apply_overrides(cfg, s.model_options) if s.model_options else cfg
+
+
+def train_config(s: TrainSettings) -> TrainConfig:
+    """The trainer's settings: the preset's recipe, then the run's options on top."""
+    recipe = preset(s.model).recipe
+    kwargs: dict[str, Any] = {"lr": recipe.lr, "warmup_iters": recipe.warmup_iters}
+    kwargs.update({k: v for k, v in {"lr": s.lr, "warmup_iters": s.warmup,
+                                      "optimizer": s.optimizer, "amp": s.amp,
+                                      "eval_interval": s.eval_interval}.items()
+                   if v is not None})
+    kwargs.update(_checked_options(s.train_options, TrainConfig, "train option"))
+    kwargs.update(epochs=s.epochs, time_minutes=s.minutes, seed=s.seed, device=s.device,
+                  grad_ckpt=s.grad_ckpt, eval_min_minutes=s.eval_min_minutes or 0.0,
+                  progress=s.progress)
+    return TrainConfig(**kwargs)
+
+
+def augment_config(s: TrainSettings) -> AugmentConfig:
+    """The training augmentation: the preset's recipe, then ``augment`` on top."""
+    recipe = preset(s.model).recipe
+    kwargs: dict[str, Any] = {"mosaic": recipe.mosaic, "scale_range": recipe.scale_range}
+    kwargs.update(_checked_options(s.augment, AugmentConfig, "augment"))
+    try:
+        return AugmentConfig(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"augment: {e}") from None
+
+
+def _checked_options(options: dict[str, Any], cls: type, what: str) -> dict[str, Any]:
+    """``options`` (flat or dotted keys) as keyword arguments of the dataclass ``cls``, lists
+    as tuples; a ``ValueError`` naming the field and the valid ones for an unknown field."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in nest(options).items():
+        if key not in fields or isinstance(value, dict):
+            raise ValueError(f"{what} {key}: not a field of {cls.__name__}; valid: "
+                             f"{', '.join(sorted(fields))}")
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+def fit(settings: TrainSettings) -> TrainResult:
+    """Train as ``settings`` say; see the module docstring."""
+    from scaledet.data import available_splits, load_dataset
+
+    out = prepare_out(Path(settings.out), settings.resume, settings.exist_ok)
+    train_ds = load_dataset(settings.data, "train")
+    s = resolve(settings, len(train_ds))
+    val_ds = load_dataset(s.data, "val") if "val" in available_splits(s.data) else None
+    if val_ds is None or not len(val_ds):
+        print(f"warning: {s.data} has no val split: no validation, best = last")
+    # every bad option fails here, in this process, not in a training rank
+    model_config(s, train_ds.num_classes)
+    train_config(s)
+    augment_config(s)
+    device_type = str(s.device).split(":")[0]
+    summary = distributed.launch(_fit_rank, s.nproc, (s, out, train_ds, val_ds), device_type)
+    weights = out / "weights"
+    metrics = {k: v for k, v in (summary["metrics"] or {}).items() if k in METRIC_NAMES}
+    return TrainResult(best=weights / "best.safetensors", last=weights / "last.safetensors",
+                       metrics=metrics, out=out, epochs=summary["epoch"], steps=summary["step"],
+                       minutes=summary["elapsed_s"] / 60, best_map=summary["best_map"],
+                       skipped_steps=summary["skipped_steps"])
+
+
+def _fit_rank(s: TrainSettings, out: Path, train_ds, val_ds) -> dict[str, Any]:
+    """One process's part of :func:`fit` (every rank builds the same model from the seed)."""
+    from scaledet.engine.runtime import keep_freed_memory, seed_everything
+    from scaledet.engine.trainer import Trainer
+    from scaledet.models.factory import build_from_config
+
+    s = copy.deepcopy(s)
+    rank, world = distributed.rank(), distributed.world_size()
+    if world > 1 and s.device.startswith("cuda"):
+        s.device = f"cuda:{distributed.local_rank()}"  # global rank counts all machines
+    if not s.device.startswith("cuda"):
+        keep_freed_memory()  # every rank is its own process
+    seed_everything(s.seed)  # the model's initial weights come from the seed too
+    model = build_from_config(model_config(s, train_ds.num_classes))
+    if s.amp == "auto":  # one concrete choice for every rank and for resume
+        s.amp = _auto_amp(s, model, out)
+    cfg = train_config(s)
+    loader = _loader(train_ds, s, train=True, shard=(rank, world))
+    validator = None
+    if rank == 0 and val_ds is not None and len(val_ds):
+        from scaledet.evaluation.validator import DetectionValidator
+
+        validator = DetectionValidator(_loader(val_ds, s, train=False), val_ds,
+                                       resolve_device(cfg.device))
+    meta = checkpoint_meta(s, model, train_ds)
+    if rank == 0:
+        procs = f", {world} processes" if world > 1 else ""
+        budget = f"{s.epochs} epochs" if s.epochs is not None else f"{s.minutes:.2f} minutes"
+        print(f"training {s.model} on {len(train_ds)} images ({train_ds.num_classes} classes), "
+              f"{len(val_ds) if val_ds else 0} val images, imgsz {s.imgsz}, batch {s.batch}"
+              f"{procs}, {budget}, device {cfg.device}, amp {_amp_name(cfg)} -> {out}")
+        if cfg.plots and not s.resume:
+            _plot_labels(train_ds, out / "plots" / "labels.png", s.imgsz)
+    trainer = Trainer(model, loader, cfg, out, evaluate=validator, meta=meta)
+    summary = trainer.fit(resume=s.resume)
+    if getattr(loader, "num_skipped", 0):
+        print(loader.summary())
+    return summary
+
+
+def _loader(dataset, s: TrainSettings, train: bool, shard: tuple[int, int] = (0, 1)):
+    from scaledet.data.loader import build_dataloader
+
+    on_gpu = s.device.startswith("cuda")  # then uint8 batches go to float on the GPU
+    return build_dataloader(dataset, imgsz=s.imgsz, batch_size=s.batch, train=train,
+                            workers=s.workers if train else min(s.workers, 1), seed=s.seed,
+                            strict=s.strict, device=s.device if on_gpu else None, shard=shard,
+                            augment=augment_config(s) if train else None)
+
+
+def _plot_labels(dataset, path: Path, imgsz: int) -> None:
+    from scaledet.plots.labels import plot_labels
+
+    try:
+        plot_labels(dataset, path, imgsz)
+    except Exception as e:  # a plot must never stop a training
+        print(f"warning: could not write {path}: {e}")
+
+
+def checkpoint_meta(s: TrainSettings, model, dataset) -> dict[str, Any]:
+    """What every checkpoint records besides the weights (see :mod:`scaledet.models.checkpoint`)."""
+    return {"model": s.model, "model_config": asdict(model.config),
+            "recipe": asdict(preset(s.model).recipe),
+            "class_names": list(dataset.class_names),
+            "category_ids": [int(c) for c in dataset.category_ids],
+            "imgsz": s.imgsz, "train_settings": asdict(s)}
+
+
+def prepare_out(out: Path, resume: bool, exist_ok: bool) -> Path:
+    """Refuse to silently overwrite an earlier run; clear our files when overwriting is asked."""
+    state = out / "weights" / "last.state.pt"
+    if resume:
+        if not state.is_file():
+            raise FileNotFoundError(f"resume: no run to resume in {out} ({state} not found)")
+        return out
+    if state.is_file() or (out / "weights" / "last.safetensors").is_file():
+        if not exist_ok:
+            raise ValueError(f"{out} already holds a training run; resume it (--resume), "
+                             "overwrite it (--exist-ok) or choose another output folder (--out)")
+        for name in ("weights", "plots"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        (out / "metrics.csv").unlink(missing_ok=True)
+    return out
+
+
+# ---- --amp auto -------------------------------------------------------------------------------
+
+_BF16_SPEEDUPS: dict[tuple, float] = {}  # per process: two runs of one model choose alike
+
+
+def _auto_amp(s: TrainSettings, model, out: Path) -> str:
+    """``amp="auto"`` as "off", "bf16" or "fp16", decided once: by rank 0, shared with the
+    other ranks, and recorded in the checkpoints so that ``resume`` keeps it. On a CPU with
+    bf16 instructions the choice is timed (:func:`bf16_speedup`), not read off the flags: some
+    such CPUs train slower with bf16 than with fp32. Pin ``amp`` for bit-identical repeats."""
+    import torch
+
+    from scaledet.models.checkpoint import load_weights
+
+    last = out / "weights" / "last.safetensors"
+    if s.resume and last.is_file():
+        meta = load_weights(last)[1]
+        saved = (meta.get("train_settings") or meta.get("train_args") or {}).get("amp")
+        if saved in ("off", "bf16", "fp16"):
+            return saved
+    device = resolve_device(s.device)
+    names = ["off", "bf16", "fp16"]
+    choice = 0
+    if distributed.rank() == 0:
+        dtype = resolve_amp("auto", device)
+        if dtype == torch.bfloat16 and device.type == "cpu":
+            size = max(int(s.imgsz), 256)  # tiny inputs time the overheads, not the convs
+            key = (s.model, repr(getattr(model, "config", None)), size, torch.get_num_threads())
+            if key not in _BF16_SPEEDUPS:
+                _BF16_SPEEDUPS[key] = bf16_speedup(model, size)
+            speedup = _BF16_SPEEDUPS[key]
+            dtype = torch.bfloat16 if speedup > 1.0 else None
+            print(f"amp auto: bf16 autocast trains {speedup:.2f}x as fast as fp32 on this CPU"
+                  f" -> {'bf16' if dtype else 'fp32'}")
+        choice = names.index({None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype])
+    choice = int(distributed.all_reduce_max([float(choice)], device)[0])
+    return names[choice]
+
+
+def bf16_speedup(model, imgsz: int = 320, batch: int = 2, rounds: int = 3) -> float:
+    """fp32 time / bf16-autocast time of a training forward + backward of a copy of ``model``
+    (a :class:`~scaledet.models.Detector`) on ``batch`` random ``imgsz`` images with one box
+    each; best of ``rounds``, the two dtypes alternating."""
+    import torch
+
+    probe = copy.deepcopy(model).train()
+    images = torch.rand(batch, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+    box = torch.tensor([[0.2, 0.25, 0.6, 0.7]]) * imgsz
+    targets = [{"boxes": box, "labels": torch.zeros(1, dtype=torch.long)} for _ in range(batch)]
+
+    def step(bf16: bool) -> float:
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = probe(images, targets)["loss"]
+        loss.backward()
+        probe.zero_grad(set_to_none=True)
+        return time.perf_counter() - t
+
+    step(False), step(True)  # warm-up: oneDNN picks its kernels on the first call
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for bf16 in times:
+            times[bf16].append(step(bf16))
+    return min(times[False]) / min(times[True])
+
+
+def _amp_name(cfg: TrainConfig) -> str:
+    dtype = resolve_amp(cfg.amp, resolve_device(cfg.device))
+    return "off (fp32)" if dtype is None else str(dtype).replace("torch.", "")

@@ -1,0 +1,356 @@
+"""Typed configs of the dense detectors: one dataclass per part, one per head family.
+
+A :class:`ModelConfig` describes an architecture completely; ``dataclasses.asdict`` of it is
+JSON-safe and :func:`config_from_dict` turns that back into the same config (checkpoints store
+it beside the weights). Each head config holds only the fields its head uses and builds the
+head itself (``config.build(...)``); a head family added later brings its own config class
+with a ``kind`` and a ``build``, and adds it to the ``head`` union of :class:`ModelConfig`.
+
+Where a field holds one of several configs (the head, an assigner), the ``kind`` field of the
+dict says which one; overriding such a field with a bare kind name (``head.assigner=tal``)
+picks that config with its defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from scaledet.models.assigners import ATSSAssigner, FCOSAssigner
+from scaledet.models.heads.centernet import CenterNetHead
+from scaledet.models.heads.dense import PostProcess
+from scaledet.models.heads.fcos import BOX_WEIGHTINGS, FCOSHead
+from scaledet.models.heads.yolo import YOLOXHead
+from scaledet.models.simota import SimOTAAssigner
+from scaledet.models.tal import TaskAlignedAssigner
+
+# ---- parts ------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackboneConfig:
+    """Backbone arguments.
+
+    ``kind``: ``"csp"`` (:class:`~scaledet.models.backbones.csp.CSPNet`), ``"snet"``
+    (:class:`~scaledet.models.backbones.snet.SNet`) or ``"mobilenet"``
+    (:class:`~scaledet.models.backbones.mobilenet.MobileNet`); ``depthwise`` is CSPNet's (the
+    other two always are). ``dilated``: atrous last stage, whose level then has stride 16
+    (:func:`~scaledet.models.backbones.dilation.dilate_last_stage`).
+    """
+
+    widths: tuple[int, ...] = (8, 24, 48, 96, 192)
+    depths: tuple[int, ...] = (0, 1, 2, 1)
+    depthwise: bool = False
+    kind: str = "csp"
+    dilated: bool = False
+
+
+@dataclass
+class NeckConfig:
+    """:class:`~scaledet.models.necks.pan.PAFPN` arguments."""
+
+    channels: int = 64
+    bottom_up: bool = True
+    depth: int = 0
+    depthwise: bool = True
+    sppf_k: int = 5
+
+
+# ---- assigners ------------------------------------------------------------------------------
+
+
+@dataclass
+class ATSSConfig:
+    """:class:`~scaledet.models.assigners.ATSSAssigner`: ``topk`` candidates per level."""
+
+    kind: str = "atss"
+    topk: int = 9
+
+    def build(self) -> ATSSAssigner:
+        return ATSSAssigner(topk=self.topk)
+
+
+@dataclass
+class FCOSAssignerConfig:
+    """:class:`~scaledet.models.assigners.FCOSAssigner`: centre sampling within
+    ``center_radius`` strides; level ``i`` takes objects whose largest point-to-side distance
+    lies between ``bounds[i-1]`` and ``bounds[i]`` pixels (the first from 0, the last
+    unbounded)."""
+
+    kind: str = "fcos"
+    center_radius: float = 1.5
+    bounds: tuple[float, ...] = (64.0, 128.0)
+
+    def build(self) -> FCOSAssigner:
+        edges = [0.0, *self.bounds, float("inf")]
+        return FCOSAssigner(regress_ranges=list(zip(edges[:-1], edges[1:])),
+                            radius=self.center_radius)
+
+
+@dataclass
+class TALConfig:
+    """:class:`~scaledet.models.tal.TaskAlignedAssigner` (TOOD): ``topk`` positives per
+    object by the alignment ``score^alpha * IoU^beta``."""
+
+    kind: str = "tal"
+    topk: int = 13
+    alpha: float = 1.0
+    beta: float = 6.0
+
+    def build(self) -> TaskAlignedAssigner:
+        return TaskAlignedAssigner(topk=self.topk, alpha=self.alpha, beta=self.beta)
+
+
+@dataclass
+class SimOTAConfig:
+    """:class:`~scaledet.models.simota.SimOTAAssigner` (YOLOX): candidates within
+    ``center_radius`` strides of the centre, dynamic k from the sum of the
+    ``candidate_topk`` best IoUs."""
+
+    kind: str = "simota"
+    center_radius: float = 2.5
+    candidate_topk: int = 10
+    iou_weight: float = 3.0
+
+    def build(self) -> SimOTAAssigner:
+        return SimOTAAssigner(center_radius=self.center_radius,
+                              candidate_topk=self.candidate_topk, iou_weight=self.iou_weight)
+
+
+# ---- heads ----------------------------------------------------------------------------------
+
+
+@dataclass
+class FCOSHeadConfig:
+    """:class:`~scaledet.models.heads.fcos.FCOSHead` (FCOS + VarifocalNet scores) and the
+    assigner it trains with; the fields are the head's arguments of the same names."""
+
+    kind: str = "fcos"
+    num_convs: int = 1
+    depthwise: bool = True
+    norm: str = "gn"
+    assigner: ATSSConfig | FCOSAssignerConfig | TALConfig = field(default_factory=ATSSConfig)
+    box_loss: str = "giou"
+    box_loss_weight: float = 0.25
+    vfl_alpha: float = 0.75
+    vfl_gamma: float = 2.0
+    prior_prob: float = 0.01
+    reg_max: int = 0
+    dfl_weight: float = 0.25
+    box_weighting: str = "iou"
+
+    def __post_init__(self) -> None:
+        if self.box_weighting not in BOX_WEIGHTINGS:
+            raise ValueError(f"head.box_weighting must be one of {BOX_WEIGHTINGS}, got "
+                             f"{self.box_weighting!r}")
+
+    def build(self, *, num_classes: int, in_channels: int, strides: tuple[int, ...],
+              act: str) -> FCOSHead:
+        return FCOSHead(num_classes=num_classes, in_channels=in_channels, strides=strides,
+                        num_convs=self.num_convs, depthwise=self.depthwise, norm=self.norm,
+                        act=act, assigner=self.assigner.build(), box_loss=self.box_loss,
+                        box_loss_weight=self.box_loss_weight, vfl_alpha=self.vfl_alpha,
+                        vfl_gamma=self.vfl_gamma, prior_prob=self.prior_prob,
+                        reg_max=self.reg_max, dfl_weight=self.dfl_weight,
+                        box_weighting=self.box_weighting)
+
+
+@dataclass
+class CenterNetHeadConfig:
+    """:class:`~scaledet.models.heads.centernet.CenterNetHead` on the finest level."""
+
+    kind: str = "centernet"
+    depthwise: bool = True
+    gaussian_alpha: float = 0.54
+    size_loss_weight: float = 0.1
+    offset_loss_weight: float = 1.0
+    prior_prob: float = 0.1
+
+    def build(self, *, num_classes: int, in_channels: int, strides: tuple[int, ...],
+              act: str) -> CenterNetHead:
+        return CenterNetHead(num_classes=num_classes, in_channels=in_channels,
+                             stride=strides[0], depthwise=self.depthwise, act=act,
+                             gaussian_alpha=self.gaussian_alpha,
+                             size_loss_weight=self.size_loss_weight,
+                             offset_loss_weight=self.offset_loss_weight,
+                             prior_prob=self.prior_prob)
+
+
+@dataclass
+class YOLOXHeadConfig:
+    """:class:`~scaledet.models.heads.yolo.YOLOXHead` (decoupled head with objectness)
+    trained with SimOTA."""
+
+    kind: str = "yolox"
+    num_convs: int = 1
+    depthwise: bool = True
+    assigner: SimOTAConfig = field(default_factory=SimOTAConfig)
+    box_loss: str = "ciou"
+    box_loss_weight: float = 5.0
+    obj_loss_weight: float = 1.0
+    prior_prob: float = 0.01
+
+    def build(self, *, num_classes: int, in_channels: int, strides: tuple[int, ...],
+              act: str) -> YOLOXHead:
+        return YOLOXHead(num_classes=num_classes, in_channels=in_channels, strides=strides,
+                         num_convs=self.num_convs, depthwise=self.depthwise, act=act,
+                         assigner=self.assigner.build(), box_loss=self.box_loss,
+                         box_loss_weight=self.box_loss_weight,
+                         obj_loss_weight=self.obj_loss_weight, prior_prob=self.prior_prob)
+
+
+HeadConfig = Union[FCOSHeadConfig, CenterNetHeadConfig, YOLOXHeadConfig]  # noqa: UP007
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model: architecture and inference settings (the training
+    recipe is apart: :class:`~scaledet.models.presets.Recipe`)."""
+
+    name: str = "fcos-n"
+    num_classes: int = 80
+    strides: tuple[int, ...] = (8, 16, 32)
+    act: str = "relu"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    neck: NeckConfig = field(default_factory=NeckConfig)
+    head: FCOSHeadConfig | CenterNetHeadConfig | YOLOXHeadConfig = field(
+        default_factory=FCOSHeadConfig)
+    postprocess: PostProcess = field(default_factory=PostProcess)
+
+
+# ---- dicts <-> configs ------------------------------------------------------------------------
+
+
+def config_from_dict(data: dict) -> ModelConfig:
+    """Inverse of ``dataclasses.asdict`` for :class:`ModelConfig` (lists back to tuples,
+    nested dicts back to their dataclasses, picked by ``kind`` where a field has several);
+    an unknown field or a value of the wrong type raises ``ValueError`` naming it."""
+    return from_dict(ModelConfig, data, "model")
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any], where: str = "model") -> Any:
+    """A copy of the dataclass ``cfg`` with ``overrides`` applied: ``{"lr": 0.01, "head":
+    {"norm": "gn"}}`` or dotted keys ``{"head.norm": "gn"}``. A dict updates a nested config;
+    a bare kind name (``{"head.assigner": "tal"}``) or a dict with another ``kind`` replaces
+    it with that config's defaults first. Errors name the field and list the valid ones."""
+    merged = _merge(dataclasses.asdict(cfg), nest(overrides), type(cfg), where)
+    return from_dict(type(cfg), merged, where)
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"head.norm": "gn", "lr": 1}`` -> ``{"head": {"norm": "gn"}, "lr": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{key}: {name} is given both a value and fields")
+        if isinstance(value, dict):
+            value = nest(value)
+        if isinstance(node.get(leaf), dict) and isinstance(value, dict):
+            node[leaf].update(value)
+        else:
+            node[leaf] = value
+    return out
+
+
+def _choices(hint: Any) -> tuple[type, ...]:
+    """The config classes a field may hold (one for a plain dataclass field)."""
+    if dataclasses.is_dataclass(hint):
+        return (hint,)
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return tuple(a for a in typing.get_args(hint) if dataclasses.is_dataclass(a))
+    return ()
+
+
+def _kind_of(cls: type) -> str | None:
+    f = {f.name: f for f in dataclasses.fields(cls)}.get("kind")
+    return None if f is None else f.default
+
+
+def _pick(choices: tuple[type, ...], kind: str, where: str) -> type:
+    kinds = {_kind_of(c): c for c in choices}
+    if kind not in kinds:
+        raise ValueError(f"{where}: unknown kind {kind!r}; valid: {sorted(k for k in kinds if k)}")
+    return kinds[kind]
+
+
+def _merge(current: dict, overrides: dict, cls: type, where: str) -> dict:
+    hints = typing.get_type_hints(cls)
+    out = dict(current)
+    for key, value in overrides.items():
+        if key not in hints:
+            raise ValueError(f"{where}.{key}: not a field of {cls.__name__}; valid: "
+                             f"{', '.join(sorted(hints))}")
+        choices = _choices(hints[key])
+        if not choices:
+            out[key] = value
+            continue
+        kinded = all(hasattr(c, "build") for c in choices)  # ``kind`` picks the class
+        if isinstance(value, str) and kinded:
+            value = {"kind": value}
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}.{key} is a section ({' | '.join(c.__name__ for c in choices)})"
+                             f"; set its fields, e.g. {key}.FIELD=VALUE")
+        base = out.get(key) or {}
+        sub = choices[0]
+        if kinded:
+            kind = value.get("kind", base.get("kind"))
+            sub = _pick(choices, kind, f"{where}.{key}")
+            if kind != base.get("kind"):
+                base = dataclasses.asdict(sub())
+        out[key] = _merge(base, value, sub, f"{where}.{key}")
+    return out
+
+
+_SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def from_dict(cls: type, data: dict, where: str):
+    """The dataclass ``cls`` from its ``asdict`` form, checked field by field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping of fields, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ValueError(f"{where}.{unknown[0]}: not a field of {cls.__name__}; valid: "
+                         f"{', '.join(sorted(hints))}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        choices = _choices(hint)
+        if choices:
+            sub = choices[0]
+            if all(hasattr(c, "build") for c in choices):
+                kind = value.get("kind") if isinstance(value, dict) else None
+                sub = _pick(choices, kind, f"{where}.{key}")
+            value = from_dict(sub, value, f"{where}.{key}")
+        elif typing.get_origin(hint) is tuple:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{where}.{key} must be a list, got {value!r}")
+            value = tuple(value)
+        else:
+            _check_scalar(hint, value, f"{where}.{key}")
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _check_scalar(hint: Any, value: Any, where: str) -> None:
+    names = [a.__name__ if isinstance(a, type) else str(a) for a in
+             (typing.get_args(hint) or (hint,))]
+    allowed = tuple(t for n in names for t in _SCALARS.get(n, ()))
+    if "NoneType" in names and value is None:
+        return
+    if not allowed or (isinstance(value, allowed) and not (
+            isinstance(value, bool) and bool not in allowed)):
+        return
+    raise ValueError(f"{where} must be {' or '.join(n for n in names if n != 'NoneType')}, "
+                     f"got {value!r}")
