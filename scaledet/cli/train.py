@@ -59,8 +59,21 @@ def train_command(args: argparse.Namespace) -> int:
     except ProcessRaisedException as e:  # --nproc: a rank failed; its traceback says why
         print(f"scaledet train: error: a training process failed:\n{e}", file=sys.stderr)
         return 1
+    if result.interrupted:
+        print(f"interrupted: the run is saved in {result.out / 'weights'} "
+              f"(epoch {result.epochs}, step {result.steps}); continue it exactly with:\n"
+              f"  {resume_command(sys.argv[1:])}", file=sys.stderr)
+        return 130
     print_result(result)
     return 0
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that resumes the run ``argv`` started (``--exist-ok`` dropped)."""
+    import shlex
+
+    args = [a for a in argv if a not in ("--exist-ok", "--resume")]
+    return shlex.join(["scaledet", *args, "--resume"])
 
 
 def print_result(result: TrainResult) -> None:

@@ -104,6 +104,8 @@ class TrainResult:
         metrics: the final validation's 12 COCO stats (:data:`~scaledet.evaluation.coco.METRIC_NAMES`:
             ``mAP``, ``mAP50``, ... ``AR_large``); empty without a val split.
         out: the run folder; epochs, steps, minutes, skipped_steps: how far it went.
+        interrupted: the run was stopped by Ctrl-C / SIGTERM and saved a resumable state
+            (``resume=True`` continues it exactly).
     """
 
     best: Path
@@ -115,6 +117,7 @@ class TrainResult:
     minutes: float
     skipped_steps: int = 0
     best_map: float = -1.0
+    interrupted: bool = False
 
 
 def default_workers(device: str, nproc: int) -> int:
@@ -132,7 +135,13 @@ def default_workers(device: str, nproc: int) -> int:
 
 def resolve(settings: TrainSettings, num_train: int) -> TrainSettings:
     """A copy of ``settings`` with ``nproc``, ``workers`` and the budget made concrete and every
-    option checked (a bad value is one ``ValueError`` here, not a failed process later)."""
+    option checked (a bad value is one ``ValueError`` here, not a failed process later).
+    ``imgsz`` is rounded up to a multiple of the model config's largest stride, with a note
+    (:func:`~scaledet.models.sizes.check_imgsz`, the rule of ``predict``, ``val`` and ``info``)."""
+    import sys
+
+    from scaledet.models.sizes import check_imgsz, config_stride
+
     s = copy.deepcopy(settings)
     resolve_device(s.device)
     nproc = s.nproc
@@ -142,9 +151,12 @@ def resolve(settings: TrainSettings, num_train: int) -> TrainSettings:
         s.nproc = int(nproc)
     except ValueError:
         raise ValueError(f"nproc must be a number or auto, got {nproc!r}") from None
-    for name in ("imgsz", "batch", "nproc"):
+    for name in ("batch", "nproc"):
         if getattr(s, name) is None or getattr(s, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(s, name)}")
+    s.imgsz, note = check_imgsz(s.imgsz, config_stride(model_config(s, 1).strides))
+    if note:
+        print(note, file=sys.stderr)
     if s.workers is None:
         s.workers = default_workers(s.device, s.nproc)
     if s.workers < 0:
@@ -225,13 +237,26 @@ def fit(settings: TrainSettings) -> TrainResult:
     train_config(s)
     augment_config(s)
     device_type = str(s.device).split(":")[0]
-    summary = distributed.launch(_fit_rank, s.nproc, (s, out, train_ds, val_ds), device_type)
+    if s.nproc > 1:  # the ranks get the terminal's Ctrl-C too; this process keeps waiting
+        from scaledet.engine.runtime import StopRequest  # for them to save and finish
+
+        with StopRequest() as stop:
+            try:
+                summary = distributed.launch(_fit_rank, s.nproc, (s, out, train_ds, val_ds),
+                                             device_type)
+            except Exception:
+                if stop.requested:  # a rank was stopped before its training began
+                    raise KeyboardInterrupt from None
+                raise
+    else:
+        summary = distributed.launch(_fit_rank, s.nproc, (s, out, train_ds, val_ds), device_type)
     weights = out / "weights"
     metrics = {k: v for k, v in (summary["metrics"] or {}).items() if k in METRIC_NAMES}
     return TrainResult(best=weights / "best.safetensors", last=weights / "last.safetensors",
                        metrics=metrics, out=out, epochs=summary["epoch"], steps=summary["step"],
                        minutes=summary["elapsed_s"] / 60, best_map=summary["best_map"],
-                       skipped_steps=summary["skipped_steps"])
+                       skipped_steps=summary["skipped_steps"],
+                       interrupted=bool(summary.get("interrupted")))
 
 
 def _fit_rank(s: TrainSettings, out: Path, train_ds, val_ds) -> dict[str, Any]:

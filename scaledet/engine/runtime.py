@@ -68,3 +68,46 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class StopRequest:
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM becomes a request to stop after the
+    current step (``requested`` turns True), so that the run can save a resumable state at a
+    step boundary; a second one interrupts at once (``KeyboardInterrupt``). Outside the main
+    thread, where signal handlers cannot be installed, it does nothing."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, message: str | None = None) -> None:
+        self.requested = False
+        self.signal_name = ""
+        self.message = message
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                num = getattr(signal, name)
+                self._previous[num] = signal.signal(num, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for num, handler in self._previous.items():
+            signal.signal(num, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+        import sys
+
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        if self.message:
+            print(self.message.format(signal=self.signal_name), file=sys.stderr, flush=True)

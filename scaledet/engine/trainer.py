@@ -40,7 +40,7 @@ from scaledet.engine.checkpoint import load_train_state, save_train_state
 from scaledet.engine.ema import ModelEMA
 from scaledet.engine.metrics_log import ROW_KEYS, MetricsLog
 from scaledet.engine.optim import build_optimizer, enable_grad_checkpointing
-from scaledet.engine.runtime import rng_state, seed_everything, set_rng_state
+from scaledet.engine.runtime import StopRequest, rng_state, seed_everything, set_rng_state
 from scaledet.engine.schedule import WarmupCosine
 from scaledet.models.checkpoint import save_weights, to_jsonable
 from scaledet.ops.device import resolve_amp, resolve_device
@@ -195,6 +195,11 @@ class Trainer:
         self._clock: float | None = None  # with several ranks: the elapsed time all agree on
         self._mosaic_closed = False
         self._small_imgsz = False
+        self._stop = StopRequest()  # replaced by an active one during fit()
+        self._stop_all = False
+        self.interrupted = False
+        self._epoch_batches = 0  # batches of the current epoch trained so far
+        self._resume_batches = 0  # where a resumed, interrupted epoch starts
 
     # ---- public ----------------------------------------------------------------------------
     @property
@@ -232,21 +237,51 @@ class Trainer:
         if self.finished():
             self._log(f"nothing to do: the run in {self.out} already finished "
                       f"(epoch {self.epoch}, {self._elapsed_before / 60:.1f} min)")
-        while not self.finished():
-            row = self._train_epoch()
-            self.epoch += 1
-            self._end_of_epoch(row, final=self.finished())
-        if self.cfg.plots and self.is_main:
+        message = ("{signal}: stopping after this step and saving a resumable state "
+                   "(press Ctrl-C again to stop at once, without saving)") if self.is_main else None
+        with StopRequest(message) as self._stop:
+            while not self.finished():
+                row = self._train_epoch()
+                if self.interrupted:
+                    self._save_interrupted()
+                    break
+                self.epoch += 1
+                self._epoch_batches = 0
+                self._end_of_epoch(row, final=self.finished())
+                if self._stop_agreed() and not self.finished():  # stopped on an epoch's last step
+                    self.interrupted = True
+                    self._log(f"stopped after epoch {self.epoch}: its state is saved in "
+                              f"{self.weights_dir / 'last.state.pt'}")
+                    break
+        if self.cfg.plots and self.is_main and not self.interrupted:
             self._write_plots()
         return {"epoch": self.epoch, "step": self.step, "elapsed_s": self.elapsed(),
                 "best_map": self.best_map, "metrics": self.last_metrics,
-                "skipped_steps": self.skipped_steps}
+                "skipped_steps": self.skipped_steps, "interrupted": self.interrupted,
+                "epoch_batches": self._epoch_batches}
 
     def _log(self, msg: str) -> None:
         if self.is_main:
             tqdm.write(msg)
 
     # ---- one epoch ---------------------------------------------------------------------------
+    def _stop_agreed(self) -> bool:
+        """Whether a stop was requested (Ctrl-C / SIGTERM); with several ranks, on any rank at
+        this step (agreed in the step's all-reduce, so all ranks stop at the same step)."""
+        return self._stop_all if self.world > 1 else self._stop.requested
+
+    def _save_interrupted(self) -> None:
+        """Save weights and the resume state at the step reached, mid-epoch."""
+        if self.is_main:
+            meta = {**self.checkpoint_meta(), "interrupted": True}
+            save_weights(self.weights_dir / "last.safetensors", self.eval_model.state_dict(),
+                         meta)
+            save_train_state(self.weights_dir / "last.state.pt", self.state_dict())
+            self._log(f"stopped at epoch {self.epoch + 1}, batch {self._epoch_batches}/"
+                      f"{self.steps_per_epoch} (step {self.step}): saved "
+                      f"{self.weights_dir / 'last.state.pt'} and last.safetensors")
+        distributed.barrier()
+
     def _time_up(self) -> bool:
         t = self.cfg.time_minutes
         return t is not None and self.elapsed() >= 60.0 * t
@@ -260,7 +295,15 @@ class Trainer:
         sums: dict[str, float] = {}
         n_ok, n_images, t_start = 0, 0, time.monotonic()
         total = f"/{self.cfg.epochs}" if self.cfg.epochs else ""
-        bar = tqdm(self.loader, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}{total}",
+        start, self._resume_batches = self._resume_batches, 0
+        if start:  # an interrupted epoch: its first batches were trained before the stop
+            if not hasattr(self.loader, "set_start_batch"):
+                raise ValueError("this run was interrupted mid-epoch and its loader cannot start "
+                                 "an epoch at a given batch (set_start_batch)")
+            self.loader.set_start_batch(start)
+        self._epoch_batches = start
+        bar = tqdm(self.loader, total=self.steps_per_epoch, initial=start,
+                   desc=f"epoch {self.epoch + 1}{total}",
                    disable=not (self.cfg.progress and self.is_main), mininterval=1.0,
                    dynamic_ncols=True)
         for images, targets in bar:
@@ -274,6 +317,11 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v
             ips = n_images / max(time.monotonic() - t_start, 1e-9)
             bar.set_postfix_str(self._postfix(sums, n_ok, ips), refresh=False)
+            self._epoch_batches += 1
+            if self._stop_agreed():
+                self.interrupted = self._epoch_batches < self.steps_per_epoch
+                if self.interrupted:
+                    break
             if self._time_up():
                 break
         bar.close()
@@ -336,9 +384,9 @@ class Trainer:
         bad = not torch.isfinite(loss)
         if self.world > 1:  # one all-reduce per step: the ranks agree on the clock (lr, when to
             self._clock = None  # stop) and skip together, or the gradient all-reduce would hang
-            self._clock, worst = distributed.all_reduce_max([self.elapsed(), float(bad)],
-                                                            self.device)
-            bad = worst > 0
+            self._clock, worst, stop = distributed.all_reduce_max(
+                [self.elapsed(), float(bad), float(self._stop.requested)], self.device)
+            bad, self._stop_all = worst > 0, stop > 0
         self._set_lr()
         self.step += 1
         if bad:
@@ -448,6 +496,7 @@ class Trainer:
                 "best_map": self.best_map, "last_eval_at": self.last_eval_at,
                 "last_metrics": self.last_metrics, "skipped_steps": self.skipped_steps,
                 "history": list(self.history), "rng": rng_state(),
+                "epoch_batches": self._epoch_batches,
                 "config": to_jsonable(asdict(self.cfg))}
 
     def load_state(self, path: str | Path) -> None:
@@ -464,10 +513,12 @@ class Trainer:
         self.last_metrics = dict(state["last_metrics"])
         self.skipped_steps = int(state["skipped_steps"])
         self.history = list(state["history"])
+        self._resume_batches = int(state.get("epoch_batches", 0))
         set_rng_state(state["rng"])
         if self.is_main:
             self.metrics_log.truncate(self.epoch)
-        self._log(f"resumed from {path}: epoch {self.epoch}, step {self.step}, "
+        part = f" + {self._resume_batches} batches" if self._resume_batches else ""
+        self._log(f"resumed from {path}: epoch {self.epoch}{part}, step {self.step}, "
                    f"{self._elapsed_before / 60:.1f} min done")
 
     def _plot_first_batch(self, images: torch.Tensor, targets: list[dict]) -> None:
