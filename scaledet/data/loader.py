@@ -344,6 +344,7 @@ class _KeySampler(Sampler):
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
         self.seed, self.mosaic, self.epoch, self.imgsz = seed, mosaic, 0, 0
         self.rank, self.world = shard
+        self.start = 0  # first batch of the pass (resuming an interrupted epoch)
 
     def __iter__(self) -> Iterator[list[tuple[int, int, float, int]]]:
         if self.shuffle:
@@ -351,7 +352,8 @@ class _KeySampler(Sampler):
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for start in range(self.start * self.batch_size, len(self) * self.batch_size,
+                           self.batch_size):
             batch = order[start:start + self.batch_size][self.rank::self.world]
             yield [(i, self.epoch, self.mosaic, self.imgsz) for i in batch]
 
@@ -380,6 +382,7 @@ class DetectionLoader:
                                    dataset.augment.mosaic, shard)
         self.skipped: list[Skipped] = []
         self._next_epoch = 0
+        self._next_start = 0
         self._loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
                                   collate_fn=collate, pin_memory=self.pin and device is not None,
                                   persistent_workers=workers > 0,
@@ -388,6 +391,15 @@ class DetectionLoader:
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass epoch ``epoch`` (order and augmentation follow ``(seed, epoch)``)."""
         self._next_epoch = int(epoch)
+
+    def set_start_batch(self, batch: int) -> None:
+        """Begin the next pass at its batch ``batch`` (the batches before it are not loaded),
+        to resume an epoch that was interrupted; later passes start at 0. Since order and
+        augmentation follow ``(seed, epoch, index)``, the rest of the epoch is what it would
+        have been."""
+        if not 0 <= batch <= len(self):
+            raise ValueError(f"start batch must be in [0, {len(self)}], got {batch}")
+        self._next_start = int(batch)
 
     def set_mosaic(self, probability: float) -> None:
         """Mosaic probability from the next pass on (``0.0`` closes mosaic)."""
@@ -426,6 +438,7 @@ class DetectionLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, list[dict]]]:
         self.sampler.epoch = self._next_epoch
         self._next_epoch += 1
+        self.sampler.start, self._next_start = self._next_start, 0
         for images, targets, skipped in self._loader:
             self.skipped.extend(skipped)
             if targets:
