@@ -127,19 +127,42 @@ def demo_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     data = demo_dataset(out / "data")
     setup_min = (time.monotonic() - start) / 60
+    suffix = next_run_suffix(out)
+    if suffix:
+        print(f"{out / 'train'} holds an earlier demo run (kept): this one writes to "
+              f"{out / ('train' + suffix)} and {out / ('predictions' + suffix)}")
     settings = TrainSettings(
-        data=str(data), model=args.model, imgsz=DEMO_IMGSZ, batch=16, out=str(out / "train"),
-        minutes=max(args.minutes - setup_min, args.minutes / 2), device=args.device,
-        nproc=args.nproc, exist_ok=True, eval_min_minutes=args.minutes / 4)
+        data=str(data), model=args.model, imgsz=DEMO_IMGSZ, batch=16,
+        out=str(out / f"train{suffix}"), minutes=max(args.minutes - setup_min, args.minutes / 2),
+        device=args.device, nproc=args.nproc, eval_min_minutes=args.minutes / 4)
     result = fit(settings)
+    if result.interrupted:
+        command = resume_command(["train", "--data", str(data), "--model", args.model,
+                                  "--imgsz", str(DEMO_IMGSZ), "--time", f"{settings.minutes:.6g}",
+                                  "--out", str(result.out)])
+        print(f"interrupted: the run is saved in {result.out / 'weights'}; continue it with:\n"
+              f"  {command}", file=sys.stderr)
+        return 130
     val_images = sorted((data / "images" / "val").iterdir())[:DEMO_PREDICT]
     predictor = Predictor(result.best, device=args.device, conf=0.3)
-    pred = out / "predictions"
-    shutil.rmtree(pred, ignore_errors=True)  # the demo's own output folder, rewritten each run
+    pred = out / f"predictions{suffix}"
     predict_stream(predictor, val_images, pred / "predictions.json", errors=pred / "errors.txt",
                    images_dir=pred, progress_bar=False)
-    _print_demo_summary(out, result, time.monotonic() - start)
+    _print_demo_summary(pred, result, time.monotonic() - start)
     return 0
+
+
+def next_run_suffix(out: Path) -> str:
+    """``""`` when ``out/train`` holds no run yet, else the first free ``"2"``, ``"3"``, ...: a
+    demo run never overwrites an earlier one."""
+    n = 1
+    while True:
+        suffix = "" if n == 1 else str(n)
+        train = out / f"train{suffix}"
+        if not ((train / "weights").exists() or (train / "metrics.csv").exists()
+                or (out / f"predictions{suffix}").exists()):
+            return suffix
+        n += 1
 
 
 def demo_dataset(folder: Path) -> Path:
@@ -163,7 +186,7 @@ def demo_dataset(folder: Path) -> Path:
     return folder
 
 
-def _print_demo_summary(out: Path, result: TrainResult, seconds: float) -> None:
+def _print_demo_summary(pred: Path, result: TrainResult, seconds: float) -> None:
     m = result.metrics
     print()
     print(f"demo finished in {seconds / 60:.1f} min ({result.epochs} epochs, {result.steps} steps)")
@@ -176,4 +199,4 @@ def _print_demo_summary(out: Path, result: TrainResult, seconds: float) -> None:
     print(f"  metrics:      {result.out / 'metrics.csv'}")
     print(f"  plots:        {result.out / 'plots'}  (train_batch.jpg, labels, losses, mAP, "
           "PR curves, confusion matrix)")
-    print(f"  predictions:  {out / 'predictions'}  (annotated images + predictions.json)")
+    print(f"  predictions:  {pred}  (annotated images + predictions.json)")
