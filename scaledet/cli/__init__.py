@@ -22,8 +22,22 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples kept as written; every option's help ends with its default
+    (as ``argparse.ArgumentDefaultsHelpFormatter`` does), except where the text already names
+    it or there is none to name (``None``, a flag's ``False``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or default is None or default is False
+                or default == argparse.SUPPRESS or "default" in text):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+    return _HelpFormatter(prog, max_help_position=32)
 
 
 def _add(sub, name: str, handler: str, help: str, examples: str) -> argparse.ArgumentParser:
@@ -76,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder")
     p.add_argument("--train", type=int, default=800, help="number of training images")
     p.add_argument("--val", type=int, default=200, help="number of validation images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
     p.add_argument("--imgsz", type=int, default=320, help="image side in pixels")
-    p.add_argument("--format", choices=["coco", "yolo"], default="coco")
+    p.add_argument("--format", choices=["coco", "yolo"], default="coco",
+                   help="dataset format to write")
     p = _add(dsub, "check", "scaledet.cli.data:check_command",
              "validate a dataset and print a report (exit 1 on errors; warnings do not fail)",
              "  scaledet data check data/synth\n  scaledet data check my_yolo/data.yaml\n"
@@ -95,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
              "  scaledet data convert my_yolo/data.yaml my_coco --to coco\n")
     p.add_argument("src", help="COCO folder, YOLO data.yaml, or VOC folder")
     p.add_argument("dst", help="output folder (must not exist or be empty)")
-    p.add_argument("--to", choices=["coco", "yolo"], required=True)
+    p.add_argument("--to", choices=["coco", "yolo"], required=True, help="format to write")
     p.add_argument("--copy-images", action="store_true", help="copy images instead of linking")
 
     # ---- train / val / predict / demo ----------------------------------------------------
@@ -106,13 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
              "  scaledet train --data data/synth --model fcos-n --out runs/a --resume\n")
     p.add_argument("--data", required=True, help="COCO folder, YOLO data.yaml or scaledet yaml")
     p.add_argument("--model", default="fcos-n",
-                   help="model preset: fcos-n (default), fcos-s, fcos-m, centernet-n, yolo-n "
-                        "(sizes and FLOPs: scaledet info)")
-    p.add_argument("--imgsz", type=int, default=320)
+                   help="model preset: fcos-n, fcos-s, fcos-m, centernet-n, yolo-n (sizes and "
+                        "FLOPs: scaledet info)")
+    p.add_argument("--imgsz", type=int, default=320,
+                   help="training and validation input side in pixels, rounded up to a "
+                        "multiple of the model's largest stride")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--epochs", type=int, default=None,
+                   help="number of epochs (default: as --time says; neither: 10 minutes)")
     g.add_argument("--time", type=float, default=None, help="wall-clock budget in minutes")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=16,
+                   help="images per optimizer step, all --nproc processes together")
     p.add_argument("--workers", type=int, default=None,
                    help="data-loading processes per --nproc rank (default: 0 when every "
                         "rank has one CPU core, as with --nproc auto on 2 cores; else 2 shared "
@@ -121,15 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel training processes, or auto (default); each takes a "
                         "share of --batch and of the CPU cores (or one GPU each). auto: one "
                         "per core while each keeps 8+ images of --batch, so 2 at batch 16 on a "
-                        "CPU with 2+ cores (1.0-1.4x the images/s of one process on 2-core "
-                        "VMs); one per GPU with --device cuda")
+                        "CPU with 2+ cores; one per GPU with --device cuda")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--out", default="runs/train")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/weights/last")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/train",
+                   help="run folder: weights/, metrics.csv and plots/ go here")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped (also after Ctrl-C)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the initial weights, the data order and the augmentation")
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="optimizer")
     p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 50)")
     p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
                    help="mixed precision (auto: bf16/fp16 on CUDA; on CPUs with native bf16, "
@@ -158,12 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="COCO folder, YOLO data.yaml or VOC folder")
     p.add_argument("--split", default="val", help="dataset split to score (default: val)")
     p.add_argument("--imgsz", type=int, default=None,
-                   help="input side in pixels (default: the training one)")
+                   help="input side in pixels, rounded up to a multiple of the model's largest "
+                        "stride (default: the training one)")
     p.add_argument("--json", dest="json_out", help="also write the stats and per-class AP here")
     p.add_argument("--plots", metavar="DIR",
                    help="also write PR curves and the confusion matrix as PNG to DIR")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=16, help="images per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
 
     p = _add(sub, "predict", "scaledet.cli.predict:predict_command",
              "run a detector on images or folders: annotated images and COCO-results json "
@@ -171,15 +193,23 @@ def build_parser() -> argparse.ArgumentParser:
              "  scaledet predict --weights best.safetensors img1.jpg folder/ --out runs/pred\n"
              "  scaledet predict --weights W big/ --slice 512 --overlap 0.2 --no-images\n"
              "  scaledet predict --weights W val/ --tta scales=0.75,1,1.5,flip --nms diou\n"
-             "  scaledet predict --weights W huge_folder/ --parquet dets.parquet --resume\n")
-    p.add_argument("--weights", required=True)
+             "  scaledet predict --weights W huge_folder/ --parquet dets.parquet --resume\n"
+             "  scaledet predict --weights W val/ --json dets.json --gt instances_val.json\n")
+    p.add_argument("--weights", required=True, help="a .safetensors checkpoint of scaledet train")
     p.add_argument("source", nargs="+", help="images or folders")
     p.add_argument("--out", default="runs/predict",
                    help="annotated images, predictions.json and errors.txt go here")
-    p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--json", dest="json_out", help="COCO results here (default OUT/predictions.json)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--imgsz", type=int, default=None, help="input side (default: the training one)")
+    p.add_argument("--conf", type=float, default=0.25,
+                   help="minimum score of a kept detection, in [0, 1)")
+    p.add_argument("--json", dest="json_out",
+                   help="COCO results here (default OUT/predictions.json unless --parquet)")
+    p.add_argument("--gt", metavar="GT.json",
+                   help="number the images with this COCO ground truth's image ids, matched by "
+                        "file name (default: 1..N in input order)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="input side in pixels, rounded up to a multiple of the model's largest "
+                        "stride (default: the training one)")
     p.add_argument("--batch", type=int, default=8, help="images per forward pass")
     p.add_argument("--nms", choices=["hard", "soft-linear", "soft-gaussian", "diou"],
                    default=None, help="NMS variant (model, TTA and tile merging)")
@@ -194,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", choices=["wbf", "nms", "nmm"], default=None,
                    help="merge TTA passes (wbf|nms, default wbf) or tiles (nmm|nms, default nmm)")
     p.add_argument("--parquet", metavar="OUT.parquet",
-                   help="write a Parquet dataset (one row per box) instead of json")
+                   help="write a Parquet dataset (one row per box): instead of the json, or "
+                        "as well as it when --json is given too")
     p.add_argument("--resume", action="store_true", help="skip images already written")
     p.add_argument("--no-images", action="store_true", help="do not write annotated images")
 
@@ -202,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
              "export trained weights to ONNX (checked against PyTorch with onnxruntime)",
              "  scaledet export --weights best.safetensors --format onnx\n"
              "  scaledet export --weights best.safetensors --format onnx --dynamic --nms\n")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--weights", required=True, help="a .safetensors checkpoint of scaledet train")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
     p.add_argument("--out", help="output file (default: the weights path with .onnx)")
     p.add_argument("--imgsz", type=int, default=None, help="input side (default: the training one)")
     p.add_argument("--batch", type=int, default=1, help="batch of the example input")
@@ -211,15 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nms", action="store_true", help="include NMS: output detections (K, 7)")
     p.add_argument("--conf", type=float, default=None, help="NMS score threshold")
     p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
 
     p = _add(sub, "demo", "scaledet.cli.train:demo_command",
              "build the built-in dataset, train the default preset, evaluate and predict",
              "  scaledet demo\n  scaledet demo --minutes 3 --out runs/quick\n")
     p.add_argument("--minutes", type=float, default=10.0, help="training budget in minutes")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--model", default="fcos-n")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="runs/demo",
+                   help="folder for the dataset (data/), the run (train/) and predictions/")
+    p.add_argument("--model", default="fcos-n", help="model preset (see scaledet info)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--nproc", default="auto", help="training processes (see train --help)")
 
     # ---- models --------------------------------------------------------------------------
@@ -229,8 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
              "  scaledet info --model centernet-n --imgsz 320\n"
              "  scaledet info --model fcos-n --layers   # every layer's receptive field\n")
     p.add_argument("--model", default=None, help="model preset (default: list all presets)")
-    p.add_argument("--imgsz", type=int, default=320, help="square input side in pixels")
-    p.add_argument("--num-classes", type=int, default=80)
+    p.add_argument("--imgsz", type=int, default=320,
+                   help="square input side in pixels, rounded up to a multiple of the model's "
+                        "largest stride")
+    p.add_argument("--num-classes", type=int, default=80,
+                   help="classes of the head (its parameters and FLOPs depend on them)")
     p.add_argument("--layers", action="store_true", help="also print every layer's field")
     return parser
 

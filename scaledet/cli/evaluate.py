@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from scaledet.cli import CLIError
-from scaledet.evaluation.coco import evaluate_coco
+from scaledet.evaluation.coco import COCOEvaluator
 
 
 def eval_command(args: argparse.Namespace) -> int:
@@ -18,6 +19,11 @@ def eval_command(args: argparse.Namespace) -> int:
     ``args.plots``: folder for precision-recall PNGs. Malformed input raises ``ValueError``
     naming the file (the CLI prints it and exits 2). With ``args.seg`` this is
     :func:`seg_eval_command`.
+
+    Detections with a ``file_name`` (``scaledet predict`` writes one) are placed on the ground
+    truth's images by file name (:func:`~scaledet.evaluation.coco.match_images`); stderr says
+    how many were re-mapped that way or left out, and warns when no detection is on an
+    annotated image (a mismatch that would otherwise score a silent 0).
     """
     if getattr(args, "seg", False):
         return seg_eval_command(args)
@@ -25,7 +31,14 @@ def eval_command(args: argparse.Namespace) -> int:
         raise CLIError("--dt is required (a COCO results json), or use --seg for label PNGs")
     if getattr(args, "pred", None) is not None or getattr(args, "num_classes", None):
         raise CLIError("--pred and --num-classes are for --seg")
-    result = evaluate_coco(args.gt, args.dt)
+    evaluator = COCOEvaluator(args.gt)
+    match = evaluator.add_results(args.dt)
+    for line in match.notes(args.gt):
+        print(line, file=sys.stderr)
+    warning = match.warning(args.gt)
+    if warning:
+        print(warning, file=sys.stderr)
+    result = evaluator.compute()
     print(result.summary())
     print()
     print(result.per_category_table())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from scaledet.models.factory import PRESETS, build
 from scaledet.models.info import (
@@ -12,23 +13,26 @@ from scaledet.models.info import (
     level_info,
     side_text,
 )
+from scaledet.models.sizes import check_imgsz, model_stride
 
 
 def info_command(args: argparse.Namespace) -> int:
     """``scaledet info [--model PRESET] [--imgsz N] [--num-classes C] [--layers]``; without
-    ``--model``, a one-line summary of every preset."""
-    if args.imgsz < 32:
-        raise ValueError(f"--imgsz must be >= 32, got {args.imgsz}")
+    ``--model``, a one-line summary of every preset. ``--imgsz`` is rounded up to a multiple of
+    the largest stride (with a note on stderr), and the output names the size used."""
+    names = list(PRESETS) if args.model is None else [args.model]
+    models = {name: build(name, num_classes=args.num_classes) for name in names}
+    imgsz, note = check_imgsz(args.imgsz, max(model_stride(m) for m in models.values()))
+    if note:
+        print(note, file=sys.stderr)
     if args.model is not None:
-        print(format_info(build(args.model, num_classes=args.num_classes), args.imgsz,
-                          layers=args.layers))
+        print(format_info(models[args.model], imgsz, layers=args.layers))
         return 0
     print(f"{'preset':<14} {'params (M)':>10} {'GFLOPs':>8}  strides (receptive field px) at "
-          f"{args.imgsz} px")
-    for name in PRESETS:
-        model = build(name, num_classes=args.num_classes)
+          f"{imgsz} px")
+    for name, model in models.items():
         levels = ", ".join(f"{side_text(lv.stride)} ({side_text(lv.receptive_field)})"
-                           for lv in level_info(model, args.imgsz))
+                           for lv in level_info(model, imgsz))
         print(f"{name:<14} {count_parameters(model) / 1e6:>10.3f} "
-              f"{count_flops(model, args.imgsz) / 1e9:>8.3f}  {levels}")
+              f"{count_flops(model, imgsz) / 1e9:>8.3f}  {levels}")
     return 0

@@ -5,6 +5,7 @@ or to :func:`~scaledet.inference.export.export_onnx`."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from scaledet.data.images import collect_images
@@ -13,20 +14,63 @@ from scaledet.inference.stream import predict_stream
 
 
 def predict_command(args: argparse.Namespace) -> int:
+    """Predict over ``args.source`` into the COCO-results json (``--json``, default
+    ``OUT/predictions.json`` unless ``--parquet`` is given), the Parquet dataset (``--parquet``)
+    or both, and annotated images in ``OUT``; then print every place written to."""
     files = collect_images(args.source)
-    predictor = predictor_from_args(args)
     out = Path(args.out)
-    output = Path(args.parquet or args.json_out or out / "predictions.json")
-    summary = predict_stream(predictor, files, output, parquet=bool(args.parquet),
-                             resume=args.resume, errors=out / "errors.txt",
-                             images_dir=None if args.no_images else out)
+    parquet = Path(args.parquet) if args.parquet else None
+    json_out = Path(args.json_out) if args.json_out else None
+    if json_out is None and parquet is None:
+        json_out = out / "predictions.json"
+    image_ids = None
+    if getattr(args, "gt", None):
+        image_ids, note = ground_truth_ids(files, args.gt)
+        print(note)
+    predictor = predictor_from_args(args)
+    images_dir = None if args.no_images else out
+    summary = predict_stream(predictor, files, json_out, parquet=parquet, resume=args.resume,
+                             errors=out / "errors.txt", images_dir=images_dir,
+                             image_ids=image_ids)
     print(f"{summary['images']} images ({summary['skipped']} already done, {summary['errors']} "
           f"unreadable), {summary['boxes']} detections (conf >= {predictor.conf:g}), "
           f"{summary['images_per_s']:.1f} images/s")
-    print(f"{'Parquet dataset' if args.parquet else 'COCO results'}: {output}")
-    if summary["errors"]:
-        print(f"unreadable images listed in {out / 'errors.txt'}")
+    if images_dir is not None:
+        print(f"annotated images: {images_dir}{os.sep} ({summary['annotated']} written)")
+    if json_out is not None:
+        print(f"COCO results: {json_out}")
+    if parquet is not None:
+        print(f"Parquet dataset: {parquet}{os.sep}")
+    if summary["errors_file"] is not None:
+        print(f"unreadable images listed in {summary['errors_file']}")
     return 0
+
+
+def ground_truth_ids(files: list[Path], gt_path: str) -> tuple[list[int], str]:
+    """The image id of each file in the COCO ground truth ``gt_path``, matched by file name
+    (:func:`~scaledet.evaluation.coco.match_file_names`); files it does not hold get ids above
+    its largest. Also a line saying how many matched."""
+    from scaledet.evaluation.coco import load_ground_truth, match_file_names
+
+    gt = load_ground_truth(gt_path)
+    found, _ = match_file_names([str(f) for f in files], gt)
+    first_extra = next_id = int(gt.image_ids.max()) + 1 if len(gt.image_ids) else 1
+    ids: list[int] = []
+    used: set[int] = set()
+    for image_id in found.tolist():
+        if image_id < 0 or image_id in used:  # not in it, ambiguous, or a second file of it
+            image_id, next_id = next_id, next_id + 1
+        used.add(image_id)
+        ids.append(image_id)
+    extra = next_id - first_extra
+    if extra == len(files):
+        raise ValueError(f"--gt {gt_path}: none of the {len(files)} images is one of its images "
+                         "by file name")
+    note = (f"image ids of {gt_path}: {len(files) - extra} of {len(files)} images matched by "
+            "file name")
+    if extra:
+        note += f"; the other {extra} are not in it, numbered from {first_extra}"
+    return ids, note
 
 
 def predictor_from_args(args: argparse.Namespace) -> Predictor:
@@ -55,12 +99,18 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    """``scaledet export --weights W --format onnx [--dynamic] [--nms] ...``"""
-    from scaledet.inference.export import export_onnx, report_parity
+    """``scaledet export --weights W --format onnx [--dynamic] [--nms] ...``: write the ONNX
+    file (default: beside the weights), print where it went and how its outputs compare with
+    PyTorch's for this variant (:func:`~scaledet.inference.export.check_parity`). Returns 1
+    when they differ."""
+    import sys
+
+    from scaledet.inference.export import check_parity, export_onnx, import_onnx
     from scaledet.models.checkpoint import model_from_weights
 
     if args.format != "onnx":
         raise ValueError(f"--format: only 'onnx' is supported, got {args.format!r}")
+    import_onnx()  # a missing package is said before anything is loaded
     model, meta = model_from_weights(args.weights, "cpu")
     model.fuse()  # BatchNorm folded into the convs: a smaller, faster graph
     imgsz = int(args.imgsz or meta.get("imgsz", 320))
@@ -68,14 +118,23 @@ def export_command(args: argparse.Namespace) -> int:
     pp = model.postprocess
     if args.nms and pp.nms != "hard":
         print(f"note: the checkpoint uses {pp.nms} NMS; the ONNX graph uses hard NMS")
+    conf = args.conf if args.conf is not None else pp.score_thresh
+    iou = args.iou if args.iou is not None else pp.nms_iou
     export_onnx(model, out, imgsz=imgsz, batch=args.batch, dynamic=args.dynamic, nms=args.nms,
-                opset=args.opset, conf=args.conf if args.conf is not None else pp.score_thresh,
-                iou=args.iou if args.iou is not None else pp.nms_iou, max_det=pp.max_det,
+                opset=args.opset, conf=conf, iou=iou, max_det=pp.max_det,
                 metadata={"class_names": meta.get("class_names", []),
                           "category_ids": meta.get("category_ids", []),
                           "weights": Path(args.weights).name})
-    print(f"wrote {out} (opset {args.opset}, {'dynamic' if args.dynamic else 'fixed'} shape "
-          f"{args.batch}x3x{imgsz}x{imgsz}{', with NMS' if args.nms else ''})")
-    if not args.nms:
-        report_parity(model, out, imgsz, args.batch)
+    where = "" if args.out else " (beside the weights; --out to choose)"
+    print(f"wrote {out.resolve()}{where}: opset {args.opset}, "
+          f"{'dynamic' if args.dynamic else 'fixed'} shape {args.batch}x3x{imgsz}x{imgsz}"
+          f"{', with NMS' if args.nms else ''}")
+    checks = check_parity(model, out, imgsz=imgsz, batch=args.batch, dynamic=args.dynamic,
+                          nms=args.nms, conf=conf, iou=iou, max_det=pp.max_det)
+    for check in checks:
+        print(check.text)
+    if not all(check.ok for check in checks):
+        print("warning: the ONNX model's outputs differ from PyTorch's (MISMATCH above)",
+              file=sys.stderr)
+        return 1
     return 0

@@ -4,8 +4,11 @@ Errors (exit code 1): image missing, unreadable (corrupt, truncated) or of anoth
 declared; malformed label entries; boxes with NaN/inf, zero or negative size, or entirely outside
 the image; unknown class ids. Warnings: boxes partly outside the image (by more than
 ``OUT_OF_BOUNDS_TOLERANCE`` px), duplicate boxes (same class, IoU >= ``DUPLICATE_IOU``), images
-without labels. The report also holds the class histogram and the box-size histogram (box area
-``< 32**2`` small, ``< 96**2`` medium, else large: the COCO definitions).
+without labels. An image that is missing or unreadable is reported with the number of boxes its
+labels hold (a YOLO reader cannot place them without the image's size, so they are counted from
+the label file here and its lines are checked too). The report also holds the class histogram
+and the box-size histogram (box area ``< 32**2`` small, ``< 96**2`` medium, else large: the COCO
+definitions).
 """
 
 from __future__ import annotations
@@ -92,9 +95,14 @@ def check_split(path: str | Path, split: str, *, workers: int | None = None) -> 
         image_results = pool.map(lambda r: _check_image(ds, r), ds.records)
         for record, result in zip(ds.records, image_results):
             image_where = _rel(ds.image_path(record), base)
+            num_boxes = len(record)
             if result is not None:
-                issues.add(result[0], image_where, result[1])
-            if len(record) == 0:
+                kind, message = result
+                if kind in ("image_missing", "image_unreadable"):
+                    num_boxes = _label_box_count(ds, record, fmt, base, issues)
+                    message += f"; {_boxes_text(num_boxes)} in its labels"
+                issues.add(kind, image_where, message)
+            if num_boxes == 0:
                 issues.add("no_labels", image_where, "no boxes")
             _check_boxes(record, issues, lambda i, r=record: _label_where(ds, r, i, fmt, base),
                          lambda i, r=record: _entry(fmt, int(r.ann_ids[i])))
@@ -118,6 +126,30 @@ def _check_image(ds: DetectionDataset, record: DetectionRecord) -> tuple[str, st
         return "size_mismatch", (f"declared {record.width}x{record.height}, "
                                  f"actual {width}x{height} (width x height)")
     return None
+
+
+def _label_box_count(ds: DetectionDataset, record: DetectionRecord, fmt: str, base: Path,
+                     issues: _Issues) -> int:
+    """Boxes in the labels of an image that could not be read. COCO and VOC records hold them
+    (their files declare the image size); the YOLO reader leaves them out, as normalised
+    coordinates need the size, so its label file is parsed here (its problems reported)."""
+    if len(record) or fmt != "yolo":
+        return len(record)
+    from scaledet.data.yolo import label_path, parse_label_lines
+
+    labels_file = label_path(ds.image_path(record))
+    if not labels_file.is_file():
+        return 0
+    problems: list[LabelProblem] = []
+    rows = parse_label_lines(labels_file.read_text(encoding="utf-8"), _rel(labels_file, base),
+                             len(ds.class_names), problems)
+    for p in problems:
+        issues.add(p.kind, p.where, p.message)
+    return len(rows)
+
+
+def _boxes_text(n: int) -> str:
+    return "no boxes" if n == 0 else "1 box" if n == 1 else f"{n} boxes"
 
 
 def _check_boxes(record: DetectionRecord, issues: _Issues, where, entry) -> None:

@@ -2,14 +2,12 @@
 
 ``read_image`` decodes JPEG and PNG with ``torchvision.io.decode_image`` (libjpeg-turbo / libpng
 called on the bytes already in memory, writing straight into a tensor) and everything else, and
-every request for a reduced size, with PIL. Measured in ``benchmarks/bench_images.py`` (results in
-``benchmarks/RESULTS.md``, 2 shared CPU cores): against ``PIL.Image.open`` + ``exif_transpose`` +
-``convert("RGB")`` + ``np.asarray`` (what a PIL reader needs to give the same result) torchvision
-is 1.2-1.5x faster on JPEG and about 1.1x on PNG. Both call the same C libraries; the gain is PIL's
-extra passes (its tile decoder writes into PIL's own buffer, ``convert`` and ``asarray`` copy the
-image again). For huge JPEGs with ``max_side`` we use PIL's ``draft`` mode instead, which decodes
-at 1/2, 1/4 or 1/8 scale inside libjpeg (4.5x faster than a full decode + resize for a 6000x4000
-image, and the full-resolution image never exists in memory); torchvision cannot do that.
+every request for a reduced size, with PIL. Both call the same C libraries; torchvision skips
+PIL's extra passes (its tile decoder writes into PIL's own buffer, ``convert`` and ``asarray``
+copy the image again), so it is the faster reader (``benchmarks/bench_images.py`` compares
+them). For huge JPEGs with ``max_side`` we use PIL's ``draft`` mode instead, which decodes at
+1/2, 1/4 or 1/8 scale inside libjpeg (the full-resolution image never exists in memory);
+torchvision cannot do that.
 
 Every failure (missing, unreadable, corrupt or truncated file, too many pixels) raises
 ``ImageReadError`` naming the path, so a data loader can count and skip bad images.
@@ -157,12 +155,17 @@ def _pixel_limit(limit: int | None):
 
 @contextmanager
 def _open_pil(path: Path, source: bytes | Path):
-    """PIL image opened lazily (header parsed, pixels not decoded) from bytes or a file."""
+    """PIL image opened lazily (header parsed, pixels not decoded) from bytes or a file.
+
+    PIL names what it was given in its messages, which for bytes is the ``repr`` of an
+    in-memory buffer (``<_io.BytesIO object at 0x...>``); the error names the file instead."""
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with _pixel_limit(None):  # our own MAX_PIXELS check replaces PIL's
-            im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            im = Image.open(stream)
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
-        raise ImageReadError(f"{path}: not a readable image ({e})") from e
+        detail = str(e).replace(repr(stream), path.name).replace(repr(str(path)), path.name)
+        raise ImageReadError(f"{path}: not a readable image ({detail})") from e
     with im:
         yield im
 

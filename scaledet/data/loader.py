@@ -47,7 +47,7 @@ epoch ``k``; ``loader.set_epoch(e)`` fixes the epoch of the next pass (use it wh
 ``loader.set_mosaic(p)`` changes the mosaic probability (``0.0`` = "close mosaic") and
 ``loader.set_imgsz(s)`` the training image side (progressive resizing; ``None`` = ``imgsz``).
 
-Speed (``benchmarks/bench_data.py``): images are decoded for ``imgsz`` (big JPEGs at a reduced
+Speed: images are decoded for ``imgsz`` (big JPEGs at a reduced
 scale in libjpeg, then resized so the longer side is ``imgsz``) and cached in RAM
 (``cache="auto"``: when that fits in ``cache_max_bytes``, by default a quarter of the memory
 available when the loader is built), filled

@@ -133,7 +133,7 @@ def _background(rng: np.random.Generator, s: int) -> np.ndarray:
     """A colour gradient mixed with low-frequency colour blobs, ``(s, s, 3)`` uint8.
 
     Both are built on a coarse ``n x n`` grid and upsampled once with a bicubic filter (which
-    reproduces a linear gradient), about 20x faster than computing them at full resolution.
+    reproduces a linear gradient), far cheaper than computing them at full resolution.
     """
     n = int(rng.integers(3, 7))
     c0, c1 = rng.uniform(0, 255, (2, 3))
@@ -303,7 +303,7 @@ def _contrasting_colour(rng: np.random.Generator, behind: np.ndarray) -> tuple[i
 
 
 def _add_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-    """Uniform pixel noise of a random amplitude (integer arithmetic: 5x faster than Gaussian)."""
+    """Uniform pixel noise of a random amplitude (integer arithmetic: cheaper than Gaussian)."""
     amplitude = int(rng.integers(3, 15))
     noisy = image.astype(np.int16)
     noisy += rng.integers(-amplitude, amplitude + 1, image.shape, dtype=np.int16)

@@ -12,10 +12,10 @@ uint8, flip) and the flip of boxes from ``tv_tensors.BoundingBoxes``. Written he
   boxes after clamping; we need the *visible-area rule* (keep a cut box only when at least
   ``min_visible`` of its area is still inside) and a crop window that may stick out of the
   image (padded with grey 114, as YOLO letterboxing does).
-* colour jitter: ``F.adjust_hue`` converts to HSV in float and costs ~20 ms per 640x480 image
-  on one core, more than the rest of the pipeline together. Brightness, contrast, saturation
-  and a hue rotation about the grey axis are all linear in RGB, so ``color_jitter`` applies
-  them as one 3x3 matrix plus offset (~2 ms). The hue rotation is the usual RGB-space
+* colour jitter: ``F.adjust_hue`` converts to HSV in float, which costs more than the rest
+  of the pipeline together. Brightness, contrast, saturation and a hue rotation about the
+  grey axis are all linear in RGB, so ``color_jitter`` applies them as one 3x3 matrix plus
+  offset. The hue rotation is the usual RGB-space
   approximation of an HSV hue shift.
 """
 
@@ -66,9 +66,7 @@ class AugmentConfig:
             training); ``(1.0, 1.0)`` turns it off.
         hflip: probability of a horizontal flip.
         mosaic: probability that a sample is a 4-image mosaic. The engine turns mosaic off
-            for the last epochs ("close mosaic") with ``loader.set_mosaic(0.0)``. 1.0: fcos-n
-            at a fixed 1,750 steps reached mAP50-95 0.469 / 0.495 / 0.520 with 0 / 0.5 / 1.0
-            (built-in dataset, benchmarks/RESULTS.md).
+            for the last epochs ("close mosaic") with ``loader.set_mosaic(0.0)``.
         brightness, contrast, saturation: colour jitter strengths; each factor is drawn
             uniformly from ``[1 - s, 1 + s]``.
         hue: hue rotation, uniformly in ``[-hue, hue]`` turns of the colour wheel.
@@ -191,7 +189,7 @@ def grey_canvas(height: int, width: int, channels: int = 3,
     """A ``(channels, height, width)`` image of ``PAD_VALUE``, stored channels-last.
 
     Channels-last (HWC memory) is what the decoder returns and what torchvision's uint8
-    resize works in natively (about 2x faster than on CHW memory), so images stay in it
+    resize works in natively (faster than on CHW memory), so images stay in it
     until ``color_jitter`` / the loader make them contiguous.
     """
     return torch.full((height, width, channels), PAD_VALUE, dtype=dtype).permute(2, 0, 1)
@@ -385,7 +383,7 @@ def color_jitter(sample: Sample, rng: np.random.Generator, brightness: float = 0
     mean = float(_LUMA @ flat[:, ::7].float().mean(dim=1)) if fc != 1.0 else 0.0
     m, b = color_matrix(fb, fc, fs, fh, mean)
     out = torch.empty_like(flat)
-    # In chunks: one float copy of a 640x640 image (5 MB) costs ~10 ms of fresh-page faults.
+    # In chunks: a whole-image float copy would cost more in fresh-page faults than the math.
     for i in range(0, flat.shape[1], _CHUNK):
         part = torch.addmm(b[:, None], m, flat[:, i:i + _CHUNK].float())
         out[:, i:i + _CHUNK] = part.clamp_(0, 255).round_()

@@ -8,8 +8,6 @@ epoch (on a CPU rank 0 borrows their cores meanwhile: ``all_cores``).
 
 Why it pays on a CPU: PyTorch's intra-op threads scale poorly on the small tensors of a light
 detector, while separate processes do not share anything but one gradient all-reduce per step.
-On the 2-core dev CPU, fcos-n trained at 50 images/s with one process and 2 threads, and at
-about 43 images/s *per process* with two 1-thread processes (benchmarks/RESULTS.md).
 
 ``launch`` starts the processes itself (``torch.multiprocessing`` with the ``spawn`` method and a
 free localhost port); under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR`` set) the

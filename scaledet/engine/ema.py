@@ -8,7 +8,7 @@ This is the form used by YOLOv5/YOLOX.
 With ``window`` set instead (a fraction), the decay is ``d(t) = (1 - 1/t) ** (1 / window)``, the
 power-function EMA of Karras et al. (EDM2, 2024): the average always spans the last ~``window * t``
 updates, whatever the run's length, where the exponential ramp's span depends on how many steps a
-time budget happens to allow (with tau 600: ~4% of the steps at step 3,000, ~1% at 1,800).
+time budget happens to allow.
 ``decay`` still caps it. Floating-point buffers (BatchNorm running statistics) are
 averaged too; integer buffers (``num_batches_tracked``) are copied.
 """
@@ -61,7 +61,7 @@ class ModelEMA:
                 current.append(v.to(ema_v.dtype))
             else:
                 ema_v.copy_(v)
-        if averaged:  # ema += (1 - d) * (v - ema), as one multi-tensor op (5x faster on a CPU)
+        if averaged:  # ema += (1 - d) * (v - ema), as one multi-tensor op (a loop is slow on a CPU)
             torch._foreach_lerp_(averaged, current, 1.0 - d)
 
     def state_dict(self) -> dict:

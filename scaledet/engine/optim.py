@@ -29,7 +29,7 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
                                nesterov=True)
     wd = 0.05 if cfg.weight_decay is None else cfg.weight_decay
     groups = param_groups(model, wd)
-    try:  # the fused kernel: 1.2 vs 6.0 ms per step for fcos-n on one CPU core
+    try:  # the fused kernel: several times faster than the per-parameter loop on a CPU
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=True)
     except (RuntimeError, TypeError):  # a device or dtype without the fused kernel
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))

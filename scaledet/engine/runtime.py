@@ -20,9 +20,9 @@ def keep_freed_memory() -> bool:
     By default glibc serves blocks above a (dynamic) threshold with their own ``mmap`` and
     returns freed memory at the top of the heap: a training step's activations (a few MB each)
     are then faulted in page by page at every step, which costs several microseconds a page
-    on a virtual machine. With blocks up to 32 MB from the heap and up to 1 GB of free memory
-    kept, an fcos-n training step on 2-core AMD EPYC VMs ran 5-10% faster (benchmarks/RESULTS.md,
-    session 9); memory freed during training then stays with the process. Does nothing when
+    on a virtual machine. Blocks up to 32 MB come from the heap and up to 1 GB of free memory
+    is kept, so those pages are reused; memory freed during training then stays with the
+    process. Does nothing when
     a ``MALLOC_*`` environment variable is set (the user's choice wins) or off glibc. Returns
     whether the settings were applied.
     """

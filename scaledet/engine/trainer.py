@@ -56,8 +56,8 @@ class TrainConfig:
 
     Training stops at ``epochs`` or after ``time_minutes`` of wall clock, whichever comes first
     (at least one must be set). ``amp``: "off", "bf16", "fp16" (CUDA only) or "auto" (CUDA: bf16
-    where supported else fp16; CPU: bf16 if the CPU has bf16 instructions, else off; `scaledet
-    train` times both on the model instead, see benchmarks/RESULTS.md). ``weight_decay=None`` picks
+    where supported else fp16; CPU: bf16 if the CPU has bf16 instructions, else off;
+    :func:`scaledet.engine.fit.fit` times both on the model instead). ``weight_decay=None`` picks
     0.05 for AdamW and 5e-4 for SGD. ``grad_clip`` is the max global L2 norm (0 disables).
     ``eval_interval`` is in epochs (0: only at the end); periodic evaluations are also kept
     ``eval_min_minutes`` apart. ``close_mosaic``: the final fraction of the run is trained
@@ -67,10 +67,8 @@ class TrainConfig:
     ``set_imgsz``; smaller images early make those steps cheaper). The EMA decay ramps as
     ``ema_decay * (1 - exp(-step / ema_tau))`` (see :class:`ModelEMA`), so the window is
     ``~1 / (1 - decay)`` steps: with ``ema_tau`` 600 it is ~15 steps at step 1,500 and ~200 at
-    step 3,000, the end of a 15-minute CPU run, when the learning rate is low. Measured there
-    (fcos-n, benchmarks/RESULTS.md): tau 600 gave mAP 0.598 against 0.534 with YOLOv5's 2000
-    (a window of ~4 steps at step 3,000); tau 200 was worse than 2000 (a full ~5000-step window
-    from step ~1,000 on, longer than the run). ``ema_window`` > 0 replaces the ramp with
+    step 3,000, so a run of a few thousand steps averages mostly its last, low-learning-rate
+    steps (YOLOv5's tau 2000 suits runs ten times longer). ``ema_window`` > 0 replaces the ramp with
     the power-function EMA (:class:`ModelEMA`), which always averages the last
     ``ema_window * step`` steps.
     """

@@ -20,6 +20,10 @@ overwritten by ``iscrowd`` in pycocotools, so it has no effect here either; a ma
 annotation with id 0 counts as unmatched (a warning says so). Unlike pycocotools, malformed input
 (missing keys, bad boxes, detections on unknown images or categories) raises ``ValueError``
 naming the file and the entry instead of being skipped or crashing later.
+
+Detections that carry a ``file_name`` (as ``scaledet predict`` writes them, whose ``image_id`` is
+the position of the image in its input) are placed on the ground truth's images by file name,
+not by ``image_id``; see :func:`match_images`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import itertools
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +186,8 @@ class CocoGroundTruth:
     """A validated COCO ground truth.
 
     ``image_ids``/``category_ids`` are sorted (pycocotools' evaluation order);
-    ``category_names[k]`` names ``category_ids[k]``; ``arrays`` holds the annotations.
+    ``category_names[k]`` names ``category_ids[k]``; ``arrays`` holds the annotations;
+    ``file_names[i]`` is the ``file_name`` of image ``image_ids[i]`` (None where absent).
     """
 
     image_ids: np.ndarray
@@ -190,6 +195,7 @@ class CocoGroundTruth:
     category_names: list[str]
     arrays: GroundTruthArrays
     source: str
+    file_names: list[str | None] = field(default_factory=list)
 
 
 def load_ground_truth(gt: str | Path | dict) -> CocoGroundTruth:
@@ -206,7 +212,10 @@ def load_ground_truth(gt: str | Path | dict) -> CocoGroundTruth:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise ValueError(f"{source}: missing or non-list '{key}'")
-    image_ids = np.sort(_unique_ids(data["images"], source, "image"))
+    image_ids = _unique_ids(data["images"], source, "image")
+    image_order = np.argsort(image_ids, kind="stable")
+    file_names = [_file_name(data["images"][i]) for i in image_order.tolist()]
+    image_ids = image_ids[image_order]
     cats = data["categories"]
     cat_ids = _unique_ids(cats, source, "category")
     order = np.argsort(cat_ids)
@@ -230,7 +239,12 @@ def load_ground_truth(gt: str | Path | dict) -> CocoGroundTruth:
         warnings.warn(f"{source}: annotation id 0 is counted as unmatched by pycocotools' "
                       "matching, and so here; renumber annotations from 1", stacklevel=3)
     arrays = GroundTruthArrays(img, cat, boxes, area, crowd.reshape(-1), ann_ids == 0)
-    return CocoGroundTruth(image_ids, cat_ids[order], names, arrays, source)
+    return CocoGroundTruth(image_ids, cat_ids[order], names, arrays, source, file_names)
+
+
+def _file_name(item: dict) -> str | None:
+    name = item.get("file_name")
+    return None if name is None or name == "" else str(name)
 
 
 def _ann_ids(anns: list, source: str) -> np.ndarray:
@@ -240,9 +254,204 @@ def _ann_ids(anns: list, source: str) -> np.ndarray:
     return np.arange(1, len(anns) + 1, dtype=np.int64)
 
 
+# ---------------------------------------------------------------------------------------------
+# placing detections on the ground truth's images
+
+NO_IMAGE, AMBIGUOUS = -1, -2
+"""What :func:`match_file_names` returns for a name that names no image, or several."""
+
+
+def _path_parts(name: str) -> tuple[str, ...]:
+    return tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
+
+
+def match_file_names(names: Sequence[str], gt: CocoGroundTruth
+                     ) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """The ground-truth image id each file name names.
+
+    A name matches the images whose ``file_name`` has the same basename; among several, the one
+    whose path shares the most trailing folders with it (so ``/data/images/val/000001.jpg`` names
+    ``val/000001.jpg`` rather than ``train/000001.jpg``, and a ``file_name`` relative to the
+    ground truth's image folder matches an absolute path).
+
+    Returns:
+        ``(ids, ambiguous)``: ``(len(names),)`` int64 image ids, :data:`NO_IMAGE` where no image
+        has that basename, :data:`AMBIGUOUS` where several match equally well; ``ambiguous``
+        maps each such name to the ids it could mean.
+    """
+    by_base: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+    for image_id, name in zip(gt.image_ids.tolist(), gt.file_names):
+        if name is not None:
+            parts = _path_parts(name)
+            if parts:
+                by_base.setdefault(parts[-1], []).append((parts, image_id))
+    ids = np.full(len(names), NO_IMAGE, np.int64)
+    ambiguous: dict[str, list[int]] = {}
+    for k, name in enumerate(names):
+        parts = _path_parts(name)
+        candidates = by_base.get(parts[-1], []) if parts else []
+        if len(candidates) == 1:
+            ids[k] = candidates[0][1]
+        elif candidates:
+            shared = [_shared_tail(parts, c) for c, _ in candidates]
+            best = [i for (_, i), n in zip(candidates, shared) if n == max(shared)]
+            ids[k] = best[0] if len(best) == 1 else AMBIGUOUS
+            if len(best) > 1:
+                ambiguous[name] = best
+    return ids, ambiguous
+
+
+def _shared_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+@dataclass
+class ImageMatch:
+    """How the detections of a results file were placed on the ground truth's images.
+
+    Attributes:
+        by: ``"file_name"`` when the detections' ``file_name`` decided (some named an image of
+            the ground truth), else ``"image_id"``.
+        detections: detections read.
+        remapped: detections whose ``image_id`` named another image than their ``file_name``
+            does; they now carry the ``file_name``'s image id.
+        dropped: detections whose ``file_name`` names no image of the ground truth (or several
+            equally well, none of them their ``image_id``): left out of the evaluation.
+        dropped_files: distinct file names of the dropped detections.
+        unmatched_names: detections placed by ``image_id`` although they carry a
+            ``file_name``, because none of those names an image of the ground truth.
+        on_annotated: detections evaluated on images that have annotations.
+        detail: what the detections and the ground truth name, for the warning that none of
+            them meet.
+    """
+
+    by: str
+    detections: int
+    remapped: int = 0
+    dropped: int = 0
+    dropped_files: int = 0
+    unmatched_names: int = 0
+    on_annotated: int = 0
+    detail: str = ""
+
+    def notes(self, gt_name: str) -> list[str]:
+        """One line per thing a user should know (none when ids and file names agree)."""
+        lines = []
+        if self.remapped:
+            lines.append(f"note: {self.remapped} of {self.detections} detections re-mapped by "
+                         f"file_name to the image ids of {gt_name} (their image_id named "
+                         "another image)")
+        if self.dropped:
+            lines.append(f"note: {self.dropped} detections on {self.dropped_files} files that "
+                         f"are no image of {gt_name} (by file_name) were left out")
+        if self.unmatched_names:
+            lines.append(f"note: no file_name of the detections is the file of an image of "
+                         f"{gt_name}; the {self.detections} detections are placed by image_id")
+        return lines
+
+    def warning(self, gt_name: str) -> str | None:
+        """The loud line for a run where no detection lands on an annotated image, else None."""
+        if self.on_annotated:
+            return None
+        return f"warning: no detection matches an image of {gt_name}: {self.detail}"
+
+
+def match_images(image_ids: np.ndarray, file_names: Sequence[str | None] | None,
+                 gt: CocoGroundTruth) -> tuple[np.ndarray, np.ndarray, ImageMatch]:
+    """Place detections on ``gt``'s images: by ``file_name`` where they carry one, else by
+    ``image_id``.
+
+    ``scaledet predict`` numbers images 1..N in input order and writes each detection's file, so
+    its ``image_id`` means nothing to a ground truth with other ids; the file name does. File
+    names decide when at least one of them names an image of ``gt`` (:func:`match_file_names`):
+    a detection then gets that image's id, and one whose file is not in ``gt`` is left out.
+    When none does, or the detections or ``gt`` have no file names, ``image_id`` decides, as in
+    pycocotools.
+
+    Args:
+        image_ids: ``(N,)`` int64 the detections' ``image_id``.
+        file_names: the detections' ``file_name`` (None where absent), or None for none.
+
+    Returns:
+        ``(image_ids, keep, match)``: the ids to evaluate with, ``(N,)`` bool the detections
+        to keep, and the summary (:class:`ImageMatch`).
+    """
+    n = len(image_ids)
+    keep = np.ones(n, bool)
+    names = list(file_names) if file_names is not None else []
+    named = [k for k, name in enumerate(names) if name is not None]
+    by = "image_id"
+    ids = image_ids
+    remapped = dropped = dropped_files = unmatched_names = 0
+    if named and any(name is not None for name in gt.file_names):
+        index: dict[str, int] = {}
+        codes = np.array([index.setdefault(str(names[k]), len(index)) for k in named], np.int64)
+        found, ambiguous = match_file_names(list(index), gt)
+        per_det = found[codes]
+        if (per_det >= 0).any():
+            by = "file_name"
+            ids = image_ids.copy()
+            rows = np.array(named, np.int64)
+            for j in np.flatnonzero(per_det == AMBIGUOUS).tolist():  # keep their own id if it fits
+                if int(image_ids[rows[j]]) in ambiguous[str(names[rows[j]])]:
+                    per_det[j] = image_ids[rows[j]]
+            lost = per_det < 0
+            remapped = int((per_det[~lost] != image_ids[rows[~lost]]).sum())
+            dropped = int(lost.sum())
+            dropped_files = len(np.unique(codes[lost]))
+            ids[rows[~lost]] = per_det[~lost]
+            keep[rows[lost]] = False
+        else:
+            unmatched_names = len(named)
+    annotated = np.unique(gt.image_ids[gt.arrays.img]) if len(gt.arrays.img) else np.zeros(0)
+    on_annotated = int(np.isin(ids[keep], annotated).sum())
+    detail = "" if on_annotated else _mismatch_detail(ids[keep], names, gt, annotated, by)
+    return ids, keep, ImageMatch(by, n, remapped, dropped, dropped_files, unmatched_names,
+                                 on_annotated, detail)
+
+
+def _mismatch_detail(ids: np.ndarray, names: list[str | None], gt: CocoGroundTruth,
+                     annotated: np.ndarray, by: str) -> str:
+    """Why no detection is on an annotated image, in a few words."""
+    if not len(ids):
+        return "there are no detections"
+    if not len(annotated):
+        return "it has no annotations"
+    if by == "file_name":
+        return (f"the detections' file_name names {len(np.unique(ids))} of its images, none of "
+                "which has annotations")
+
+    def ids_text(values: np.ndarray) -> str:
+        u = np.unique(values)
+        return f"{u[0]}..{u[-1]} ({len(u)} ids)" if len(u) > 1 else str(u[0])
+
+    det_names = sorted({_path_parts(str(n))[-1:] for n in names if n is not None})
+    gt_names = sorted({_path_parts(n)[-1:] for n in gt.file_names if n is not None})
+    text = (f"detections are on image ids {ids_text(ids)}, its annotated images have ids "
+            f"{ids_text(annotated)}")
+    if not det_names:
+        return text + "; the detections carry no file_name to match by"
+    if not gt_names:
+        return text + "; its images have no file_name to match the detections' file_name by"
+    return (text + f"; no file_name of the detections (e.g. {'/'.join(det_names[0])}) is the "
+            f"file of one of its images (e.g. {'/'.join(gt_names[0])})")
+
+
 def parse_results(results: list | str | Path, gt: CocoGroundTruth) -> DetectionArrays:
     """Validate COCO results (``[{image_id, category_id, bbox [x, y, w, h], score}, ...]``, or
-    a json file of that list) against ``gt``; returns the detections in input order."""
+    a json file of that list) against ``gt``; returns the detections in input order (those
+    placed on ``gt``'s images, see :func:`read_results`)."""
+    return read_results(results, gt)[0]
+
+
+def read_results(results: list | str | Path, gt: CocoGroundTruth
+                 ) -> tuple[DetectionArrays, ImageMatch]:
+    """:func:`parse_results` and how the detections were placed on ``gt``'s images: by
+    ``file_name`` when they carry one that names an image of ``gt`` (:func:`match_images`),
+    else by ``image_id``."""
     source = str(results) if isinstance(results, (str, Path)) else "detections"
     data = _read_json(results) if isinstance(results, (str, Path)) else results
     if not isinstance(data, list):
@@ -253,9 +462,16 @@ def parse_results(results: list | str | Path, gt: CocoGroundTruth) -> DetectionA
     cat = _int_array(_column(data, "category_id", source, what), source, what, "category_id")
     boxes = _box_array(_column(data, "bbox", source, what), source, what)
     score = _float_array(_column(data, "score", source, what), source, what, "score")
-    return DetectionArrays(_lookup(gt.image_ids, img, source, what, "image_id"),
-                           _lookup(gt.category_ids, cat, source, what, "category_id"),
-                           boxes, score)
+    names = _column(data, "file_name", source, what, default=None)
+    img, keep, match = match_images(img, names, gt)
+    if not keep.all():  # left out: any valid id, so that errors name the input's positions
+        img = np.where(keep, img, gt.image_ids[0])
+    arrays = DetectionArrays(_lookup(gt.image_ids, img, source, what, "image_id"),
+                             _lookup(gt.category_ids, cat, source, what, "category_id"),
+                             boxes, score)
+    if not keep.all():
+        arrays = DetectionArrays(arrays.img[keep], arrays.cat[keep], boxes[keep], score[keep])
+    return arrays, match
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,11 +645,14 @@ class COCOEvaluator:
         cat = _lookup(self.gt.category_ids, lab, "update", "detection", "category_id (label)")
         self._chunks.append(DetectionArrays(np.repeat(img_idx, counts), cat, xywh, s))
 
-    def add_results(self, results: list | str | Path) -> None:
+    def add_results(self, results: list | str | Path) -> ImageMatch:
         """Add COCO results: a list of ``{image_id, category_id, bbox [x,y,w,h], score}`` or a
-        json file holding one."""
+        json file holding one. Detections with a ``file_name`` are placed on the ground truth's
+        images by it (:func:`match_images`); returns how they were placed."""
         self._flush()  # keep the input order
-        self._chunks.append(parse_results(results, self.gt))
+        arrays, match = read_results(results, self.gt)
+        self._chunks.append(arrays)
+        return match
 
     def compute(self) -> COCOEvalResult:
         """Evaluate everything added so far (the detections are kept; see :meth:`reset`)."""

@@ -9,6 +9,7 @@ matrix (class indices, score >= 0.25, IoU >= 0.5) for ``plots/confusion_matrix.p
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -84,11 +85,14 @@ def validate_weights(weights: str | Path, data: str | Path, *, split: str = "val
                      imgsz: int | None = None, batch: int = 16, device: str = "cpu",
                      workers: int = 1) -> tuple[Any, DetectionValidator]:
     """Score a checkpoint on a dataset split: ``(COCOEvalResult, the validator)``, the latter
-    for its confusion matrix and images/s. ``imgsz`` defaults to the training size; the model
-    must have been trained on the dataset's classes (a ``ValueError`` names both lists)."""
+    for its confusion matrix and images/s. ``imgsz`` defaults to the training size and is
+    rounded up to a multiple of the model's largest stride (with a note on stderr,
+    :func:`~scaledet.models.sizes.check_imgsz`); the model must have been trained on the
+    dataset's classes (a ``ValueError`` names both lists)."""
     from scaledet.data import load_dataset
     from scaledet.data.loader import build_dataloader
     from scaledet.models.checkpoint import model_from_weights
+    from scaledet.models.sizes import check_imgsz, model_stride
     from scaledet.ops.device import resolve_device
 
     dev = resolve_device(device)
@@ -99,10 +103,12 @@ def validate_weights(weights: str | Path, data: str | Path, *, split: str = "val
     if names is not None and list(names) != list(dataset.class_names):
         raise ValueError(f"{weights} was trained on classes {names} but {data} has "
                          f"{list(dataset.class_names)}")
-    size = int(imgsz or meta.get("imgsz", 320))
-    for name, v in (("batch", batch), ("imgsz", size)):
-        if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    size, note = check_imgsz(imgsz if imgsz is not None else int(meta.get("imgsz", 320)),
+                             model_stride(model))
+    if note:
+        print(note, file=sys.stderr)
     on_gpu = dev.type == "cuda"
     loader = build_dataloader(dataset, imgsz=size, batch_size=batch, train=False,
                               workers=workers, seed=0, device=str(dev) if on_gpu else None)

@@ -19,22 +19,45 @@ the bottom/right), and returns, without ``nms``:
 of 32 with the normalisation mean, exactly as the PyTorch model does). Class names, ``imgsz`` and
 the pre-processing are written into the ONNX metadata. We use the TorchScript-based exporter
 (``dynamo=False``): it needs no extra package and traces this model exactly.
+
+:func:`check_parity` runs the written file with onnxruntime against the PyTorch model, for every
+variant: the dense outputs, on the example shape and (``dynamic``) on another batch and a
+non-square size; with ``nms``, the detections, matched box to box. ``onnx`` and ``onnxruntime``
+are optional (``pip install 'scaledet[export]'``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 MIN_OPSET = 17
+# Largest differences to PyTorch that count as the same model (float32 rounding in another
+# runtime): boxes in input pixels, scores in [0, 1]; detections matched at IoU >= MATCH_IOU.
+BOX_TOLERANCE = 0.05
+SCORE_TOLERANCE = 1e-3
+MATCH_IOU = 0.9
+INSTALL_HINT = "pip install 'scaledet[export]'"
+
+
+def import_onnx():
+    """The ``onnx`` module, or a ``ValueError`` naming the extra to install."""
+    try:
+        import onnx
+    except ImportError:
+        raise ValueError(f"export needs the onnx package: {INSTALL_HINT}") from None
+    return onnx
 
 
 class RawOutputs(nn.Module):
@@ -72,8 +95,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, imgsz: int = 320, b
         opset: ONNX opset, >= 17.
         metadata: extra ``key -> value`` strings (JSON for non-strings) stored in the model.
     """
-    import onnx
-
+    onnx = import_onnx()
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
     if imgsz < 32 or batch < 1:
@@ -145,18 +167,160 @@ def _append_nms(proto, conf: float, iou: float, max_det: int) -> None:
     g.output.append(helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["K", 7]))
 
 
-def report_parity(model: nn.Module, path: Path, imgsz: int, batch: int) -> None:
-    """Print the largest difference to PyTorch on a random input, when onnxruntime is here."""
+@dataclass
+class Parity:
+    """One comparison of the ONNX file with PyTorch.
+
+    Attributes:
+        ok: the outputs agree within ``BOX_TOLERANCE`` / ``SCORE_TOLERANCE`` (and, with NMS,
+            every detection of either has its match in the other).
+        text: one line saying what was compared and how far apart the outputs are.
+    """
+
+    ok: bool
+    text: str
+
+
+def check_parity(model: nn.Module, path: str | os.PathLike, *, imgsz: int, batch: int,
+                 dynamic: bool = False, nms: bool = False, conf: float = 0.25, iou: float = 0.6,
+                 max_det: int = 100) -> list[Parity]:
+    """Run the ONNX file ``path`` (written by :func:`export_onnx` with these settings) with
+    onnxruntime and compare it with ``model`` on test images of the built-in dataset's kind.
+
+    Without NMS, the dense boxes and scores, on the example shape ``(batch, 3, imgsz, imgsz)``
+    and, when ``dynamic``, also on ``(batch + 1, 3, h, imgsz)`` with ``h`` not a multiple of the
+    stride. With NMS, the detections against the model's own post-processing set to the graph's
+    (hard NMS, ``conf``, ``iou``, ``max_det``): matched by class and IoU, their number, boxes
+    and scores. When no detection passes ``conf`` on the test images, the graph is also
+    checked at a lower threshold (a copy of it, in memory), so that some detections are compared.
+
+    Returns:
+        One :class:`Parity` per comparison; none (with a note) when onnxruntime is missing.
+    """
     try:
         import onnxruntime as ort
     except ImportError:
-        print("onnxruntime is not installed: output not checked (pip install onnxruntime)")
-        return
-    x = torch.rand(batch, 3, imgsz, imgsz)
+        return [Parity(True, f"onnxruntime is not installed: output not checked ({INSTALL_HINT})")]
+    shapes = [(batch, imgsz, imgsz)]
+    if dynamic:
+        shapes.append((batch + 1, max(32, imgsz * 3 // 4 + 5), imgsz))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = []
+    for b, h, w in shapes:
+        x = check_images(b, h, w)
+        shape = f"{b}x3x{h}x{w}"
+        if not nms:
+            out.append(_raw_parity(model, sess, x, shape))
+            continue
+        parity, count = _nms_parity(model, sess, x, shape, conf, iou, max_det)
+        out.append(parity)
+        if count == 0:  # nothing compared: the same graph at a threshold that passes some
+            low = _threshold_with_candidates(model, x)
+            lowered = _with_nms_threshold(path, low)
+            sess_low = ort.InferenceSession(lowered, providers=["CPUExecutionProvider"])
+            out.append(_nms_parity(model, sess_low, x, f"{shape}, conf lowered to {low:.4g}",
+                                   low, iou, max_det)[0])
+    return out
+
+
+def check_images(batch: int, height: int, width: int) -> Tensor:
+    """``(batch, 3, height, width)`` float images in ``[0, 1]`` from the built-in dataset's
+    generator (objects on clutter; deterministic)."""
+    from scaledet.data.synth import synth_image
+
+    rng = np.random.default_rng(0)
+    side = max(64, height, width)
+    images = [synth_image(rng, side)[0][:height, :width] for _ in range(batch)]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255).contiguous()
+
+
+def _raw_parity(model: nn.Module, sess, x: Tensor, shape: str) -> Parity:
     with torch.no_grad():
         ref = RawOutputs(model).eval()(x)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outs = sess.run(None, {"images": x.numpy()})
     box_diff, score_diff = (float((torch.from_numpy(o) - r).abs().max()) for o, r in zip(outs, ref))
-    print(f"onnxruntime vs PyTorch on a random input: max abs difference boxes {box_diff:.1e} px, "
-          f"scores {score_diff:.1e}")
+    ok = box_diff <= BOX_TOLERANCE and score_diff <= SCORE_TOLERANCE
+    return Parity(ok, f"onnxruntime vs PyTorch on {shape}: max abs difference boxes "
+                      f"{box_diff:.1e} px, scores {score_diff:.1e}{'' if ok else ' (MISMATCH)'}")
+
+
+def _nms_parity(model: nn.Module, sess, x: Tensor, shape: str, conf: float, iou: float,
+                max_det: int) -> tuple[Parity, int]:
+    """Compare detections; returns the verdict and how many PyTorch detections there were."""
+    saved = model.postprocess
+    model.postprocess = dataclasses.replace(saved, score_thresh=conf, nms="hard", nms_iou=iou,
+                                            max_det=max_det)
+    try:
+        with torch.no_grad():
+            ref = model(x)
+    finally:
+        model.postprocess = saved
+    (det,) = sess.run(None, {"images": x.numpy()})
+    n_ref = n_onnx = matched = 0
+    box_diff = score_diff = 0.0
+    for i, r in enumerate(ref):
+        mine = det[det[:, 0] == i]
+        mine = mine[np.argsort(-mine[:, 5], kind="stable")][:max_det]  # as the graph's doc says
+        pairs = match_detections(r["boxes"].numpy(), r["labels"].numpy(), mine[:, 1:5],
+                                 mine[:, 6].astype(np.int64))
+        n_ref, n_onnx, matched = n_ref + len(r["scores"]), n_onnx + len(mine), matched + len(pairs)
+        for a, b in pairs:
+            box_diff = max(box_diff, float(np.abs(r["boxes"][a].numpy() - mine[b, 1:5]).max()))
+            score_diff = max(score_diff, abs(float(r["scores"][a]) - float(mine[b, 5])))
+    ok = (n_ref == n_onnx == matched and box_diff <= BOX_TOLERANCE
+          and score_diff <= SCORE_TOLERANCE)
+    text = (f"onnxruntime vs PyTorch with NMS (conf {conf:g}, iou {iou:g}) on {shape}: "
+            f"{n_onnx} vs {n_ref} detections, {matched} matched")
+    if matched:
+        text += f"; max abs difference boxes {box_diff:.1e} px, scores {score_diff:.1e}"
+    if n_ref == 0:
+        text += " (no detection above conf on the test images)"
+    return Parity(ok, text + ("" if ok else " (MISMATCH)")), n_ref
+
+
+def match_detections(boxes_a: np.ndarray, labels_a: np.ndarray, boxes_b: np.ndarray,
+                     labels_b: np.ndarray, min_iou: float = MATCH_IOU) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)``: each box of ``a`` in order with the unmatched box of ``b`` of the same
+    label that overlaps it most, if their IoU is at least ``min_iou``."""
+    from scaledet.ops.iou import box_iou
+
+    if not len(boxes_a) or not len(boxes_b):
+        return []
+    ious = box_iou(torch.as_tensor(boxes_a, dtype=torch.float32),
+                   torch.as_tensor(boxes_b, dtype=torch.float32)).numpy()
+    ious[np.asarray(labels_a)[:, None] != np.asarray(labels_b)[None, :]] = -1
+    pairs = []
+    for i in range(len(boxes_a)):
+        j = int(np.argmax(ious[i]))
+        if ious[i, j] >= min_iou:
+            pairs.append((i, j))
+            ious[:, j] = -1
+    return pairs
+
+
+def _threshold_with_candidates(model: nn.Module, x: Tensor, low: int = 20,
+                               high: int = 60) -> float:
+    """A score threshold that about ``low``..``high`` (location, class) pairs of ``x`` pass,
+    in the widest gap between two scores there (no score near it to flip in float rounding)."""
+    with torch.no_grad():
+        _, scores = model.predict_raw(x)
+    top = scores.flatten().sort(descending=True).values[: high + 1].double()
+    if len(top) < 2:
+        return 0.0
+    lo = min(low, len(top) - 2)
+    gaps = top[lo:-1] - top[lo + 1:]
+    k = lo + int(gaps.argmax())
+    return float((top[k] + top[k + 1]) / 2)
+
+
+def _with_nms_threshold(path: str | os.PathLike, conf: float) -> bytes:
+    """The ONNX model at ``path`` with its NMS score threshold set to ``conf``, serialised."""
+    onnx = import_onnx()
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    for k, init in enumerate(proto.graph.initializer):
+        if init.name == "nms_conf":
+            proto.graph.initializer[k].CopyFrom(
+                numpy_helper.from_array(np.array([conf], np.float32), "nms_conf"))
+    return proto.SerializeToString()

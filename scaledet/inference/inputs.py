@@ -1,9 +1,12 @@
 """Turn whatever a user passes as images into ``(3, H, W)`` uint8 RGB tensors.
 
-Accepted, alone or in a list / tuple (mixed freely):
+Accepted, alone or in a list / tuple / iterator (mixed freely):
 
 * a path (``str`` or ``os.PathLike``): decoded with :func:`scaledet.data.read_image` (EXIF
   orientation applied);
+* a folder: its image files (sorted, not recursive; :func:`scaledet.data.images.collect_images`);
+* a glob pattern (a ``str`` with ``*``, ``?`` or ``[`` that is not an existing path, e.g.
+  ``"shots/*.jpg"``, ``"data/**/*.png"`` recursive): the image files it matches, sorted;
 * a ``PIL.Image.Image`` (any mode; converted to RGB);
 * a numpy array ``(H, W, 3)``, ``(H, W, 4)`` (alpha dropped), ``(H, W)`` (grey) or a batch
   ``(B, H, W, 3)`` - numpy images are **HWC**;
@@ -11,12 +14,18 @@ Accepted, alone or in a list / tuple (mixed freely):
 
 Pixel values: uint8 in ``0..255``, or floating point in ``[0, 1]`` (quantised to uint8, the form a
 decoded image file has, so every input goes through the same letterbox).
+
+:func:`iter_images` is lazy: folders and patterns are listed when reached and each file is
+decoded only when its image is asked for, so a big folder can be streamed.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,9 +48,38 @@ class InputImage:
 
 def as_images(images) -> list[InputImage]:
     """Normalise one image, a batch, or a list of images (see the module docstring)."""
-    if isinstance(images, (list, tuple)):
-        return [im for item in images for im in _one_or_batch(item)]
-    return _one_or_batch(images)
+    return list(iter_images(images))
+
+
+def iter_images(images) -> Iterator[InputImage]:
+    """:func:`as_images`, one image at a time: files are read only when reached."""
+    items = images if isinstance(images, (list, tuple, Iterator)) else (images,)
+    for item in items:
+        files = image_files(item) if isinstance(item, (str, os.PathLike)) else None
+        if files is None:
+            yield from _one_or_batch(item)
+        else:
+            for f in files:
+                yield from _one_or_batch(f)
+
+
+def image_files(source: str | os.PathLike) -> list[Path] | None:
+    """The image files a folder or a glob pattern stands for (sorted), or None when ``source``
+    is neither (a file, or a path that does not exist: reading it says so)."""
+    from scaledet.data.images import IMAGE_SUFFIXES, collect_images
+
+    path = Path(source)
+    if path.is_dir():
+        return collect_images([str(path)])
+    pattern = os.fspath(source)
+    if path.exists() or not any(c in pattern for c in "*?["):
+        return None
+    files = sorted(Path(f) for f in glob.iglob(pattern, recursive=True)
+                   if Path(f).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(f))
+    if not files:
+        raise ValueError(f"{pattern}: no image file matches this pattern (looked for "
+                         f"{', '.join(IMAGE_SUFFIXES)})")
+    return files
 
 
 def _one_or_batch(item) -> list[InputImage]:

@@ -6,6 +6,9 @@
     r = results[0]
     r.boxes, r.scores, r.labels, r.class_names      # (K, 4) xyxy original pixels, (K,), (K,)
     r.to_coco(image_id=1); r.to_dict(); r.plot("annotated.jpg")
+    results = predictor("shots/")                   # a folder's images, or "shots/*.jpg"
+    for r in predictor.stream("huge_folder/"):      # lazily, a batch at a time
+        ...
 
 Pre-processing is the evaluation letterbox of ``scaledet.data`` (longer side -> ``imgsz``, pad
 bottom/right to ``imgsz x imgsz``), so predictions match what ``scaledet val`` scores. Every image
@@ -18,7 +21,8 @@ see :mod:`scaledet.inference.tta`) and ``slicing=Slicing(...)`` (tiles over larg
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from scaledet.inference.inputs import InputImage, as_images
+from scaledet.inference.inputs import InputImage, as_images, iter_images
 from scaledet.inference.results import Result, to_coco_results
+from scaledet.models.sizes import check_imgsz, model_stride
 from scaledet.ops.boxes import to_original_pixels
 from scaledet.ops.device import resolve_device
 from scaledet.plots.draw import draw_detections, save_annotated  # noqa: F401 - re-exported
@@ -46,7 +51,9 @@ class Predictor:
         weights: ``.safetensors`` checkpoint written by ``scaledet train``.
         device: "cpu", "cuda", "cuda:N".
         conf: minimum score of a returned detection, in ``[0, 1)``.
-        imgsz: input side in pixels (default: the training image size).
+        imgsz: input side in pixels (default: the training image size); a positive multiple
+            of the model's largest stride, other sizes are rounded up with a note on stderr
+            (:func:`~scaledet.models.sizes.check_imgsz`).
         batch_size: images per forward pass.
         nms: NMS variant of the model's post-processing and of TTA / tile merging:
             ``"hard"``, ``"soft-linear"``, ``"soft-gaussian"`` or ``"diou"`` (default: the
@@ -55,6 +62,10 @@ class Predictor:
         max_det: detections kept per image (default: the checkpoint's, 100).
         tta: :class:`~scaledet.inference.tta.TTA` test-time augmentation, or None.
         slicing: :class:`~scaledet.inference.slicing.Slicing` sliced inference, or None.
+
+    Calling it (``predictor(images)``) returns a list of :class:`Result`, one per image, for
+    any mix of images, files, folders and glob patterns; ``predictor.stream(images)`` takes
+    the same and yields the results lazily, a batch at a time, for folders of any size.
     """
 
     def __init__(self, weights: str | os.PathLike, device: str = "cpu", conf: float = 0.25,
@@ -69,8 +80,8 @@ class Predictor:
         n = int(meta.get("model_config", {}).get("num_classes", 0) or 0)
         names = list(meta.get("class_names") or [str(i) for i in range(n)])
         self._setup(model, meta, names, meta.get("category_ids"), dev, conf,
-                    int(imgsz or meta.get("imgsz", 320)), batch_size, nms, iou, max_det, tta,
-                    slicing)
+                    imgsz if imgsz is not None else int(meta.get("imgsz", 320)), batch_size,
+                    nms, iou, max_det, tta, slicing)
 
     @classmethod
     def from_model(cls, model: nn.Module, class_names: Sequence[str], *, imgsz: int = 320,
@@ -91,9 +102,11 @@ class Predictor:
                max_det: int | None, tta: TTA | None, slicing: Slicing | None) -> None:
         if not 0.0 <= conf < 1.0:
             raise ValueError(f"conf must be in [0, 1), got {conf}")
-        if imgsz < 32 or batch_size < 1:
-            raise ValueError(f"imgsz must be >= 32 and batch_size >= 1, got {imgsz}, "
-                             f"{batch_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        imgsz, note = check_imgsz(imgsz, model_stride(model))
+        if note:
+            print(note, file=sys.stderr)
         if tta is not None and slicing is not None:
             raise ValueError("tta and slicing cannot be combined; choose one")
         self.model, self.meta, self.device = model, meta, device
@@ -114,10 +127,31 @@ class Predictor:
     # ---- the user-facing call ---------------------------------------------------------------
 
     def __call__(self, images) -> list[Result]:
-        """Detect objects in one image or many (paths, PIL images, numpy HWC arrays, CHW
-        tensors; see :mod:`scaledet.inference.inputs`). Returns one :class:`Result` per image,
-        in input order, boxes in original-image pixels."""
+        """Detect objects in one image or many (paths, folders, glob patterns such as
+        ``"shots/*.jpg"``, PIL images, numpy HWC arrays, CHW tensors; see
+        :mod:`scaledet.inference.inputs`). Returns one :class:`Result` per image, in input
+        order (a folder's or pattern's files sorted), boxes in original-image pixels.
+
+        Every result, with its decoded image, is held until the call returns: over a big
+        folder use :meth:`stream`. An unreadable file raises ``ValueError`` naming it."""
         inputs = as_images(images)
+        return self._results(inputs)
+
+    def stream(self, images) -> Iterator[Result]:
+        """:meth:`__call__` lazily: yields the results one by one while reading and running
+        ``batch_size`` images at a time, so memory does not grow with the number of images.
+        Takes what ``__call__`` takes, and any iterator of it. An unreadable file raises
+        ``ValueError`` naming it when reached (``scaledet predict`` lists and skips them)."""
+        batch: list[InputImage] = []
+        for image in iter_images(images):
+            batch.append(image)
+            if len(batch) == self.batch_size:
+                yield from self._results(batch)
+                batch = []
+        if batch:
+            yield from self._results(batch)
+
+    def _results(self, inputs: list[InputImage]) -> list[Result]:
         dets = self._infer([im.image for im in inputs])
         return [self.result(d, im) for d, im in zip(dets, inputs)]
 

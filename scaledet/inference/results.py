@@ -45,6 +45,13 @@ class Result:
         """The class name of every detection, ``(K,)`` strings."""
         return [self._name(lab) for lab in self.labels.tolist()]
 
+    @property
+    def detection_category_ids(self) -> list[int]:
+        """The dataset's category id of every detection, ``(K,)`` ints (as :meth:`to_coco`
+        writes them; ``labels`` are the model's 0-based class indices)."""
+        ids = self._category_ids()
+        return [int(ids[lab]) for lab in self.labels.tolist()]
+
     def _name(self, label: int) -> str:
         return self.names[label] if 0 <= label < len(self.names) else str(label)
 
@@ -68,7 +75,7 @@ class Result:
                 "labels": self.labels.tolist(), "class_names": self.class_names}
 
     def plot(self, path: str | os.PathLike | None = None) -> Image.Image:
-        """The image with boxes and ``"name score"`` labels drawn (PIL's built-in font, nothing
+        """The image with boxes and ``"name 95%"`` labels drawn (PIL's built-in font, nothing
         downloaded); also saved to ``path`` when given (format from the suffix)."""
         if self.image is None:
             raise ValueError("plot: this Result holds no image (keep_images=False)")

@@ -30,8 +30,7 @@ Detections = dict[str, Tensor]
 MERGE_METHODS = ("nmm", "nms")
 CUT_MARGIN = 3.0  # px: a box this close to an inner tile edge counts as cut by it
 # A piece scoring below this fraction of its group's best box joins without stretching the
-# group box: measured on the 2048 px canvases of bench_inference.py (conf 0.01), letting every
-# weak edge box stretch confident ones cost 0.04 AP.
+# group box: weak edge boxes would otherwise stretch confident ones.
 PIECE_RATIO = 0.5
 
 
@@ -44,7 +43,7 @@ class Slicing:
         overlap: fraction of ``tile`` shared by neighbouring tiles, in ``[0, 1)``.
         full_image: also run the whole image letterboxed to the predictor's ``imgsz`` (for
             objects larger than a tile; off by default: when every object fits in a tile, the
-            downscaled pass adds mostly false boxes - see benchmarks/RESULTS.md).
+            downscaled pass adds mostly false boxes).
         merge: ``"nmm"`` (greedy non-maximum merging, intersection over smaller) or ``"nms"``
             (the predictor's NMS variant, IoU).
         match: matching threshold of the merge (IoS for NMM, IoU for NMS).

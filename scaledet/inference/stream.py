@@ -1,52 +1,70 @@
 """Prediction over many image files, as ``scaledet predict`` runs it.
 
-:func:`predict_stream` streams over the images: decoding runs ahead in two threads, results are written batch by batch
+:func:`predict_stream` streams over the images: decoding runs ahead in two threads, results are
+written batch by batch to a COCO-results json, a Parquet dataset or both
 (:mod:`scaledet.inference.writers`), nothing accumulates in memory; ``--resume`` skips the images
 already written, unreadable images go to ``OUT/errors.txt``.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from scaledet.inference.inputs import InputImage
 from scaledet.inference.predictor import Predictor
 
+if TYPE_CHECKING:
+    from scaledet.inference.writers import ErrorLog, Outputs
 
-def predict_stream(predictor: Predictor, files: Sequence[Path], output: Path, *,
-                   parquet: bool = False, resume: bool = False, errors: Path,
-                   images_dir: Path | None = None, progress_bar: bool | None = None
-                   ) -> dict[str, Any]:
-    """Run ``predictor`` over ``files`` writing COCO-results json (or a Parquet dataset) to
-    ``output``; image ids are positions in ``files`` (1-based).
+
+def predict_stream(predictor: Predictor, files: Sequence[Path],
+                   output: str | os.PathLike | None = None, *,
+                   parquet: str | os.PathLike | bool | None = None, resume: bool = False,
+                   errors: Path, images_dir: Path | None = None,
+                   progress_bar: bool | None = None,
+                   image_ids: Sequence[int] | None = None) -> dict[str, Any]:
+    """Run ``predictor`` over ``files`` writing a COCO-results json to ``output`` and / or a
+    Parquet dataset to ``parquet`` (at least one of them; both get the same detections).
 
     Args:
-        resume: continue the run that wrote ``output``, skipping its logged images.
+        parquet: the Parquet dataset folder; ``True`` means ``output`` is one (and no json).
+        resume: continue the run that wrote the outputs, skipping its logged images.
         errors: the file listing unreadable images.
         images_dir: where annotated copies go (None: not written).
         progress_bar: tqdm bar (None: only on a terminal).
+        image_ids: the image id written for each file (e.g. a ground truth's ids); default
+            the positions in ``files``, 1-based.
 
     Returns:
-        ``{"images", "skipped", "errors", "boxes", "seconds", "images_per_s"}``.
+        ``{"images", "skipped", "errors", "boxes", "annotated", "seconds", "images_per_s",
+        "outputs", "errors_file"}``: ``annotated`` images written to ``images_dir`` by this
+        run, ``outputs`` the json and / or Parquet paths, ``errors_file`` the list of
+        unreadable images (None when there is none).
     """
     from tqdm import tqdm
 
-    from scaledet.inference.writers import ErrorLog, open_output
+    from scaledet.inference.writers import ErrorLog, Outputs
 
-    writer, progress = open_output(output, parquet, resume)
+    if image_ids is not None and len(image_ids) != len(files):
+        raise ValueError(f"{len(image_ids)} image ids for {len(files)} files")
+    ids = list(image_ids) if image_ids is not None else list(range(1, len(files) + 1))
+    if isinstance(parquet, bool):
+        output, parquet = (None, output) if parquet else (output, None)
+    writer = Outputs(output, parquet, resume)
     error_log = ErrorLog(errors, resume)
     keys = [str(Path(f).resolve()) for f in files]
-    todo = [(i, f, k) for i, (f, k) in enumerate(zip(files, keys), start=1)
-            if k not in progress.done]
+    todo = [(n, f, k) for n, (f, k) in enumerate(zip(files, keys)) if k not in writer.done]
     names = _annotated_names(files)
-    stats = {"images": len(files), "skipped": len(files) - len(todo), "errors": 0, "boxes": 0}
+    stats = {"images": len(files), "skipped": len(files) - len(todo), "errors": 0, "boxes": 0,
+             "annotated": 0}
     bar = tqdm(total=len(files), initial=stats["skipped"], unit="img", dynamic_ncols=True,
                disable=None if progress_bar is None else not progress_bar)
     pending: list[str] = []
@@ -57,14 +75,16 @@ def predict_stream(predictor: Predictor, files: Sequence[Path], output: Path, *,
             good = [(i, f, im) for i, f, _, im in batch if isinstance(im, Tensor)]
             failed += [(str(f), str(im)) for _, f, _, im in batch if not isinstance(im, Tensor)]
             results = predictor([InputImage(im, str(f)) for _, f, im in good])
-            for (i, f, _), r in zip(good, results):
-                stats["boxes"] += _write(writer, parquet, i, str(f), r)
+            for (n, f, _), r in zip(good, results):
+                writer.add(ids[n], str(f), r)
+                stats["boxes"] += len(r)
                 if images_dir is not None:
-                    r.plot(images_dir / names[i - 1])
+                    r.plot(images_dir / names[n])
+                    stats["annotated"] += 1
             pending += [k for _, _, k, _ in batch]
-            _commit(writer.flush(), progress, error_log, pending, failed)
+            _commit(writer, writer.flush(), error_log, pending, failed)
             bar.update(len(batch))
-        _commit(writer.flush(force=True), progress, error_log, pending, failed)
+        _commit(writer, writer.flush(force=True), error_log, pending, failed)
         writer.close()
     except BaseException:
         writer.abort()
@@ -74,25 +94,17 @@ def predict_stream(predictor: Predictor, files: Sequence[Path], output: Path, *,
     seconds = time.perf_counter() - start
     done = len(todo)
     return {**stats, "errors": error_log.count, "seconds": seconds,
-            "images_per_s": done / max(seconds, 1e-9)}
+            "images_per_s": done / max(seconds, 1e-9), "outputs": writer.paths,
+            "errors_file": error_log.path if error_log.exists else None}
 
 
-def _write(writer, parquet: bool, image_id: int, path: str, r) -> int:
-    if parquet:
-        writer.add_boxes(image_id, path, r.boxes.tolist(), r.scores.tolist(), r.labels.tolist(),
-                         r.class_names)
-    else:
-        writer.add([{**e, "file_name": path} for e in r.to_coco(image_id)])
-    return len(r)
-
-
-def _commit(token: str | None, progress, error_log, pending: list[str],
+def _commit(writer: Outputs, tokens: list[str] | None, error_log: ErrorLog, pending: list[str],
             failed: list[tuple[str, str]]) -> None:
-    """Once the writer says everything queued is durable: log errors and the done images."""
-    if token is None:
+    """Once the writers say everything queued is durable: log errors and the done images."""
+    if tokens is None:
         return
     error_log.write(failed)
-    progress.mark(token, pending)
+    writer.mark(tokens, pending)
     pending.clear()
     failed.clear()
 

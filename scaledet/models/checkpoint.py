@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,22 @@ FORMAT_VERSION = 1
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the new one."""
+    """Write ``data`` to ``path`` so that readers see either the old file or the new one.
+
+    The file gets the permissions of any file the process creates (``0o666`` less the umask,
+    0644 under the usual 022), not the owner-only 0600 of ``tempfile.mkstemp``: the temp file
+    is created with ``os.open(..., 0o666)``, which applies the umask without changing it (reading
+    the umask means setting it, which races with other threads creating files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:  # O_EXCL: a name no one else holds (64 random bits; a clash just tries again)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -17,6 +17,10 @@ from torch import Tensor, nn
 from scaledet.models.heads.dense import PostProcess, postprocess
 from scaledet.models.layers import fuse_conv_bn
 
+SIZE_DIVISOR = 32
+"""Default ``size_divisor``: the stride of the deepest backbone stage, so that every level's
+map has exactly ``1 / stride`` of the padded input's side."""
+
 
 def _setting(name: str, cast: type) -> property:
     """A model attribute that reads/writes ``model.postprocess.<name>`` (validated)."""
@@ -41,12 +45,14 @@ class Detector(nn.Module):
             at the bottom/right to a multiple of this, so any ``H, W`` works.
         postprocess: inference settings (:class:`PostProcess`); also reachable as the
             attributes ``score_thresh``, ``nms``, ``nms_iou``, ``max_det`` of the model.
-        channels_last: run the convolutions in NHWC memory layout, 2-3x faster on CPU (oneDNN).
+        channels_last: run the convolutions in NHWC memory layout, which oneDNN's CPU
+            kernels prefer.
     """
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, *,
                  pixel_mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 pixel_std: Sequence[float] = (0.229, 0.224, 0.225), size_divisor: int = 32,
+                 pixel_std: Sequence[float] = (0.229, 0.224, 0.225),
+                 size_divisor: int = SIZE_DIVISOR,
                  postprocess: PostProcess | None = None, channels_last: bool = True) -> None:
         super().__init__()
         self.backbone, self.neck, self.head = backbone, neck, head
@@ -64,8 +70,8 @@ class Detector(nn.Module):
     max_det = _setting("max_det", int)
 
     def fuse(self) -> Detector:
-        """Switch to eval mode and fold BatchNorm into the preceding convolutions (about 15%
-        faster CPU inference, same outputs to float rounding). Inference only: do not train or
+        """Switch to eval mode and fold BatchNorm into the preceding convolutions (faster CPU
+        inference, same outputs to float rounding). Inference only: do not train or
         save-and-rebuild a fused model (its state dict no longer matches the config)."""
         self.eval()
         fuse_conv_bn(self)

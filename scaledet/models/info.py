@@ -8,6 +8,10 @@ convolutions and matrix products (the convention behind "8.7 GFLOPs" for YOLOv8n
 ignores element-wise ops. Receptive fields come from :func:`scaledet.ops.receptive_field`,
 traced through the whole detector up to each level's predictions (classification and
 regression together).
+
+Every function here takes ``imgsz`` through :func:`~scaledet.models.sizes.check_imgsz`: a side
+that is not a multiple of the model's largest stride is measured at the next multiple (the size
+the detector pads it to anyway), and :func:`format_info` prints that size, not the one asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaledet.models.detector import Detector
+from scaledet.models.sizes import check_imgsz, model_stride
 from scaledet.ops import RFLayer, receptive_field, receptive_field_table
 
 
@@ -50,9 +55,16 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def input_side(model: Detector, imgsz: int) -> int:
+    """The side the model actually runs for ``imgsz``: rounded up to a multiple of its largest
+    stride (``ValueError`` below 1)."""
+    return check_imgsz(imgsz, model_stride(model)).imgsz
+
+
 def count_flops(model: Detector, imgsz: int) -> int:
     """FLOPs of ``model.predict_raw`` on one ``(1, 3, imgsz, imgsz)`` image (eval mode, no
-    grad; the training flag is restored)."""
+    grad; the training flag is restored), ``imgsz`` as :func:`input_side` rounds it."""
+    imgsz = input_side(model, imgsz)
     was_training = model.training
     model.eval()
     try:
@@ -64,8 +76,9 @@ def count_flops(model: Detector, imgsz: int) -> int:
 
 
 def layer_fields(model: Detector, imgsz: int) -> list[RFLayer]:
-    """Every conv/pool/interpolation of the detector, then one ``output[i]`` row per level."""
-    return receptive_field(_LevelPredictions(model), imgsz, in_channels=3)
+    """Every conv/pool/interpolation of the detector, then one ``output[i]`` row per level, at
+    ``imgsz`` as :func:`input_side` rounds it."""
+    return receptive_field(_LevelPredictions(model), input_side(model, imgsz), in_channels=3)
 
 
 def level_info(model: Detector, imgsz: int) -> list[LevelInfo]:
@@ -79,7 +92,9 @@ def side_text(v: tuple) -> str:
 
 
 def format_info(model: Detector, imgsz: int, *, layers: bool = False) -> str:
-    """The text ``scaledet info`` prints for one model."""
+    """The text ``scaledet info`` prints for one model, at ``imgsz`` as :func:`input_side`
+    rounds it (the size the header names)."""
+    imgsz = input_side(model, imgsz)
     name = model.config.name if model.config is not None else type(model.head).__name__
     lines = [f"{name}: {model.head.num_classes} classes, {imgsz}x{imgsz} input",
              f"parameters  {count_parameters(model) / 1e6:.3f} M",

@@ -22,9 +22,8 @@ def make_act(name: str) -> nn.Module:
     """Return the activation module called ``name`` (one of :data:`ACTIVATIONS`).
 
     SiLU and Hardswish are not in-place: their backward needs the input, so autograd would
-    clone it before an in-place call; out of place is 3% faster per fcos-n training step
-    (interleaved, one thread, batch 8: 165.4 vs 170.7 ms). ReLU's backward needs only its
-    output, so it stays in-place."""
+    clone it before an in-place call, so out of place is cheaper. ReLU's backward needs only
+    its output, so it stays in-place."""
     if name == "relu":
         return nn.ReLU(inplace=True)
     if name == "silu":
@@ -51,13 +50,10 @@ class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d`` with ``groups == in_channels``; strided ones run in float32 under CPU
     autocast.
 
-    oneDNN's bfloat16 depthwise kernels at stride 2 are far slower than its float32 ones on
-    CPUs without native bf16 convolutions: forward + backward of a 3x3 depthwise conv (64
-    channels, 40x40 -> 20x20, batch 8, channels-last, one thread of the dev CPU) took 17.5 ms
-    in bf16 against 2.2 ms in fp32. At stride 1 bf16 is about as fast, and casting costs more
-    than it saves (a whole fcos-n training step: all depthwise convs in fp32 6% slower, only
-    the strided ones 5% faster than none; ``benchmarks/RESULTS.md``). Same parameters and
-    ``state_dict`` keys as ``nn.Conv2d``.
+    oneDNN's bfloat16 depthwise kernels at stride 2 are many times slower than its float32
+    ones on CPUs without native bf16 convolutions; at stride 1 they are about as fast, and
+    casting would cost more than it saves. Same parameters and ``state_dict`` keys as
+    ``nn.Conv2d``.
     """
 
     def __init__(self, channels: int, k: int = 3, s: int = 1) -> None:
@@ -119,8 +115,8 @@ class LevelNormTower(nn.Module):
     so one shared BatchNorm would normalise with the wrong running statistics at test time.
 
     Same layers as ``num_convs`` :func:`conv_block` s (depthwise-separable when ``depthwise``),
-    but no GroupNorm: on CPU GroupNorm forward + backward took 22% of an fcos-n training step
-    (profiled on 2 cores), BatchNorm is cheaper and folds into the conv at inference.
+    but no GroupNorm: on a CPU GroupNorm is a large share of a light head's training step,
+    while BatchNorm is cheap and folds into the conv at inference.
     ``forward(x, level)``: ``(B, c, H, W) -> (B, c, H, W)``.
     """
 

@@ -7,24 +7,20 @@ from pathlib import Path
 import numpy as np
 
 from scaledet.evaluation.confusion import ConfusionMatrix
+from scaledet.plots.style import figure, save
 
 
 def plot_confusion(cm: ConfusionMatrix, path: str | Path,
                    class_names: list[str] | None = None) -> Path:
-    """Write a :class:`~scaledet.evaluation.confusion.ConfusionMatrix` as a PNG heat map, each row normalised by its total (the fraction
-    of that class's objects, or of the false alarms, in each column), counts printed when
-    there are at most 30 classes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    """Write a :class:`~scaledet.evaluation.confusion.ConfusionMatrix` as a PNG heat map, each
+    row normalised by its total (the fraction of that class's objects, or of the false alarms,
+    in each column), counts printed when there are at most 30 classes."""
     c = cm.num_classes
     names = list(class_names or [str(i) for i in range(c)])[:c] + ["background"]
     totals = cm.matrix.sum(axis=1, keepdims=True)
     frac = np.divide(cm.matrix, totals, out=np.zeros(cm.matrix.shape), where=totals > 0)
     side = min(4 + 0.45 * (c + 1), 20)
-    fig = Figure(figsize=(side + 1.5, side))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = figure((side + 1.5, side))
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the row")
     if c <= 30:
@@ -38,8 +34,4 @@ def plot_confusion(cm: ConfusionMatrix, path: str | Path,
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"confusion matrix (score >= {cm.conf:g}, IoU >= {cm.iou:g})")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save(fig, path)

@@ -22,24 +22,96 @@ def _colour(label: int) -> tuple[int, int, int]:
     return palette[label % len(palette)]
 
 
+def label_text(name: str, score: float | None) -> str:
+    """A box's label: ``"name"``, or ``"name 95%"`` with its score as a percentage, so that a
+    digit class name stays apart from the score (``"1 95%"``, never ``"1 0.95"``)."""
+    return name if score is None else f"{name} {score:.0%}"
+
+
+Rect = tuple[int, int, int, int]
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(boxes: Sequence[Sequence[float]], sizes: Sequence[tuple[int, int]],
+                 width: int, height: int, max_cover: float = 0.35) -> list[Rect | None]:
+    """Where each box's label goes: ``(x0, y0, x1, y1)`` inside the ``width`` x ``height``
+    image, or ``None`` when every place for it is taken or when it would take the labels past
+    ``max_cover`` of the image's area (more would hide what they describe; the first label
+    always goes).
+
+    Boxes are placed in the order given (callers pass the most important first). A label of
+    ``sizes[i] = (w, h)`` pixels tries, in turn: above the box's top-left corner, inside the box
+    at its top, below the box, inside the box at its bottom; each place shifted into the image.
+    It takes the first that overlaps no label placed before it, so labels of overlapping boxes
+    neither pile up on one spot nor leave the image."""
+    placed: list[Rect] = []
+    out: list[Rect | None] = []
+    budget = max_cover * width * height
+    for (x1, y1, _, y2), (w, h) in zip(boxes, sizes):
+        spot = None
+        x = min(max(round(x1), 0), max(width - w, 0))
+        top, bottom = round(y1), round(y2)
+        for y in (top - h, top, bottom, bottom - h) if not placed or w * h <= budget else ():
+            y = min(max(y, 0), max(height - h, 0))
+            rect = (x, y, x + w, y + h)
+            if not any(_overlaps(rect, r) for r in placed):
+                spot = rect
+                break
+        if spot is not None:
+            placed.append(spot)
+            budget -= w * h
+        out.append(spot)
+    return out
+
+
+def _text_colour(fill: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black on light label backgrounds, white on dark ones (ITU-R BT.601 luma)."""
+    r, g, b = fill
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+
+
 def draw_detections(image: np.ndarray, det: Detections, class_names: Sequence[str]) -> Image.Image:
-    """Boxes with ``"name score"`` labels (``"name"`` when ``det`` has no ``"scores"``, e.g.
+    """Boxes with ``"name 95%"`` labels (``"name"`` when ``det`` has no ``"scores"``, e.g.
     ground truth) drawn on a copy of ``image`` ((H, W, 3) uint8 RGB), using PIL's built-in
-    default font (nothing is downloaded)."""
+    default font (nothing is downloaded).
+
+    Every label stays inside the image, in black or white, whichever reads on its class
+    colour. The labels of the most confident boxes are placed first; a label that would cover
+    one already drawn moves (see :func:`place_labels`) and is left out when no place is free or
+    the labels already cover about a third of the image (its box keeps the class colour)."""
     im = Image.fromarray(image)
     draw = ImageDraw.Draw(im)
     font = ImageFont.load_default()
+    boxes = det["boxes"].tolist()
     labels = det["labels"].tolist()
     scores = det["scores"].tolist() if "scores" in det else [None] * len(labels)
-    for (x1, y1, x2, y2), s, lab in zip(det["boxes"].tolist(), scores, labels):
-        colour = _colour(lab)
-        draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
+    order = sorted(range(len(boxes)), key=lambda i: -(scores[i] or 0.0))
+    texts, sizes, offsets = [], [], []
+    for i in order:
+        lab = labels[i]
         name = class_names[lab] if 0 <= lab < len(class_names) else str(lab)
-        text = name if s is None else f"{name} {s:.2f}"
-        tx0, ty0, tx1, ty1 = draw.textbbox((x1, y1), text, font=font)
-        ty = y1 - (ty1 - ty0) - 2 if y1 - (ty1 - ty0) - 2 >= 0 else y1
-        draw.rectangle([x1, ty, x1 + (tx1 - tx0) + 2, ty + (ty1 - ty0) + 2], fill=colour)
-        draw.text((x1 + 1, ty), text, fill=(0, 0, 0), font=font)
+        while True:  # a label wider than the image loses the end of its name, not the score
+            text = label_text(name, scores[i])
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            if right - left + 2 <= im.width or len(name) <= 1:
+                break
+            name = name[:-1].rstrip()
+        texts.append(text)
+        sizes.append((right - left + 2, bottom - top + 2))
+        offsets.append((left, top))
+    for i in order[::-1]:  # the most confident box drawn last, on top
+        draw.rectangle(boxes[i], outline=_colour(labels[i]), width=2)
+    spots = place_labels([boxes[i] for i in order], sizes, im.width, im.height)
+    for i, text, (left, top), spot in zip(order, texts, offsets, spots):
+        if spot is None:
+            continue
+        colour = _colour(labels[i])
+        draw.rectangle([spot[0], spot[1], spot[2] - 1, spot[3] - 1], fill=colour)
+        draw.text((spot[0] + 1 - left, spot[1] + 1 - top), text, fill=_text_colour(colour),
+                  font=font)
     return im
 
 

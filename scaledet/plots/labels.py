@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from scaledet.plots.style import figure, save
+
 
 def label_stats(dataset: Any, imgsz: int | None = None) -> tuple[Any, Any, Any]:
     """``(objects per class (C,), sizes (N,), sizes at imgsz (N,) or None)`` of a dataset.
@@ -39,14 +41,10 @@ def plot_labels(dataset: Any, path: str | Path, imgsz: int | None = None) -> Pat
     picture of how much a small input size shrinks the objects.
     """
     import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     names = list(dataset.class_names)
     counts, size, small = label_stats(dataset, imgsz)
-    fig = Figure(figsize=(11, 4))
-    FigureCanvasAgg(fig)
-    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    fig, (ax1, ax2) = figure((11, 4), 1, 2)
     ax1.bar(range(len(names)), counts, color="tab:blue")
     ax1.set_title(f"{int(counts.sum())} objects in {len(dataset.records)} images")
     ax1.set_ylabel("objects")
@@ -65,14 +63,11 @@ def plot_labels(dataset: Any, path: str | Path, imgsz: int | None = None) -> Pat
         ax2.set_xscale("log")
         for limit, text in ((32, "small | medium"), (96, "medium | large")):
             ax2.axvline(limit, color="grey", ls="--", lw=1)
-            ax2.text(limit, 0.98, f" {text}", transform=ax2.get_xaxis_transform(),
-                     fontsize=7, va="top", color="grey")
+            # above the frame, where no bar can hide it
+            ax2.text(limit, 1.01, text, transform=ax2.get_xaxis_transform(), fontsize=7,
+                     ha="center", va="bottom", color="grey")
         ax2.legend(fontsize=8)
     ax2.set_xlabel("object size sqrt(w * h), px")
     ax2.set_ylabel("objects")
     ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save(fig, path)

@@ -34,12 +34,17 @@ def plot_metrics(csv_path: str | Path, out_dir: str | Path) -> list[Path]:
 
 
 def loss_columns(cols: dict[str, list[float]]) -> list[str]:
-    """The loss columns of ``metrics.csv``: ``loss`` (the total) and its terms ``loss_*``."""
-    return [k for k in cols if k == "loss" or k.startswith("loss_")]
+    """The loss columns of ``metrics.csv``, the total ``loss`` first, then its terms
+    ``loss_*`` in file order; throughput (``images_per_s``, ``val_images_per_s``), ``lr`` and
+    the COCO metrics are no losses."""
+    return [k for k in cols if k == "loss"] + [k for k in cols if k.startswith("loss_")]
 
 
-def _plot_losses(cols: dict[str, list[float]], path: Path) -> Path:
-    """One panel per loss term (their ranges differ by orders of magnitude), total first."""
+def losses_figure(cols: dict[str, list[float]]):
+    """The figure of ``losses.png``: one panel per :func:`loss_columns` entry (the terms'
+    ranges differ by orders of magnitude, so they get no shared axis), titled by its column,
+    against the optimizer step; a log y axis where a term (all positive) spans more than two
+    decades."""
     losses = loss_columns(cols)
     fig, axes = figure((3.2 * max(len(losses), 1), 3.2), 1, max(len(losses), 1))
     axes = axes if isinstance(axes, list) else [axes]
@@ -48,19 +53,35 @@ def _plot_losses(cols: dict[str, list[float]], path: Path) -> Path:
         ax.set_title(k, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+        finite = [v for v in cols[k] if math.isfinite(v)]
+        if finite and min(finite) > 0 and max(finite) > 100 * min(finite):
+            ax.set_yscale("log")
     axes[0].set_ylabel("mean over the epoch")
-    return save(fig, path)
+    return fig
+
+
+def _plot_losses(cols: dict[str, list[float]], path: Path) -> Path:
+    return save(losses_figure(cols), path)
 
 
 def _plot_map(cols: dict[str, list[float]], path: Path) -> Path:
+    return save(map_figure(cols), path)
+
+
+def map_figure(cols: dict[str, list[float]]):
+    """The figure of ``map.png``: the six COCO AP metrics against wall-clock minutes, from the
+    validated epochs only; COCO's -1 (no ground truth of that size) is left out, not drawn as
+    a value. The legend sits right of the axes, where it covers no curve."""
     minutes = [t / 60.0 for t in cols["elapsed_s"]]
-    fig, ax = figure()
+    fig, ax = figure((8.5, 4))
     for k in METRIC_NAMES[:6]:
-        pts = [(m, v) for m, v in zip(minutes, cols.get(k, [])) if not math.isnan(v)]
+        pts = [(m, v) for m, v in zip(minutes, cols.get(k, [])) if v >= 0]  # False for nan
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=3, label=k)
     ax.set_xlabel("wall-clock minutes")
     ax.set_ylabel("COCO AP (validation, EMA model)")
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save(fig, path)
+    if ax.lines:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
+    return fig

@@ -121,3 +121,25 @@ def test_voc_problems(tmp_path):
     issues = check_dataset(root)["splits"]["train"]["issues"]
     assert issues["malformed"]["examples"] == ["Annotations/2.xml: annotation file is missing"]
     assert issues["empty_box"]["examples"][0].startswith("Annotations/1.xml: object 1:")
+
+
+def test_unreadable_yolo_image_counts_the_boxes_of_its_labels(tmp_path, capsys):
+    """A YOLO image that cannot be read is reported with its labels' boxes, named by file,
+    not as an image without labels."""
+    yaml_path = make_yolo(tmp_path, labels={
+        "x": "0 0.5 0.5 0.2 0.4\n",
+        "sub/y": "0 0.5 0.5 0.2 0.4\n1 0.2 0.2 0.1 0.1\n2 0.7 0.7 0.1 0.1\n"
+                 "0 0.3 0.6 0.2 0.2\n1 0.5 0.5\n",
+    })
+    (tmp_path / "images" / "train" / "sub" / "y.png").write_bytes(b"broken")
+    issues = check_dataset(yaml_path)["splits"]["train"]["issues"]
+    assert issues["image_unreadable"]["examples"] == [
+        "images/train/sub/y.png: not a readable image (cannot identify image file y.png); "
+        "4 boxes in its labels"]
+    assert "no_labels" not in issues
+    assert issues["malformed"]["examples"] == [
+        "labels/train/sub/y.txt:5: expected 5 numbers, got 3"]
+    assert main(["data", "check", str(yaml_path)]) == 1
+    text = capsys.readouterr().out
+    assert "4 boxes in its labels" in text and "BytesIO" not in text
+    assert "y.png: no boxes" not in text

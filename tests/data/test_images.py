@@ -156,3 +156,17 @@ def test_pixel_limit_is_ours_not_pils(tmp_path, monkeypatch):
 def test_image_size_reads_header(tmp_path):
     write_image(tmp_path / "a.png", 33, 17, fmt="PNG")
     assert image_size(tmp_path / "a.png") == (33, 17)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+def test_unidentified_image_error_names_the_file(tmp_path, suffix):
+    """PIL's "cannot identify image file" names its in-memory buffer; ours names the file."""
+    path = tmp_path / f"not_an_image{suffix}"
+    path.write_bytes(b"this is not an image" * 10)
+    for read in (read_image, image_size):
+        with pytest.raises(ImageReadError) as info:
+            read(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: not a readable image")
+        assert f"not_an_image{suffix}" in message.removeprefix(str(path))
+        assert "BytesIO" not in message and "object at 0x" not in message

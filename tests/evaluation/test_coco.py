@@ -12,8 +12,6 @@ import torch
 from scaledet.evaluation import COCOEvaluator, evaluate_coco, format_coco_stats
 from tests.evaluation.coco_cases import make_case, pycocotools_eval
 
-pytest.importorskip("pycocotools")
-
 
 def _assert_same_as_pycocotools(result, ev) -> None:
     np.testing.assert_allclose(result.stats, ev.stats, rtol=0, atol=1e-12)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pycocotools import mask
 
 from scaledet.evaluation import evaluate_coco
 from scaledet.evaluation.coco_engine import RECALL_THRESHOLDS, _counts_reaching, coco_pair_iou
 from tests.evaluation.coco_cases import pycocotools_eval
-
-mask = pytest.importorskip("pycocotools.mask")
 
 
 def test_pair_iou_is_bitwise_pycocotools():

@@ -1,6 +1,8 @@
 import json
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -8,9 +10,6 @@ from scaledet.cli import main
 from scaledet.inference import Predictor
 from scaledet.inference.export import export_onnx
 from tests.inference.conftest import CLASS_NAMES, tiny_model
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 
 def _session(path):

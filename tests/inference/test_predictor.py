@@ -115,3 +115,42 @@ def test_bad_settings():
         Predictor.from_model(ColourBoxDetector(), CLASS_NAMES, conf=1.5)
     with pytest.raises(ValueError, match="nms"):
         Predictor.from_model(tiny_model(), CLASS_NAMES, nms="fast")
+
+
+def test_folders_and_glob_patterns_as_input(weights, tmp_path, monkeypatch):
+    folder = tmp_path / "shots"
+    (folder / "sub").mkdir(parents=True)
+    images = _images()
+    for i, hwc in enumerate(images):
+        Image.fromarray(hwc).save(folder / f"a{i}.png")
+    Image.fromarray(images[0]).save(folder / "sub" / "b.png")
+    (folder / "notes.txt").write_text("not an image")
+    predictor = scaledet.load(weights, batch_size=3)
+    results = predictor(folder)  # its images, sorted, not recursive
+    assert [r.path for r in results] == [str(folder / f"a{i}.png") for i in range(4)]
+    for r, hwc in zip(results, images):
+        _assert_same(r.as_dict_of_tensors(), predictor(hwc)[0].as_dict_of_tensors())
+    assert [r.path for r in predictor(str(folder / "a[13].png"))] == [
+        str(folder / "a1.png"), str(folder / "a3.png")]
+    assert len(predictor(str(tmp_path / "**" / "*.png"))) == 5
+    assert [r.path for r in predictor([str(folder), images[1]])][-2:] == [
+        str(folder / "a3.png"), None]
+    with pytest.raises(ValueError, match="no image file matches"):
+        predictor(str(folder / "*.jpg"))
+
+    # stream: lazy, a batch at a time, the same results.
+    from scaledet import data
+
+    reads = []
+    read_image = data.read_image
+    monkeypatch.setattr(data, "read_image", lambda p, *a, **k: reads.append(p) or read_image(p))
+    stream = predictor.stream(str(folder))
+    assert reads == []
+    first = next(stream)
+    assert len(reads) == 3  # one batch read
+    rest = list(stream)
+    assert len(reads) == 4 and [r.path for r in [first, *rest]] == [r.path for r in results]
+    for a, b in zip([first, *rest], results):
+        _assert_same(a.as_dict_of_tensors(), b.as_dict_of_tensors())
+    assert [r.path for r in predictor.stream(iter([folder / "a2.png", images[0]]))] == [
+        str(folder / "a2.png"), None]

@@ -1,14 +1,17 @@
 import json
+import os
 import sys
+from dataclasses import asdict
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from scaledet.cli import main
 from scaledet.inference import Predictor, writers
 from scaledet.inference.stream import predict_stream
-from tests.inference.conftest import CLASS_NAMES
+from tests.inference.conftest import CLASS_NAMES, ColourBoxDetector, draw, tiny_model
 
 
 @pytest.fixture
@@ -45,30 +48,93 @@ def test_predict_json_errors_and_images(weights, folder, tmp_path, capsys):
     assert sorted(p.name for p in out.glob("*.jpg")) == [f"im{i}.jpg" for i in range(5)]
 
 
-def test_parquet_schema_and_row_counts(weights, folder, tmp_path):
-    pq = pytest.importorskip("pyarrow.parquet")
-    out, dataset = tmp_path / "out", tmp_path / "dets.parquet"
-    common = ["predict", "--weights", weights, str(folder), "--out", str(out), "--no-images"]
-    assert main([*common, "--json", str(tmp_path / "dets.json")]) == 0
-    assert main([*common, "--parquet", str(dataset)]) == 0
+@pytest.fixture(scope="module")
+def weights_7_8_9(tmp_path_factory) -> str:
+    """The tiny checkpoint with dataset category ids 7, 8, 9 (not index + 1)."""
+    from scaledet.models.checkpoint import save_weights
+
+    model = tiny_model()
+    path = tmp_path_factory.mktemp("weights") / "tiny789.safetensors"
+    save_weights(path, model.state_dict(), {
+        "model": "fcos-n", "model_config": asdict(model.config), "class_names": CLASS_NAMES,
+        "category_ids": [7, 8, 9], "imgsz": 96})
+    return str(path)
+
+
+def test_json_and_parquet_in_one_run_join_the_same_way(weights_7_8_9, folder, tmp_path,
+                                                         capsys):
+    out, dataset, coco_path = tmp_path / "out", tmp_path / "dets.parquet", tmp_path / "dets.json"
+    assert main(["predict", "--weights", weights_7_8_9, str(folder), "--out", str(out),
+                 "--no-images", "--json", str(coco_path), "--parquet", str(dataset)]) == 0
+    printed = capsys.readouterr().out
+    assert f"COCO results: {coco_path}\n" in printed
+    assert f"Parquet dataset: {dataset}{os.sep}\n" in printed
     table = pq.read_table(dataset)  # the folder, as Spark / Hive / DuckDB read it
     assert table.schema.names == ["image_id", "image_path", "x1", "y1", "x2", "y2", "score",
-                                  "label", "class_name"]
+                                  "category_id", "label_index", "class_name"]
     assert [str(t) for t in table.schema.types] == ["int64", "string", "float", "float",
-                                                    "float", "float", "float", "int32", "string"]
-    coco = json.loads((tmp_path / "dets.json").read_text())
+                                                    "float", "float", "float", "int64", "int32",
+                                                    "string"]
+    coco = json.loads(coco_path.read_text())
     assert table.num_rows == len(coco) > 0
-    rows = table.to_pylist()
-    per_image = {}
-    for r in coco:
-        per_image[r["file_name"]] = per_image.get(r["file_name"], 0) + 1
-    assert {p: sum(r["image_path"] == p for r in rows) for p in per_image} == per_image
-    for r, c in zip(sorted(rows, key=lambda r: (r["image_id"], -r["score"])),
-                    sorted(coco, key=lambda c: (c["image_id"], -c["score"]))):
-        assert r["class_name"] == CLASS_NAMES[r["label"]] and r["label"] + 1 == c["category_id"]
-        assert r["x2"] - r["x1"] == pytest.approx(c["bbox"][2], abs=0.02)
+    assert len({c["category_id"] for c in coco}) > 1
+    # Every box is the same row in both: image id and file, category id, score and box.
+    rows = sorted(table.to_pylist(), key=lambda r: (r["image_id"], -r["score"], r["x1"]))
+    for r, c in zip(rows, sorted(coco, key=lambda c: (c["image_id"], -c["score"], c["bbox"][0]))):
+        assert (r["image_id"], r["image_path"]) == (c["image_id"], c["file_name"])
+        assert r["category_id"] == c["category_id"] == [7, 8, 9][r["label_index"]]
+        assert r["class_name"] == CLASS_NAMES[r["label_index"]]
+        assert r["score"] == pytest.approx(c["score"], abs=1e-5)
+        assert [r["x1"], r["y1"], r["x2"] - r["x1"], r["y2"] - r["y1"]] == pytest.approx(
+            c["bbox"], abs=0.02)
     assert (dataset / "_SUCCESS").is_file() and not (out / "predictions.json").exists()
     assert not list(out.glob("*.jpg"))
+
+
+def test_parquet_alone_writes_no_json(weights, folder, tmp_path):
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", weights, str(folder), "--out", str(out), "--no-images",
+                 "--parquet", str(tmp_path / "dets.parquet")]) == 0
+    assert (tmp_path / "dets.parquet" / "_SUCCESS").is_file()
+    assert not (out / "predictions.json").exists()
+
+
+def test_every_place_written_to_is_printed(weights, folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no --out: annotated images go to ./runs/predict
+    assert main(["predict", "--weights", weights, str(folder), "--json", "only.json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    default = os.path.join("runs", "predict")
+    assert lines[1:] == [f"annotated images: {default}{os.sep} (5 written)",
+                         "COCO results: only.json",
+                         f"unreadable images listed in {os.path.join(default, 'errors.txt')}"]
+    assert len(list((tmp_path / default).glob("*.jpg"))) == 5
+    assert (tmp_path / "only.json").is_file()
+    # Nothing unreadable, no images: only the json is written, and only it is named.
+    good = tmp_path / "good"
+    good.mkdir()
+    for f in _files(folder)[:2]:
+        (good / f.name).write_bytes(f.read_bytes())
+    assert main(["predict", "--weights", weights, str(good), "--json", "two.json", "--out",
+                 "elsewhere", "--no-images"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["COCO results: two.json"]
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_predict_numbers_images_with_the_ground_truth_ids(weights, folder, tmp_path, capsys):
+    files = _files(folder)
+    gt = {"images": [{"id": 40 + k, "file_name": f"x/{f.name}"} for k, f in enumerate(files[1:])],
+          "categories": [{"id": c} for c in (1, 2, 3)], "annotations": []}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", weights, str(folder), "--out", str(out), "--no-images",
+                 "--gt", str(tmp_path / "gt.json")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"image ids of {tmp_path / 'gt.json'}: 5 of 6 images matched by file name; the other 1 "
+        "are not in it, numbered from 45")
+    ids = {f.name: 40 + k for k, f in enumerate(files[1:])} | {files[0].name: 45}
+    results = json.loads((out / "predictions.json").read_text())
+    assert results and all(ids[os.path.basename(r["file_name"])] == r["image_id"]
+                           for r in results)
 
 
 class Interrupted(Exception):
@@ -97,7 +163,6 @@ def _interrupt_on_call(predictor, n):
 def test_resume_skips_written_images_and_repairs_a_killed_output(weights, folder, tmp_path,
                                                                  monkeypatch, parquet):
     if parquet:
-        pytest.importorskip("pyarrow")
         monkeypatch.setattr(writers, "IMAGES_PER_PART", 1)  # a part per batch
     files = _files(folder)
     predictor = Predictor(weights, batch_size=2)
@@ -132,18 +197,137 @@ def _read(path, parquet: bool):
     return json.loads(path.read_text())
 
 
-def test_tta_slice_and_nms_flags(weights, folder, tmp_path):
-    base = ["predict", "--weights", weights, str(folder / "im1.png"), "--no-images"]
-    for flags in (["--tta", "scales=1,1.5,flip,snip", "--nms", "diou"],
-                  ["--tta", "scales=0.5,1", "--merge", "nms", "--nms", "soft-gaussian"],
-                  ["--slice", "48", "--overlap", "0.25", "--max-det", "5"],
-                  ["--slice", "48", "--full", "--merge", "nms", "--iou", "0.5"]):
-        out = tmp_path / "_".join(flags).replace("=", "").replace(",", "")
-        assert main([*base, "--out", str(out), *flags]) == 0, flags
-        results = json.loads((out / "predictions.json").read_text())
-        assert isinstance(results, list)
-        if "--max-det" in flags:
-            assert len(results) <= 5
+def test_resume_of_both_outputs_killed_between_their_logs(weights, folder, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.setattr(writers, "IMAGES_PER_PART", 1)  # a part per batch
+    files = _files(folder)
+    predictor = Predictor(weights, batch_size=2)
+    kw = {"errors": tmp_path / "errors.txt", "progress_bar": False}
+    fresh = tmp_path / "fresh"
+    predict_stream(predictor, files, fresh / "d.json", parquet=fresh / "d.parquet", **kw)
+    flaky, _ = _interrupt_on_call(predictor, 3)  # batches [0, 1], [2, 3] done, [4, 5] not
+    with pytest.raises(Interrupted):
+        predict_stream(flaky, files, tmp_path / "d.json", parquet=tmp_path / "d.parquet", **kw)
+    # Killed after the json's log was marked for batch [2, 3] but before the Parquet one was.
+    log = tmp_path / "d.parquet" / "_progress.tsv"
+    lines = log.read_text().splitlines(keepends=True)
+    assert len(lines) == 4
+    log.write_text("".join(lines[:2]))
+    counting, calls = _interrupt_on_call(predictor, -1)
+    resumed = predict_stream(counting, files, tmp_path / "d.json", parquet=tmp_path / "d.parquet",
+                             resume=True, **kw)
+    assert resumed["skipped"] == 2 and calls["n"] == 2  # both outputs redo batch [2, 3]
+    assert _read(tmp_path / "d.json", False) == _read(fresh / "d.json", False)
+    assert _read(tmp_path / "d.parquet", True) == _read(fresh / "d.parquet", True)
+    assert len((tmp_path / "errors.txt").read_text().splitlines()) == 1  # not listed twice
+
+
+
+def test_resume_refuses_parts_of_the_older_columns(weights, folder, tmp_path):
+    import pyarrow as pa
+
+    dataset = tmp_path / "d.parquet"
+    dataset.mkdir()
+    old = pa.table({"image_id": [1], "label": pa.array([0], pa.int32())})  # "label", no ids
+    pq.write_table(old, dataset / "part-00000.parquet")
+    done = _files(folder)[0].resolve()
+    (dataset / "_progress.tsv").write_text(f"1\t{done}\n")
+    (tmp_path / "d.json").write_text("[")
+    (tmp_path / "d.json.progress").write_text(f"1:0\t{done}\n")
+    with pytest.raises(ValueError, match="written with other columns"):
+        predict_stream(Predictor(weights), _files(folder), tmp_path / "d.json", parquet=dataset,
+                       resume=True, errors=tmp_path / "errors.txt", progress_bar=False)
+    assert (dataset / "part-00000.parquet").is_file()
+
+# ---- each option of predict takes effect ------------------------------------------------------
+# ColourBoxDetector (one box per class colour in its input, see conftest) behind the CLI, so that
+# the detections each option must give are known: a 400 x 400 image, letterboxed to 64 px.
+SCENE = [(2, (300, 40, 305, 45)),      # tiny: 0.8 px at 64 px, lost by the letterbox
+         (1, (110, 100, 150, 140)),    # cut by the tile edges x = 128 (128 px tiles)
+         (0, (20, 250, 270, 370))]     # larger than a tile
+
+
+@pytest.fixture
+def stub_cli(tmp_path, monkeypatch):
+    """``scaledet predict`` on the scene with the stub detector: flags -> {class: [(score,
+    [x1, y1, x2, y2]), ...]} of the json."""
+    def stub(weights, *, imgsz=None, **kw):
+        return Predictor.from_model(ColourBoxDetector(), CLASS_NAMES, imgsz=imgsz or 64, **kw)
+
+    monkeypatch.setattr("scaledet.cli.predict.Predictor", stub)
+    image = tmp_path / "scene.png"
+    Image.fromarray(draw(400, 400, SCENE).permute(1, 2, 0).numpy()).save(image)
+
+    def run(*flags: str) -> dict[int, list[tuple[float, list[float]]]]:
+        out = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
+        assert main(["predict", "--weights", "stub", str(image), "--out", str(out),
+                     "--no-images", "--conf", "0.01", *flags]) == 0, flags
+        found: dict[int, list] = {}
+        for d in json.loads((out / "predictions.json").read_text()):
+            x, y, w, h = d["bbox"]
+            found.setdefault(d["category_id"] - 1, []).append((d["score"], [x, y, x + w, y + h]))
+        return found
+
+    return run
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return w * h / (area - w * h)
+
+
+def test_slicing_finds_the_tiny_object_in_image_pixels(stub_cli):
+    plain = stub_cli()
+    assert sorted(plain) == [0, 1]  # the letterboxed pass misses the tiny object
+    sliced = stub_cli("--slice", "128", "--overlap", "0.25")
+    # Tiles run at native resolution: exact boxes, shifted from tile to image pixels.
+    assert sliced[2] == [(0.7, [300, 40, 305, 45])]
+    assert sliced[1] == [(0.8, [110, 100, 150, 140])]  # the cut pieces joined (NMM)
+    assert len(sliced[0]) > 1  # the large object in pieces: no tile holds it whole
+    # --full: the whole-image pass joins them into one box.
+    full = stub_cli("--slice", "128", "--full")
+    assert len(full[0]) == 1 and full[0][0][1] == pytest.approx([20, 250, 270, 370], abs=400 / 64)
+    # --merge nms keeps the pieces of the cut object apart (IoU, not intersection over smaller).
+    assert len(stub_cli("--slice", "128", "--overlap", "0.25", "--merge", "nms")[1]) == 2
+
+
+def test_tta_adds_the_upscaled_pass(stub_cli):
+    tta = stub_cli("--tta", "scales=1,4")
+    # At 4x (256 px) the tiny object is visible; WBF averages it over the 2 passes.
+    (score, box), = tta[2]
+    assert score == pytest.approx(0.7 / 2) and box == pytest.approx([300, 40, 305, 45], abs=1)
+    assert len(tta[0]) == len(tta[1]) == 1  # the two passes' boxes fused
+
+
+def test_nms_variants_keep_the_scores_their_definitions_give(stub_cli):
+    # Two passes (64 and 128 px) see each object: two overlapping boxes of equal score.
+    flags = ("--tta", "scales=1,2", "--merge", "nms")
+    hard = stub_cli(*flags, "--nms", "hard")
+    assert {c: len(v) for c, v in hard.items()} == {0: 1, 1: 1, 2: 1}  # the overlap removed
+    assert stub_cli(*flags, "--nms", "diou") == hard
+    both = stub_cli(*flags, "--nms", "hard", "--iou", "0.99")  # below --iou: both kept
+    assert {c: len(v) for c, v in both.items()} == {0: 2, 1: 2, 2: 1}
+    gaussian = stub_cli(*flags, "--nms", "soft-gaussian")
+    linear = stub_cli(*flags, "--nms", "soft-linear")
+    for c, score in ((0, 0.9), (1, 0.8)):
+        (s1, b1), (s2, b2) = both[c]
+        iou = _iou(b1, b2)
+        assert iou > 0.6  # the default --iou: soft-linear decays it
+        # Soft-NMS keeps the overlapping box with its score decayed: gaussian s * exp(-iou^2 /
+        # 0.5), linear s * (1 - iou); the best box keeps its score.
+        assert [s for s, _ in gaussian[c]] == pytest.approx(
+            [score, score * np.exp(-iou**2 / 0.5)], abs=2e-3)
+        assert [s for s, _ in linear[c]] == pytest.approx([score, score * (1 - iou)], abs=2e-3)
+    assert gaussian[2] == linear[2] == hard[2]  # one box: nothing to decay
+
+
+def test_max_det_and_bad_combinations(stub_cli, tmp_path):
+    capped = stub_cli("--slice", "128", "--max-det", "2")
+    assert sum(len(v) for v in capped.values()) == 2
+    assert list(capped) == [0] and [s for s, _ in capped[0]] == [0.9, 0.9]  # the best two
+    base = ["predict", "--weights", "stub", str(tmp_path / "scene.png"), "--no-images"]
     for flags in (["--tta", "scales=1", "--slice", "48"], ["--slice", "48", "--merge", "wbf"],
                   ["--merge", "nmm"], ["--tta", "sizes=1"]):
         assert main([*base, "--out", str(tmp_path / "bad"), *flags]) == 2, flags

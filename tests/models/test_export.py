@@ -2,14 +2,13 @@
 against PyTorch with onnxruntime on a non-square input, BatchNorm folded as ``scaledet export``
 does."""
 
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
 from scaledet.inference.export import export_onnx
 from scaledet.models import PRESETS, build
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 
 @pytest.mark.parametrize("name", list(PRESETS) + ["fcos-n+dfl"])

@@ -67,9 +67,8 @@ class FCOSHead(DenseHead):
             alignment), that is the classification target and box-loss weight of a positive
             instead of its IoU.
         box_loss: IoU-family kind for the box loss (``"giou"``, ``"ciou"``, ...).
-        box_loss_weight: weight of the box loss in the total. 0.25: in 400-step AdamW sweeps
-            (lr 1.6e-2) on the built-in dataset, mAP50-95 was 0.100 / 0.122 / 0.109 / 0.095
-            with weights 0.125 / 0.25 / 0.5 / 1.0 (VarifocalNet's 2.0 is for long COCO runs).
+        box_loss_weight: weight of the box loss in the total (VarifocalNet uses 2.0 for long
+            COCO runs; the presets set their own).
         vfl_alpha, vfl_gamma: varifocal loss parameters.
         prior_prob: initial foreground probability of every score (the classification bias
             is ``-log((1 - p) / p)``, so the first steps are not swamped by easy negatives).
@@ -85,8 +84,7 @@ class FCOSHead(DenseHead):
             ``"balanced"`` (by the IoU, scaled up for objects whose positives' IoUs sum to
             less than 1, so that every object weighs at least 1: the few, badly localised
             positives of tiny objects are not drowned out, large objects keep VarifocalNet's
-            weighting). ``"iou"`` is the default: the others won at 1,750 steps on the built-in
-            dataset but not in 15-minute runs (benchmarks/RESULTS.md, session 6).
+            weighting). ``"iou"`` is the default.
     """
 
     def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int] = (8, 16, 32),
