@@ -22,7 +22,7 @@ import torch
 from scaledet.data.io import load_dataset
 from scaledet.data.loader import build_dataloader
 from scaledet.evaluation.validator import DetectionValidator
-from scaledet.models import build
+from scaledet.models import PRESETS, build
 
 
 def main() -> None:
@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--model", default="fcos-n")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--set", default="{}", help="JSON dict of build() overrides")
+    p.add_argument("--lr", type=float, default=None, help="peak lr (default: the preset's recipe)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -38,8 +39,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     train, val = load_dataset(args.data, "train"), load_dataset(args.data, "val")
     model = build(args.model, num_classes=train.num_classes, **json.loads(args.set))
-    opt = torch.optim.AdamW(model.parameters(), lr=model.config.lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=model.config.lr,
+    lr = args.lr or PRESETS[args.model].recipe.lr
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr,
                                                 total_steps=args.steps, pct_start=0.1)
     loader = build_dataloader(train, imgsz=320, batch_size=16, train=True, workers=1,
                               seed=args.seed)

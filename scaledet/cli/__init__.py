@@ -119,10 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
              "  scaledet train --data data/synth --model fcos-n --time 10\n"
              "  scaledet train --data my_yolo/data.yaml --model fcos-s --epochs 50 --imgsz 640\n"
              "  scaledet train --data data/synth --model fcos-n --out runs/a --resume\n")
-    p.add_argument("--data", required=True, help="COCO folder, YOLO data.yaml or scaledet yaml")
+    p.add_argument("--data", required=True, help="COCO folder, YOLO data.yaml or VOC folder")
     p.add_argument("--model", default="fcos-n",
-                   help="model preset: fcos-n, fcos-s, fcos-m, centernet-n, yolo-n (sizes and "
-                        "FLOPs: scaledet info)")
+                   help="model preset: fcos-n, fcos-s, fcos-m, yolo-n (sizes and FLOPs: "
+                        "scaledet info)")
     p.add_argument("--imgsz", type=int, default=320,
                    help="training and validation input side in pixels, rounded up to a "
                         "multiple of the model's largest stride")
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "info", "scaledet.cli.info:info_command",
              "parameters, FLOPs (counted), receptive field and stride of each output level",
              "  scaledet info                      # every preset, one line each\n"
-             "  scaledet info --model centernet-n --imgsz 320\n"
+             "  scaledet info --model yolo-n --imgsz 320\n"
              "  scaledet info --model fcos-n --layers   # every layer's receptive field\n")
     p.add_argument("--model", default=None, help="model preset (default: list all presets)")
     p.add_argument("--imgsz", type=int, default=320,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from scaledet.engine.trainer import TrainConfig
 from scaledet.evaluation.coco import METRIC_NAMES
 from scaledet.models.config import apply_overrides, nest
 from scaledet.models.factory import preset
+from scaledet.models.sizes import check_imgsz, config_stride
 from scaledet.ops.device import resolve_amp, resolve_device
 
 DEFAULT_MINUTES = 10.0
@@ -138,10 +140,6 @@ def resolve(settings: TrainSettings, num_train: int) -> TrainSettings:
     option checked (a bad value is one ``ValueError`` here, not a failed process later).
     ``imgsz`` is rounded up to a multiple of the model config's largest stride, with a note
     (:func:`~scaledet.models.sizes.check_imgsz`, the rule of ``predict``, ``val`` and ``info``)."""
-    import sys
-
-    from scaledet.models.sizes import check_imgsz, config_stride
-
     s = copy.deepcopy(settings)
     resolve_device(s.device)
     nproc = s.nproc

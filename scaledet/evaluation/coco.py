@@ -330,12 +330,12 @@ class ImageMatch:
 
     by: str
     detections: int
+    on_annotated: int
+    detail: str
     remapped: int = 0
     dropped: int = 0
     dropped_files: int = 0
     unmatched_names: int = 0
-    on_annotated: int = 0
-    detail: str = ""
 
     def notes(self, gt_name: str) -> list[str]:
         """One line per thing a user should know (none when ids and file names agree)."""
@@ -409,8 +409,8 @@ def match_images(image_ids: np.ndarray, file_names: Sequence[str | None] | None,
     annotated = np.unique(gt.image_ids[gt.arrays.img]) if len(gt.arrays.img) else np.zeros(0)
     on_annotated = int(np.isin(ids[keep], annotated).sum())
     detail = "" if on_annotated else _mismatch_detail(ids[keep], names, gt, annotated, by)
-    return ids, keep, ImageMatch(by, n, remapped, dropped, dropped_files, unmatched_names,
-                                 on_annotated, detail)
+    return ids, keep, ImageMatch(by, n, on_annotated, detail, remapped=remapped, dropped=dropped,
+                                 dropped_files=dropped_files, unmatched_names=unmatched_names)
 
 
 def _mismatch_detail(ids: np.ndarray, names: list[str | None], gt: CocoGroundTruth,

@@ -14,11 +14,12 @@ from scaledet.models.config import (
     YOLOXHeadConfig,
     apply_overrides,
 )
+from scaledet.models.factory import EXPERIMENTAL, preset
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", [*PRESETS, *EXPERIMENTAL])
 def test_presets_round_trip_through_dicts(name):
-    cfg = PRESETS[name].config(3)
+    cfg = {**PRESETS, **EXPERIMENTAL}[name].config(3)
     data = dataclasses.asdict(cfg)
     assert config_from_dict(data) == cfg
     model = build_from_config(data)
@@ -64,3 +65,12 @@ def test_bad_overrides_name_the_field_and_the_valid_ones(overrides, message):
 def test_unknown_preset_lists_the_presets():
     with pytest.raises(ValueError, match="valid names: fcos-n, fcos-s"):
         build("fcos-xxl")
+
+
+def test_experimental_architectures_build_with_a_warning_and_are_not_offered():
+    assert "centernet-n" in EXPERIMENTAL and "centernet-n" not in PRESETS
+    with pytest.warns(UserWarning, match="centernet-n is experimental"):
+        assert preset("centernet-n").name == "centernet-n"
+    with pytest.raises(ValueError) as e:
+        preset("centernet-m")
+    assert "centernet" not in str(e.value).split("valid names:")[1]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from scaledet.models import PRESETS, Detector, build, build_from_config
+from scaledet.models.factory import EXPERIMENTAL
 from scaledet.models.heads.dense import NMS_METHODS
 
 
@@ -22,7 +23,8 @@ def _targets(n_per_image):
 
 
 # Every preset, plus the FCOS head's GFL distribution regression (``reg_max``).
-VARIANTS = [(name, {}) for name in sorted(PRESETS)] + [("fcos-n", {"head": {"reg_max": 8}})]
+VARIANTS = [(name, {}) for name in sorted([*PRESETS, *EXPERIMENTAL])] + [
+    ("fcos-n", {"head": {"reg_max": 8}})]
 
 
 @pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: v[0] + ("+dfl" if v[1] else ""))
