@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from scaledet.data.images import collect_images
 from scaledet.inference.predictor import Predictor
 from scaledet.inference.stream import predict_stream
+from scaledet.models.sizes import check_imgsz, model_stride
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -103,7 +105,6 @@ def export_command(args: argparse.Namespace) -> int:
     file (default: beside the weights), print where it went and how its outputs compare with
     PyTorch's for this variant (:func:`~scaledet.inference.export.check_parity`). Returns 1
     when they differ."""
-    import sys
 
     from scaledet.inference.export import check_parity, export_onnx, import_onnx
     from scaledet.models.checkpoint import model_from_weights
@@ -113,7 +114,10 @@ def export_command(args: argparse.Namespace) -> int:
     import_onnx()  # a missing package is said before anything is loaded
     model, meta = model_from_weights(args.weights, "cpu")
     model.fuse()  # BatchNorm folded into the convs: a smaller, faster graph
-    imgsz = int(args.imgsz or meta.get("imgsz", 320))
+    imgsz, note = check_imgsz(meta.get("imgsz", 320) if args.imgsz is None else args.imgsz,
+                              model_stride(model))
+    if note:
+        print(note, file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
     pp = model.postprocess
     if args.nms and pp.nms != "hard":

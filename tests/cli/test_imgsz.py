@@ -86,3 +86,18 @@ def test_train_settings_round_up_with_a_note(model, options, capsys):
     settings.imgsz = 0
     with pytest.raises(ValueError, match="imgsz must be a positive multiple"):
         resolve(settings, num_train=4)
+
+
+def test_export_follows_the_same_rule(tmp_path, capsys):
+    from pathlib import Path
+
+    from scaledet.cli import main
+
+    weights = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoints_v1" / "fcos-atss.safetensors"
+    assert main(["export", "--weights", str(weights), "--imgsz", "33",
+                 "--out", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr()
+    assert "imgsz 33 rounded up to 64" in out.err and "1x3x64x64" in out.out
+    assert main(["export", "--weights", str(weights), "--imgsz", "0",
+                 "--out", str(tmp_path / "m0.onnx")]) == 2
+    assert "imgsz must be a positive multiple" in capsys.readouterr().err
