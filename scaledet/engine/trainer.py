@@ -23,6 +23,7 @@ Output folder::
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -294,13 +295,16 @@ class Trainer:
         n_ok, n_images, t_start = 0, 0, time.monotonic()
         total = f"/{self.cfg.epochs}" if self.cfg.epochs else ""
         start, self._resume_batches = self._resume_batches, 0
+        batches: Iterable = self.loader
         if start:  # an interrupted epoch: its first batches were trained before the stop
-            if not hasattr(self.loader, "set_start_batch"):
-                raise ValueError("this run was interrupted mid-epoch and its loader cannot start "
-                                 "an epoch at a given batch (set_start_batch)")
-            self.loader.set_start_batch(start)
+            if hasattr(self.loader, "set_start_batch"):
+                self.loader.set_start_batch(start)
+            else:  # load and drop them: the rest of the epoch may differ from an uninterrupted run
+                self._log(f"epoch {self.epoch + 1}: the loader cannot start at batch {start}; "
+                          "skipping the batches trained before the stop")
+                batches = itertools.islice(self.loader, start, None)
         self._epoch_batches = start
-        bar = tqdm(self.loader, total=self.steps_per_epoch, initial=start,
+        bar = tqdm(batches, total=self.steps_per_epoch, initial=start,
                    desc=f"epoch {self.epoch + 1}{total}",
                    disable=not (self.cfg.progress and self.is_main), mininterval=1.0,
                    dynamic_ncols=True)

@@ -274,3 +274,26 @@ def test_keep_freed_memory_keeps_a_freed_block_in_the_heap():
     env["MALLOC_ARENA_MAX"] = "2"  # the user tunes malloc: leave it alone
     got = subprocess.run([*run, "on"], env=env, capture_output=True, text=True, check=True)
     assert got.stdout.split() == ["False", "False"]
+
+
+def test_stop_mid_epoch_resumes_with_a_loader_that_cannot_start_there(tmp_path, monkeypatch):
+    """A loader without ``set_start_batch`` (this one): the resumed epoch drops the batches
+    trained before the stop and the run ends after the same number of steps."""
+    import os
+    import signal
+
+    original = Trainer._train_step
+
+    def step_and_stop(self, images, targets):
+        if self.step + 1 == 8:  # epoch 2, batch 2 of 6
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, images, targets)
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_train_step", step_and_stop)
+        first = _trainer(tmp_path, _cfg())
+        summary = first.fit()
+    assert summary["interrupted"] and summary["step"] == 8 and summary["epoch_batches"] == 2
+    resumed = Trainer(TinyModel(), TinyLoader(), _cfg(), tmp_path, evaluate=tiny_eval)
+    done = resumed.fit(resume=True)
+    assert not done["interrupted"] and done["step"] == 12 and done["epoch"] == 2
