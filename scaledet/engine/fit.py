@@ -11,6 +11,7 @@ the resolved settings, so ``resume`` continues with the same choices.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 
 from scaledet.data.transforms import AugmentConfig
 from scaledet.engine import distributed
+from scaledet.engine.runtime import StopRequest
 from scaledet.engine.trainer import TrainConfig
 from scaledet.evaluation.coco import METRIC_NAMES
 from scaledet.models.config import apply_overrides, nest
@@ -235,19 +237,16 @@ def fit(settings: TrainSettings) -> TrainResult:
     train_config(s)
     augment_config(s)
     device_type = str(s.device).split(":")[0]
-    if s.nproc > 1:  # the ranks get the terminal's Ctrl-C too; this process keeps waiting
-        from scaledet.engine.runtime import StopRequest  # for them to save and finish
-
-        with StopRequest() as stop:
-            try:
-                summary = distributed.launch(_fit_rank, s.nproc, (s, out, train_ds, val_ds),
-                                             device_type)
-            except Exception:
-                if stop.requested:  # a rank was stopped before its training began
-                    raise KeyboardInterrupt from None
-                raise
-    else:
-        summary = distributed.launch(_fit_rank, s.nproc, (s, out, train_ds, val_ds), device_type)
+    # With several processes the ranks get the terminal's Ctrl-C too and save; this process
+    # keeps waiting for them (a single process handles it inside the trainer).
+    with StopRequest() if s.nproc > 1 else contextlib.nullcontext() as stop:
+        try:
+            summary = distributed.launch(_fit_rank, s.nproc, (s, out, train_ds, val_ds),
+                                         device_type)
+        except Exception:
+            if stop is not None and stop.requested:  # a rank stopped before training began
+                raise KeyboardInterrupt from None
+            raise
     weights = out / "weights"
     metrics = {k: v for k, v in (summary["metrics"] or {}).items() if k in METRIC_NAMES}
     return TrainResult(best=weights / "best.safetensors", last=weights / "last.safetensors",

@@ -320,10 +320,9 @@ class Trainer:
             ips = n_images / max(time.monotonic() - t_start, 1e-9)
             bar.set_postfix_str(self._postfix(sums, n_ok, ips), refresh=False)
             self._epoch_batches += 1
-            if self._stop_agreed():
-                self.interrupted = self._epoch_batches < self.steps_per_epoch
-                if self.interrupted:
-                    break
+            if self._stop_agreed() and self._epoch_batches < self.steps_per_epoch:
+                self.interrupted = True  # mid-epoch; on its last step the epoch ends first
+                break
             if self._time_up():
                 break
         bar.close()

@@ -232,7 +232,7 @@ def config_from_dict(data: dict) -> ModelConfig:
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any], where: str = "model") -> Any:
-    """A copy of the dataclass ``cfg`` with ``overrides`` applied: ``{"lr": 0.01, "head":
+    """A copy of the dataclass ``cfg`` with ``overrides`` applied: ``{"act": "silu", "head":
     {"norm": "gn"}}`` or dotted keys ``{"head.norm": "gn"}``. A dict updates a nested config;
     a bare kind name (``{"head.assigner": "tal"}``) or a dict with another ``kind`` replaces
     it with that config's defaults first. Errors name the field and list the valid ones."""
@@ -268,6 +268,12 @@ def _choices(hint: Any) -> tuple[type, ...]:
     return ()
 
 
+def _kinded(choices: tuple[type, ...]) -> bool:
+    """Whether the ``kind`` field picks the class (heads, assigners), rather than being an
+    ordinary field (the backbone's)."""
+    return all(hasattr(c, "build") for c in choices)
+
+
 def _kind_of(cls: type) -> str | None:
     f = {f.name: f for f in dataclasses.fields(cls)}.get("kind")
     return None if f is None else f.default
@@ -281,17 +287,16 @@ def _pick(choices: tuple[type, ...], kind: str, where: str) -> type:
 
 
 def _merge(current: dict, overrides: dict, cls: type, where: str) -> dict:
+    """``current`` (an ``asdict`` form of ``cls``) with ``overrides`` merged in; unknown
+    fields are passed through for :func:`from_dict` to report."""
     hints = typing.get_type_hints(cls)
     out = dict(current)
     for key, value in overrides.items():
-        if key not in hints:
-            raise ValueError(f"{where}.{key}: not a field of {cls.__name__}; valid: "
-                             f"{', '.join(sorted(hints))}")
-        choices = _choices(hints[key])
+        choices = _choices(hints.get(key))
         if not choices:
             out[key] = value
             continue
-        kinded = all(hasattr(c, "build") for c in choices)  # ``kind`` picks the class
+        kinded = _kinded(choices)
         if isinstance(value, str) and kinded:
             value = {"kind": value}
         if not isinstance(value, dict):
@@ -326,7 +331,7 @@ def from_dict(cls: type, data: dict, where: str):
         choices = _choices(hint)
         if choices:
             sub = choices[0]
-            if all(hasattr(c, "build") for c in choices):
+            if _kinded(choices):
                 kind = value.get("kind") if isinstance(value, dict) else None
                 sub = _pick(choices, kind, f"{where}.{key}")
             value = from_dict(sub, value, f"{where}.{key}")

@@ -113,7 +113,7 @@ class YOLOXHead(DenseHead):
         ``labels (N,)`` int64, optionally ``ignore (K, 4)`` xyxy regions (COCO crowds) where
         locations that are not positives get no objectness loss.
         """
-        points, strides, _ = self.points(cls_maps)
+        points, strides, sizes = self.points(cls_maps)
         logits = flatten_levels(cls_maps).float()  # (B, P, C)
         reg = flatten_levels(reg_maps).float()  # (B, P, 5)
         boxes = self.decode(points, strides, reg)
@@ -121,7 +121,7 @@ class YOLOXHead(DenseHead):
             scores = logits.sigmoid() * reg[..., 4:].sigmoid()
         obj_target = torch.zeros_like(reg[..., 4])
         gt_boxes, gt_labels, gt_valid = pad_targets(targets)
-        assignment = self.assigner.assign(points, strides, [], gt_boxes, gt_labels, gt_valid,
+        assignment = self.assigner.assign(points, strides, sizes, gt_boxes, gt_labels, gt_valid,
                                           boxes.detach(), scores)
         cls_pos, cls_target, box_pos, box_target = [], [], [], []
         for b, t in enumerate(targets):
