@@ -1,0 +1,44 @@
+"""scaledet.nn: reusable transformer parts.
+
+Layer 1 of scaledet, above ``ops`` and below ``models``: modules here import only torch,
+numpy, the standard library and ``scaledet.ops``; the detectors in ``models`` assemble them.
+
+- ``attention``: multi-head scaled dot-product attention with masks and RoPE hooks;
+- ``rope``: rotary position embedding, 1-D and axial 2-D;
+- ``linear_attention``: O(N) attention with the ``elu + 1`` kernel;
+- ``gau``: the Gated Attention Unit of FLASH;
+- ``activations``: squared ReLU, plain and gated (SwiGLU / GEGLU) feed-forward blocks;
+- ``moe``: a top-k routed mixture of feed-forward experts with a load-balancing loss.
+"""
+
+from scaledet.nn.activations import (
+    FFN_KINDS,
+    FeedForward,
+    GLUFeedForward,
+    SquaredReLU,
+    feed_forward,
+    squared_relu,
+)
+from scaledet.nn.attention import MultiheadAttention
+from scaledet.nn.gau import GAU
+from scaledet.nn.linear_attention import LinearAttention, elu_feature_map, linear_attention
+from scaledet.nn.moe import MoEFeedForward
+from scaledet.nn.rope import RotaryEmbedding1D, RotaryEmbedding2D, apply_rope
+
+__all__ = [
+    "FFN_KINDS",
+    "GAU",
+    "FeedForward",
+    "GLUFeedForward",
+    "LinearAttention",
+    "MoEFeedForward",
+    "MultiheadAttention",
+    "RotaryEmbedding1D",
+    "RotaryEmbedding2D",
+    "SquaredReLU",
+    "apply_rope",
+    "elu_feature_map",
+    "feed_forward",
+    "linear_attention",
+    "squared_relu",
+]
