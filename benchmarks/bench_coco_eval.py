@@ -8,6 +8,10 @@ identical and prints time ratios.
     .venv/bin/python benchmarks/bench_coco_eval.py                     # 5,000 images
     .venv/bin/python benchmarks/bench_coco_eval.py --images 500 5000 20000 --repeat 3
     .venv/bin/python benchmarks/bench_coco_eval.py --images 20000 --tools scaledet faster-coco-eval
+    .venv/bin/python benchmarks/bench_coco_eval.py --iou-type keypoints --images 500 --repeat 5
+
+``--iou-type keypoints`` times the OKS evaluation (10 stats) on a COCO-person-like keypoint
+problem (:func:`make_keypoint_problem`) instead, scaledet vs pycocotools.
 
 faster-coco-eval is optional (``pip install -e '.[bench]'``); it is skipped with a message when
 missing.
@@ -94,6 +98,67 @@ def make_problem(n_images: int, n_cats: int = 80, gt_per_image: float = 7.0,
     return gt, dets
 
 
+def make_keypoint_problem(n_images: int, seed: int = 0) -> tuple[dict, list]:
+    """A random COCO person-keypoint ground truth and results list (17 joints).
+
+    gts: Poisson(3) people per image, sizes log-uniform 4..400 px, joints placed in the box
+    with flags v = 0 / 1 / 2 (20% / 20% / 60%), 10% without labelled joints and 3% crowd (both
+    ``num_keypoints`` 0). Detections: 1-3 copies of each gt with Gaussian joint noise of 2-30% of
+    the object's scale, plus random people, 25 per image (above the 20 that count); scores
+    rounded to 3 decimals, coordinates to 2.
+    """
+    rng = np.random.default_rng(seed)
+    W, H, K = 640.0, 480.0, 17
+    image_ids = 1 + 3 * np.arange(n_images)
+    n_gt = rng.poisson(3.0, n_images)
+    g_img = np.repeat(np.arange(n_images), n_gt)
+    G = len(g_img)
+    g_box = _random_boxes(rng, G, W, H)
+    rel = rng.uniform(0, 1, (G, K, 2))
+    g_xy = g_box[:, None, :2] + rel * g_box[:, None, 2:]
+    v = rng.choice([0, 1, 2], (G, K), p=[0.2, 0.2, 0.6])
+    crowd = rng.random(G) < 0.03
+    v[(rng.random(G) < 0.1) | crowd] = 0
+    g_xy[v == 0] = 0.0
+    area = g_box[:, 2] * g_box[:, 3] * rng.uniform(0.4, 0.8, G)
+
+    copies = rng.integers(1, 4, G)
+    d_src = np.repeat(np.arange(G), copies)
+    scale = np.sqrt(area[d_src])[:, None, None] * rng.choice([0.02, 0.05, 0.1, 0.3],
+                                                              (len(d_src), 1, 1))
+    d_xy = g_box[d_src, None, :2] + rel[d_src] * g_box[d_src, None, 2:]
+    d_xy = d_xy + rng.normal(0, 1, d_xy.shape) * scale
+    d_img = g_img[d_src]
+    d_score = rng.uniform(0.2, 1.0, len(d_src))
+    keep = np.arange(len(d_img)) - np.searchsorted(d_img, d_img) < 25  # d_img is sorted
+    d_img, d_xy, d_score = d_img[keep], d_xy[keep], d_score[keep]
+    n_fill = 25 - np.bincount(d_img, minlength=n_images)
+    f_img = np.repeat(np.arange(n_images), n_fill)
+    f_box = _random_boxes(rng, len(f_img), W, H)
+    f_xy = f_box[:, None, :2] + rng.uniform(0, 1, (len(f_img), K, 2)) * f_box[:, None, 2:]
+    d_img = np.concatenate([d_img, f_img])
+    d_xy = np.concatenate([d_xy, f_xy])
+    d_score = np.concatenate([d_score, rng.uniform(0.0, 0.6, len(f_img))])
+    d_kps = np.concatenate([np.round(d_xy, 2), np.round(rng.uniform(0, 1, (len(d_img), K, 1)),
+                                                        3)], axis=2).reshape(len(d_img), -1)
+    g_kps = np.concatenate([np.round(g_xy, 2), v[:, :, None]], axis=2).reshape(G, -1)
+    gt = {
+        "images": [{"id": int(i), "width": 640, "height": 480, "file_name": f"{i}.jpg"}
+                   for i in image_ids],
+        "annotations": [{"id": k + 1, "image_id": int(image_ids[i]), "category_id": 1,
+                         "bbox": b, "area": a, "iscrowd": int(z), "num_keypoints": int(n),
+                         "keypoints": [int(x) if j % 3 == 2 else x for j, x in enumerate(kp)]}
+                        for k, (i, b, a, z, n, kp) in enumerate(zip(
+                            g_img, np.round(g_box, 2).tolist(), np.round(area, 2).tolist(),
+                            crowd, (v > 0).sum(axis=1), g_kps.tolist()))],
+        "categories": [{"id": 1, "name": "person", "keypoints": [f"joint{j}" for j in range(K)],
+                        "skeleton": []}],
+    }
+    dets = [{"image_id": int(image_ids[i]), "category_id": 1, "keypoints": kp, "score": s}
+            for i, kp, s in zip(d_img, d_kps.tolist(), np.round(d_score, 3).tolist())]
+    return gt, dets
+
+
 def _random_boxes(rng: np.random.Generator, n: int, W: float, H: float) -> np.ndarray:
     side = np.exp(rng.uniform(np.log(4), np.log(400), n))
     aspect = np.exp(rng.uniform(-0.7, 0.7, n))
@@ -101,28 +166,33 @@ def _random_boxes(rng: np.random.Generator, n: int, W: float, H: float) -> np.nd
     return np.stack([rng.uniform(0, W - w), rng.uniform(0, H - h), w, h], 1)
 
 
-def run_scaledet(gt_path: Path, dt_path: Path) -> np.ndarray:
-    from scaledet.evaluation import evaluate_coco
+def run_scaledet(gt_path: Path, dt_path: Path, iou_type: str = "bbox") -> np.ndarray:
+    if iou_type == "keypoints":
+        from scaledet.evaluation.keypoints import evaluate_keypoints
 
-    result = evaluate_coco(gt_path, dt_path)
+        result = evaluate_keypoints(gt_path, dt_path)
+    else:
+        from scaledet.evaluation import evaluate_coco
+
+        result = evaluate_coco(gt_path, dt_path)
     result.summary()
     return result.stats
 
 
-def run_pycocotools(gt_path: Path, dt_path: Path) -> np.ndarray:
+def run_pycocotools(gt_path: Path, dt_path: Path, iou_type: str = "bbox") -> np.ndarray:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(gt_path))
-        ev = COCOeval(gt, gt.loadRes(str(dt_path)), "bbox")
+        ev = COCOeval(gt, gt.loadRes(str(dt_path)), iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     return ev.stats
 
 
-def run_faster_coco_eval(gt_path: Path, dt_path: Path) -> np.ndarray:
+def run_faster_coco_eval(gt_path: Path, dt_path: Path, iou_type: str = "bbox") -> np.ndarray:
     from faster_coco_eval import COCO, COCOeval_faster
 
     with contextlib.redirect_stdout(io.StringIO()):
@@ -152,10 +222,14 @@ def available(tools: list[str]) -> list[str]:
     return out
 
 
-def bench(n_images: int, tools: list[str], repeat: int, seed: int) -> dict[str, float]:
-    gt, dets = make_problem(n_images, seed=seed)
-    print(f"\n== {n_images} images, {len(gt['annotations'])} gts, {len(dets)} detections, "
-          f"{len(gt['categories'])} categories")
+def bench(n_images: int, tools: list[str], repeat: int, seed: int,
+          iou_type: str = "bbox") -> dict[str, float]:
+    if iou_type == "keypoints":
+        gt, dets = make_keypoint_problem(n_images, seed=seed)
+    else:
+        gt, dets = make_problem(n_images, seed=seed)
+    print(f"\n== {iou_type}: {n_images} images, {len(gt['annotations'])} gts, {len(dets)} "
+          f"detections, {len(gt['categories'])} categories")
     with tempfile.TemporaryDirectory() as tmp:
         gt_path, dt_path = Path(tmp) / "gt.json", Path(tmp) / "dt.json"
         gt_path.write_text(json.dumps(gt))
@@ -167,7 +241,7 @@ def bench(n_images: int, tools: list[str], repeat: int, seed: int) -> dict[str, 
             for tool in tools:  # alternate the tools within each round
                 gc.collect()
                 t0 = time.perf_counter()
-                stats[tool] = RUNNERS[tool](gt_path, dt_path)
+                stats[tool] = RUNNERS[tool](gt_path, dt_path, iou_type)
                 times[tool].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         json.loads(dt_path.read_text())
@@ -184,7 +258,9 @@ def bench(n_images: int, tools: list[str], repeat: int, seed: int) -> dict[str, 
                 diff = float(np.abs(stats[tool] - stats["scaledet"]).max())
                 same = "identical" if diff == 0 else f"max |diff| {diff:.2e}"
                 print(f"stats scaledet vs {tool}: {same}")
-    print("AP, AP50, AR100 =", ", ".join(f"{stats[tools[0]][i]:.4f}" for i in (0, 1, 8)))
+    shown = (0, 1, 5) if iou_type == "keypoints" else (0, 1, 8)
+    print("AP, AP50, " + ("AR" if iou_type == "keypoints" else "AR100") + " =",
+          ", ".join(f"{stats[tools[0]][i]:.4f}" for i in shown))
     return med
 
 
@@ -194,9 +270,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds; medians are reported")
     parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--iou-type", choices=["bbox", "keypoints"], default="bbox")
     args = parser.parse_args()
     tools = available(args.tools)
-    results = {n: bench(n, tools, args.repeat, args.seed) for n in args.images}
+    if args.iou_type == "keypoints" and "faster-coco-eval" in tools:
+        print("skipping faster-coco-eval: the keypoint comparison is scaledet vs pycocotools")
+        tools.remove("faster-coco-eval")
+    results = {n: bench(n, tools, args.repeat, args.seed, args.iou_type) for n in args.images}
     if len(results) > 1:
         print("\nscaling (median seconds):")
         print("images  " + "  ".join(f"{t:>16}" for t in tools))

@@ -198,14 +198,16 @@ class CocoGroundTruth:
     file_names: list[str | None] = field(default_factory=list)
 
 
-def load_ground_truth(gt: str | Path | dict) -> CocoGroundTruth:
+def load_ground_truth(gt: str | Path | dict, *, source: str | None = None) -> CocoGroundTruth:
     """Read and validate a COCO ground truth from a json path or an in-memory dict.
 
     Required: ``images`` (each with ``id``), ``categories`` (``id``, optional ``name``),
     ``annotations`` (``image_id``, ``category_id``, ``bbox`` ``[x, y, w, h]``; optional ``area``,
-    default ``w * h``, ``iscrowd``, default 0, and ``id``).
+    default ``w * h``, ``iscrowd``, default 0, and ``id``). ``source`` names the input in error
+    messages (default: the path, or "ground truth" for a dict).
     """
-    source = str(gt) if isinstance(gt, (str, Path)) else "ground truth"
+    if source is None:
+        source = str(gt) if isinstance(gt, (str, Path)) else "ground truth"
     data = _read_json(gt) if isinstance(gt, (str, Path)) else gt
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a COCO object with images/annotations/categories")

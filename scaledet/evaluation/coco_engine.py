@@ -18,11 +18,18 @@ last bit, without its per-(image, category) Python loops:
 
 Boxes here are COCO ``xywh`` float64 in pixels. Written in numpy because torchvision has no COCO
 evaluator and pycocotools' C code covers only the IoU.
+
+The same machinery serves keypoints (:mod:`scaledet.evaluation.keypoints`): pycocotools'
+``evaluateImg`` and ``accumulate`` are the same for every ``iouType``; only the similarity of a
+(detection, gt) pair (IoU or OKS), the area ranges and maxDets, and which gts are ignored differ.
+:func:`evaluate_arrays` takes these as ``params``, ``pair_score`` and
+:attr:`GroundTruthArrays.ignore`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -33,13 +40,38 @@ AREA_RANGES = ((0.0, 1e10), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e10))
 AREA_NAMES = ("all", "small", "medium", "large")
 
 
+@dataclass(frozen=True)
+class EvalParams:
+    """pycocotools' ``Params`` that differ between iou types (bbox, keypoints).
+
+    ``area_ranges``: inclusive ``(lo, hi)`` ranges of the annotation ``area`` in square pixels,
+    ``area_names`` their labels; ``max_dets``: detections per (image, category) counted, sorted
+    ascending (the last one also caps the matching).
+    """
+
+    area_ranges: tuple[tuple[float, float], ...] = AREA_RANGES
+    area_names: tuple[str, ...] = AREA_NAMES
+    max_dets: tuple[int, ...] = MAX_DETS
+
+
+BBOX_PARAMS = EvalParams()
+"""``iouType="bbox"``: 4 area ranges, maxDets 1, 10, 100."""
+
+PairScore = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``score(det_rows, gt_rows) -> (P,) float64``: the similarity of paired detections and gts,
+given as rows of the :class:`DetectionArrays` / :class:`GroundTruthArrays` passed to
+:func:`evaluate_arrays` (e.g. OKS); the default is :func:`coco_pair_iou` of their boxes."""
+
+
 @dataclass
 class GroundTruthArrays:
     """``G`` ground-truth boxes, in the order of the annotation list.
 
     ``img``/``cat`` are indices into the sorted image / category ids; ``boxes`` ``(G, 4)`` xywh;
     ``area`` the annotation's ``area`` field; ``crowd`` the ``iscrowd`` flag; ``id_is_zero``
-    marks annotation id 0, which pycocotools cannot tell from "unmatched".
+    marks annotation id 0, which pycocotools cannot tell from "unmatched"; ``ignore`` (optional)
+    marks gts ignored in every area range besides the crowd ones (keypoints: ``num_keypoints``
+    0). Ignored gts can still be matched; their detections then count neither way.
     """
 
     img: np.ndarray
@@ -48,6 +80,11 @@ class GroundTruthArrays:
     area: np.ndarray
     crowd: np.ndarray
     id_is_zero: np.ndarray
+    ignore: np.ndarray | None = None
+
+    def take(self, rows: np.ndarray | slice) -> GroundTruthArrays:
+        """The gts at ``rows`` (an index array or a slice), every field alike."""
+        return _take(self, rows)
 
 
 @dataclass
@@ -59,24 +96,39 @@ class DetectionArrays:
     boxes: np.ndarray
     score: np.ndarray
 
+    def take(self, rows: np.ndarray | slice) -> DetectionArrays:
+        """The detections at ``rows`` (an index array or a slice), every field alike."""
+        return _take(self, rows)
+
+
+def _take(arrays, rows):
+    return replace(arrays, **{f.name: getattr(arrays, f.name)[rows] for f in fields(arrays)
+                              if getattr(arrays, f.name) is not None})
+
 
 def evaluate_arrays(gt: GroundTruthArrays, dt: DetectionArrays, num_categories: int,
-                    chunk_detections: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+                    chunk_detections: int = 50_000, *, params: EvalParams = BBOX_PARAMS,
+                    pair_score: PairScore | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Match and accumulate; returns pycocotools' ``precision`` ``(T, R, K, A, M)`` and
-    ``recall`` ``(T, K, A, M)`` (-1 where a category has no non-ignored ground truth).
+    ``recall`` ``(T, K, A, M)`` (-1 where a category has no non-ignored ground truth), with
+    ``A``/``M`` the area ranges / maxDets of ``params``.
+
+    ``pair_score`` replaces the box IoU as the similarity of a (detection, gt) pair (OKS for
+    keypoints); it is called only for pairs of the same image and category, with detections
+    among the top ``params.max_dets[-1]`` of theirs.
 
     Categories are independent, so they are evaluated in runs of about ``chunk_detections``
     detections: the arrays then stay in the CPU cache and memory stays bounded.
     """
-    T, R, A, M = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(AREA_RANGES), len(MAX_DETS)
+    T, R = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS)
+    A, M = len(params.area_ranges), len(params.max_dets)
     K = num_categories
     precision = -np.ones((T, R, K, A, M))
     recall = -np.ones((T, K, A, M))
     # stable sorts by category keep the input order within a category (it breaks score ties)
-    dt = DetectionArrays(*_take(np.argsort(dt.cat, kind="stable"), dt.img, dt.cat, dt.boxes,
-                                dt.score))
-    gt = GroundTruthArrays(*_take(np.argsort(gt.cat, kind="stable"), gt.img, gt.cat, gt.boxes,
-                                  gt.area, gt.crowd, gt.id_is_zero))
+    d_order = np.argsort(dt.cat, kind="stable")
+    g_order = np.argsort(gt.cat, kind="stable")
+    dt, gt = dt.take(d_order), gt.take(g_order)
     d_end = np.searchsorted(dt.cat, np.arange(1, K + 1))
     g_start = np.searchsorted(gt.cat, np.arange(K))
     g_end = np.searchsorted(gt.cat, np.arange(1, K + 1))
@@ -85,34 +137,43 @@ def evaluate_arrays(gt: GroundTruthArrays, dt: DetectionArrays, num_categories: 
         d0 = d_end[k0 - 1] if k0 else 0
         k1 = max(k0 + 1, int(np.searchsorted(d_end, d0 + chunk_detections, side="right")))
         d, g = slice(d0, d_end[k1 - 1]), slice(g_start[k0], g_end[k1 - 1])
-        dt_k = DetectionArrays(dt.img[d], dt.cat[d] - k0, dt.boxes[d], dt.score[d])
-        gt_k = GroundTruthArrays(gt.img[g], gt.cat[g] - k0, gt.boxes[g], gt.area[g], gt.crowd[g],
-                                 gt.id_is_zero[g])
-        precision[:, :, k0:k1], recall[:, k0:k1] = _evaluate_categories(gt_k, dt_k, k1 - k0)
+        dt_k, gt_k = dt.take(d), gt.take(g)
+        dt_k, gt_k = replace(dt_k, cat=dt_k.cat - k0), replace(gt_k, cat=gt_k.cat - k0)
+        score_k = None if pair_score is None else _on_rows(pair_score, d_order[d], g_order[g])
+        precision[:, :, k0:k1], recall[:, k0:k1] = _evaluate_categories(gt_k, dt_k, k1 - k0,
+                                                                        params, score_k)
         k0 = k1
     return precision, recall
 
 
-def _take(order: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
-    return [a[order] for a in arrays]
+def _on_rows(score: PairScore, det_rows: np.ndarray, gt_rows: np.ndarray) -> PairScore:
+    """``score`` for arrays that are ``det_rows``/``gt_rows`` of the ones it was written for."""
+    return lambda d, g: score(det_rows[d], gt_rows[g])
 
 
-def _evaluate_categories(gt: GroundTruthArrays, dt: DetectionArrays,
-                         K: int) -> tuple[np.ndarray, np.ndarray]:
+def _evaluate_categories(gt: GroundTruthArrays, dt: DetectionArrays, K: int, params: EvalParams,
+                         pair_score: PairScore | None) -> tuple[np.ndarray, np.ndarray]:
     """``evaluate_arrays`` for categories ``0..K-1`` at once."""
-    d = _sort_and_truncate(dt, K)
-    g = GroundTruthArrays(*_take(np.argsort(gt.img * K + gt.cat, kind="stable"), gt.img, gt.cat,
-                                 gt.boxes, gt.area, gt.crowd, gt.id_is_zero))
-    gt_ignored = _outside(g.area) | g.crowd[None, :]  # (A, G)
-    det_outside = _outside(d.area)  # (A, D)
-    pair_det, pair_gt, pair_iou = _candidate_pairs(d, g, K)
+    d = _sort_and_truncate(dt, K, params.max_dets[-1])
+    g_order = np.argsort(gt.img * K + gt.cat, kind="stable")
+    g = gt.take(g_order)
+    if pair_score is None:
+        def score(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+            return coco_pair_iou(d.boxes[i], g.boxes[j], g.crowd[j])
+    else:
+        score = _on_rows(pair_score, d.row, g_order)
+    gt_ignored = _outside(g.area, params.area_ranges) | g.crowd[None, :]  # (A, G)
+    if g.ignore is not None:
+        gt_ignored |= g.ignore[None, :]
+    det_outside = _outside(d.area, params.area_ranges)  # (A, D)
+    pair_det, pair_gt, pair_iou = _candidate_pairs(d, g, K, score)
     # only detections with a candidate pair can ever match: the rest are plain FPs (or ignored)
     cand, pair_cand = np.unique(pair_det, return_inverse=True)
     match = _greedy_match(pair_cand, pair_gt, pair_iou, d.rank[pair_det], g.crowd, gt_ignored,
                           len(cand))
     tp, fp = _true_false_positives(match, gt_ignored, g.id_is_zero, det_outside[:, cand])
     npig = np.stack([np.bincount(g.cat[~ign], minlength=K) for ign in gt_ignored], axis=1)
-    return _accumulate(d, cand, tp, fp, det_outside, npig)
+    return _accumulate(d, cand, tp, fp, det_outside, npig, params.max_dets)
 
 
 @dataclass
@@ -123,33 +184,34 @@ class _SortedDetections:
     score: np.ndarray
     area: np.ndarray
     rank: np.ndarray  # position within its (image, category) group, by score
+    row: np.ndarray  # the detection's row in the arrays it was sorted from
 
 
-def _sort_and_truncate(dt: DetectionArrays, K: int) -> _SortedDetections:
-    """Sort by (image, category, -score), stable in input order; keep ranks < maxDets[-1]."""
+def _sort_and_truncate(dt: DetectionArrays, K: int, max_det: int) -> _SortedDetections:
+    """Sort by (image, category, -score), stable in input order; keep ranks < ``max_det``."""
     key = dt.img * K + dt.cat
     order = np.lexsort((-dt.score, key))
     key = key[order]
     new_group = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
     group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(key)), 0))
     rank = np.arange(len(key)) - group_start
-    keep = order[rank < MAX_DETS[-1]]
+    keep = order[rank < max_det]
     boxes = dt.boxes[keep]
     # loadRes sets a detection's area to w * h of its bbox
     return _SortedDetections(dt.img[keep], dt.cat[keep], boxes, dt.score[keep],
-                             boxes[:, 2] * boxes[:, 3], rank[rank < MAX_DETS[-1]])
+                             boxes[:, 2] * boxes[:, 3], rank[rank < max_det], keep)
 
 
-def _outside(area: np.ndarray) -> np.ndarray:
+def _outside(area: np.ndarray, area_ranges: tuple[tuple[float, float], ...]) -> np.ndarray:
     """``(A, N)`` bool: area outside each area range (the ranges are inclusive)."""
-    lo = np.array([r[0] for r in AREA_RANGES])[:, None]
-    hi = np.array([r[1] for r in AREA_RANGES])[:, None]
+    lo = np.array([r[0] for r in area_ranges])[:, None]
+    hi = np.array([r[1] for r in area_ranges])[:, None]
     return (area[None, :] < lo) | (area[None, :] > hi)
 
 
-def _candidate_pairs(d: _SortedDetections, g: GroundTruthArrays,
-                     K: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All same-group (detection, gt) pairs with IoU >= the lowest threshold.
+def _candidate_pairs(d: _SortedDetections, g: GroundTruthArrays, K: int,
+                     score: PairScore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All same-group (detection, gt) pairs with ``score`` (IoU) >= the lowest threshold.
 
     Returned sorted by (detection rank, detection, gt) so that each matching round is a slice.
     """
@@ -160,7 +222,7 @@ def _candidate_pairs(d: _SortedDetections, g: GroundTruthArrays,
     pair_det = np.repeat(np.arange(len(d_key)), n)
     first = np.repeat(np.cumsum(n) - n, n)
     pair_gt = lo[pair_det] + np.arange(len(pair_det)) - first
-    iou = coco_pair_iou(d.boxes[pair_det], g.boxes[pair_gt], g.crowd[pair_gt])
+    iou = score(pair_det, pair_gt)
     keep = np.flatnonzero(iou >= _thresholds()[0])
     keep = keep[np.argsort(d.rank[pair_det[keep]], kind="stable")]
     return pair_det[keep], pair_gt[keep], iou[keep]
@@ -201,7 +263,7 @@ def _greedy_match(pair_det: np.ndarray, pair_gt: np.ndarray, pair_iou: np.ndarra
     gt index per channel (channel ``a * T + t``), -1 if unmatched.
     """
     T = len(IOU_THRESHOLDS)
-    thr = np.tile(_thresholds(), len(AREA_RANGES))[:, None]  # (C, 1)
+    thr = np.tile(_thresholds(), len(gt_ignored))[:, None]  # (C, 1)
     ign = np.repeat(gt_ignored, T, axis=0)  # (C, G)
     used = np.zeros_like(ign)
     match = np.full((len(thr), num_dets), -1, dtype=np.int32)
@@ -245,7 +307,8 @@ def _true_false_positives(match: np.ndarray, gt_ignored: np.ndarray, id_is_zero:
 
 
 def _accumulate(d: _SortedDetections, cand: np.ndarray, tp: np.ndarray, fp: np.ndarray,
-                outside: np.ndarray, npig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                outside: np.ndarray, npig: np.ndarray,
+                max_dets: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Precision ``(T, R, K, A, M)`` and recall ``(T, K, A, M)``.
 
     ``cand`` indexes the detections that have candidate pairs, ``tp``/``fp`` ``(A * T, Nc)`` are
@@ -254,7 +317,7 @@ def _accumulate(d: _SortedDetections, cand: np.ndarray, tp: np.ndarray, fp: np.n
     order) and stable-sorts them by -score: the same order as a stable sort of our (image,
     category, rank) order by (category, -score).
     """
-    T, R, A, M = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(AREA_RANGES), len(MAX_DETS)
+    T, R, A, M = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(outside), len(max_dets)
     K = len(npig)
     precision = -np.ones((T, R, K, A, M))
     recall = -np.ones((T, K, A, M))
@@ -266,7 +329,7 @@ def _accumulate(d: _SortedDetections, cand: np.ndarray, tp: np.ndarray, fp: np.n
     cat, rank, inside = d.cat[order], d.rank[order], ~outside[:, order]
     ccat = cat[cpos]
     start_all, _ = _segments(cat, K)
-    for m, max_det in enumerate(MAX_DETS):
+    for m, max_det in enumerate(max_dets):
         # running count of FPs if every detection were unmatched, read at the candidates
         plain_fp = inside & (rank < max_det)  # (A, N)
         plain_sum = np.cumsum(plain_fp, axis=1, dtype=np.int32)
@@ -345,16 +408,22 @@ def _counts_reaching(npig: np.ndarray) -> np.ndarray:
     return np.take_along_axis(cands, ok.argmax(axis=2)[..., None], axis=2)[..., 0]
 
 
-def summarize(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
-    """The 12 COCO stats from ``precision``/``recall``, as pycocotools' ``summarize``.
+BBOX_STATS = ((1, None, 0, 2), (1, 0.5, 0, 2), (1, 0.75, 0, 2), (1, None, 1, 2),
+              (1, None, 2, 2), (1, None, 3, 2), (0, None, 0, 0), (0, None, 0, 1),
+              (0, None, 0, 2), (0, None, 1, 2), (0, None, 2, 2), (0, None, 3, 2))
+"""pycocotools' ``_summarizeDets``: ``(is AP, IoU threshold or None for all, area index, maxDets
+index)`` of AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl."""
 
-    Order: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl. -1 when no category
-    has ground truth for a stat.
+
+def summarize(precision: np.ndarray, recall: np.ndarray,
+              specs: tuple[tuple[int, float | None, int, int], ...] = BBOX_STATS) -> np.ndarray:
+    """The COCO stats from ``precision``/``recall``, as pycocotools' ``summarize``.
+
+    ``specs``: one ``(is AP, IoU threshold or None, area index, maxDets index)`` per stat; the
+    default gives the 12 bbox stats (:data:`BBOX_STATS`). -1 when no category has ground truth
+    for a stat.
     """
-    specs = [(1, None, 0, 2), (1, 0.5, 0, 2), (1, 0.75, 0, 2), (1, None, 1, 2), (1, None, 2, 2),
-             (1, None, 3, 2), (0, None, 0, 0), (0, None, 0, 1), (0, None, 0, 2),
-             (0, None, 1, 2), (0, None, 2, 2), (0, None, 3, 2)]
-    stats = np.zeros(12)
+    stats = np.zeros(len(specs))
     for i, (ap, iou, a, m) in enumerate(specs):
         s = precision if ap else recall
         if iou is not None:
