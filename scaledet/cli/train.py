@@ -49,6 +49,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
 def train_command(args: argparse.Namespace) -> int:
     from torch.multiprocessing import ProcessRaisedException
 
+    from scaledet.engine.distributed import torchrun_env
     from scaledet.engine.trainer import TrainingDiverged
 
     try:
@@ -59,9 +60,15 @@ def train_command(args: argparse.Namespace) -> int:
     except ProcessRaisedException as e:  # --nproc: a rank failed; its traceback says why
         print(f"scaledet train: error: a training process failed:\n{e}", file=sys.stderr)
         return 1
+    place = torchrun_env()
+    if place is not None and place.rank != 0:  # a torchrun run: rank 0 reports for all
+        return 130 if result.interrupted else 0
     if result.interrupted:
+        how = "with"
+        if place is not None and place.world_size > 1:
+            how = "by starting the same torchrun command on every machine, with the arguments"
         print(f"interrupted: the run is saved in {result.out / 'weights'} "
-              f"(epoch {result.epochs}, step {result.steps}); continue it exactly with:\n"
+              f"(epoch {result.epochs}, step {result.steps}); continue it exactly {how}:\n"
               f"  {resume_command(sys.argv[1:])}", file=sys.stderr)
         return 130
     print_result(result)

@@ -10,8 +10,15 @@ Why it pays on a CPU: PyTorch's intra-op threads scale poorly on the small tenso
 detector, while separate processes do not share anything but one gradient all-reduce per step.
 
 ``launch`` starts the processes itself (``torch.multiprocessing`` with the ``spawn`` method and a
-free localhost port); under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR`` set) the
-process group is initialised from the environment instead.
+free localhost port), all on this machine. Across machines ``torchrun`` starts them, the same
+command on each machine (``--nnodes``, ``--node-rank``, a rendezvous address); such a process
+finds its place in the environment (:func:`torchrun_env`) and joins the group there
+(:func:`torchrun_group`) instead of starting any. Its CPU threads, cores and data workers are
+shared between the processes on its own machine (``LOCAL_WORLD_SIZE``), its GPU is
+``LOCAL_RANK``'s.
+
+Machines need not share a filesystem: what one process must decide or read for all (the run
+folder, a resume state) rank 0 does alone and sends to the others (:func:`on_rank0`).
 """
 
 from __future__ import annotations
@@ -22,15 +29,57 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["all_cores", "all_reduce_max", "auto_nproc", "barrier", "is_main", "launch", "local_rank",
-           "rank", "world_size"]
+__all__ = ["Torchrun", "all_cores", "all_reduce_max", "auto_nproc", "barrier", "broadcast_object",
+           "is_main", "launch", "local_rank", "local_world_size", "on_rank0", "rank",
+           "torchrun_env", "torchrun_group", "world_size"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Torchrun:
+    """Where ``torchrun`` (or a launcher that sets the same variables) placed this process.
+
+    Attributes:
+        rank, world_size: the process's rank and the number of processes, all machines together.
+        local_rank, local_world_size: its index among the processes on its own machine, and
+            their number (what it shares that machine's cores, data workers and GPUs with).
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+
+
+def torchrun_env(environ: dict[str, str] | None = None) -> Torchrun | None:
+    """This process's :class:`Torchrun` place read from ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``
+    and ``LOCAL_WORLD_SIZE``, or None when ``RANK`` or ``WORLD_SIZE`` is not set (not started by
+    a launcher). Without the ``LOCAL_*`` pair the run is taken to be on one machine."""
+    env = os.environ if environ is None else environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return None
+    try:
+        world = int(env["WORLD_SIZE"])
+        place = Torchrun(int(env["RANK"]), world, int(env.get("LOCAL_RANK", env["RANK"])),
+                         int(env.get("LOCAL_WORLD_SIZE", world)))
+    except ValueError:
+        raise ValueError("RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE must be integers, got "
+                         + ", ".join(f"{k}={env.get(k)!r}" for k in
+                                     ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"))
+                         ) from None
+    if not (0 <= place.rank < place.world_size and 0 <= place.local_rank < place.local_world_size
+            <= place.world_size):
+        raise ValueError(f"inconsistent launcher environment: {place}")
+    return place
 
 
 def world_size() -> int:
@@ -50,6 +99,15 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", rank()))
 
 
+def local_world_size() -> int:
+    """Number of processes of the run on this machine: ``LOCAL_WORLD_SIZE`` in a group joined by
+    :func:`torchrun_group`, else the whole group (``launch`` runs on one machine)."""
+    place = torchrun_env()
+    if place is not None and place.world_size == world_size() > 1:
+        return place.local_world_size
+    return world_size()
+
+
 def is_main() -> bool:
     return rank() == 0
 
@@ -66,6 +124,44 @@ def all_reduce_max(values: list[float], device: torch.device | str = "cpu") -> l
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.tolist()
+
+
+def broadcast_object(obj: T) -> T:
+    """Rank 0's ``obj`` on every rank, pickled (tensors in it come back on the device they
+    left from: send CPU tensors). Alone: ``obj``."""
+    if world_size() == 1:
+        return obj
+    box = [obj if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_rank0(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` run by rank 0 alone, its result given to every rank; an exception it raises
+    is raised on every rank (rather than leaving the others waiting for a result).
+
+    For what one process must decide or read for all: the run folder, the state a run resumes
+    from. Where machines do not share a filesystem, only rank 0's holds those files."""
+    if world_size() == 1:
+        return fn(*args)
+    result, error = None, None
+    if is_main():
+        try:
+            result = fn(*args)
+        except Exception as e:
+            error = e
+    sent = error
+    if error is not None:
+        try:
+            pickle.dumps(error)
+        except Exception:  # an exception that cannot travel: its type and message do
+            sent = RuntimeError(f"{type(error).__name__}: {error}")
+    result, sent = broadcast_object((result, sent))
+    if error is not None:
+        raise error
+    if sent is not None:
+        raise sent
+    return result
 
 
 def _free_port() -> int:
@@ -129,14 +225,39 @@ def all_cores() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _worker(local_rank: int, nproc: int, port: int, device_type: str, fn: Callable,
-            args: tuple, result_path: str) -> None:
-    backend = "nccl" if device_type == "cuda" else "gloo"
+def _setup_rank(local_rank: int, local_world: int, device_type: str) -> str:
+    """Give this process its GPU, or its threads and cores among the ``local_world`` processes
+    on its machine; returns the backend: ``nccl`` on CUDA, ``gloo`` on the CPU."""
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
-    else:
-        torch.set_num_threads(threads_per_rank(nproc))
-        _pin_to_cores(local_rank, nproc)
+        return "nccl"
+    torch.set_num_threads(threads_per_rank(local_world))
+    _pin_to_cores(local_rank, local_world)
+    return "gloo"
+
+
+@contextmanager
+def torchrun_group(device_type: str = "cpu") -> Iterator[Torchrun | None]:
+    """Inside: a process started by ``torchrun`` for a run of several processes is in their
+    process group (joined from the environment: ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``,
+    ``WORLD_SIZE``), with its GPU (``LOCAL_RANK``'s) or its share of its machine's cores. Yields
+    its :class:`Torchrun` place, None when not started by a launcher. Leaves the group on exit;
+    does nothing for a single process or in a group that already exists."""
+    place = torchrun_env()
+    if place is None or place.world_size == 1 or dist.is_initialized():
+        yield place
+        return
+    backend = _setup_rank(place.local_rank, place.local_world_size, device_type)
+    dist.init_process_group(backend)
+    try:
+        yield place
+    finally:
+        dist.destroy_process_group()
+
+
+def _worker(local_rank: int, nproc: int, port: int, device_type: str, fn: Callable,
+            args: tuple, result_path: str) -> None:
+    backend = _setup_rank(local_rank, nproc, device_type)
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}",
                             rank=local_rank, world_size=nproc)
     try:
@@ -149,20 +270,22 @@ def _worker(local_rank: int, nproc: int, port: int, device_type: str, fn: Callab
 
 def launch(fn: Callable[..., Any], nproc: int, args: tuple = (), device_type: str = "cpu") -> Any:
     """Run ``fn(*args)`` in ``nproc`` processes joined in one process group; return rank 0's
-    result. ``nproc == 1`` or an already initialised group (torchrun): call ``fn`` here.
+    result. ``nproc == 1``: call ``fn`` here. Started by ``torchrun`` (:func:`torchrun_env`) or in
+    a group that already exists: ``nproc`` is ignored, ``fn`` runs here as one of the group's
+    ranks and every rank returns rank 0's result.
 
     A rank that raises makes ``launch`` raise (``torch.multiprocessing.ProcessRaisedException``
     carries its traceback); the other ranks are terminated.
     """
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
-    if nproc == 1 or dist.is_initialized():
-        return fn(*args)
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
-        backend = "nccl" if device_type == "cuda" else "gloo"
-        if device_type == "cuda":
-            torch.cuda.set_device(local_rank())
-        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return broadcast_object(fn(*args))
+    place = torchrun_env()
+    if place is not None and place.world_size > 1:
+        with torchrun_group(device_type):
+            return broadcast_object(fn(*args))
+    if nproc == 1:
         return fn(*args)
     with tempfile.TemporaryDirectory(prefix="scaledet-launch-") as tmp:
         result = Path(tmp) / "rank0.pkl"

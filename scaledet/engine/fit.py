@@ -7,6 +7,11 @@ model (a preset plus overrides), the loaders, the validator and the
 that is above 1) and returns a :class:`TrainResult`. Settings are resolved once (``"auto"``
 values made concrete) into a new object; the caller's is never changed. Checkpoints record
 the resolved settings, so ``resume`` continues with the same choices.
+
+Started by ``torchrun`` on one or several machines, each process is one rank of the run
+(:mod:`scaledet.engine.distributed`): ``nproc`` is the launcher's world size, and rank 0 alone
+checks and prepares the run folder and decides ``amp="auto"``, so that the machines agree
+whether or not they share a filesystem (only rank 0 writes there).
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ class TrainSettings:
         resume: continue the run in ``out`` exactly where it stopped.
         exist_ok: overwrite a finished run in ``out`` (otherwise refused).
         workers: data-loading processes per rank (None: :func:`default_workers`).
-        nproc: data-parallel processes, or ``"auto"`` (:func:`~scaledet.engine.distributed.auto_nproc`).
+        nproc: data-parallel processes, or ``"auto"`` (:func:`~scaledet.engine.distributed.auto_nproc`);
+            under ``torchrun`` the launcher's world size, whatever is given.
         lr, warmup, optimizer: optimizer settings; ``lr`` / ``warmup`` None take the preset's
             recipe.
         amp: ``"auto"``, ``"off"``, ``"bf16"`` or ``"fp16"``; ``"auto"`` on a CPU with bf16
@@ -125,10 +131,10 @@ class TrainResult:
 
 
 def default_workers(device: str, nproc: int) -> int:
-    """``workers`` (per rank) when not given. Several CPU ranks with one core each: 0, each
-    rank loads its own batches (a loader process would only take turns with its rank on the
-    same core, and adds a copy through shared memory). Otherwise ``DEFAULT_WORKERS`` shared by
-    the ranks, at least one each."""
+    """``workers`` (per rank) when not given, for ``nproc`` ranks on this machine. Several CPU
+    ranks with one core each: 0, each rank loads its own batches (a loader process would only
+    take turns with its rank on the same core, and adds a copy through shared memory).
+    Otherwise ``DEFAULT_WORKERS`` shared by the ranks, at least one each."""
     if nproc > 1 and not str(device).startswith("cuda") and distributed.threads_per_rank(
             nproc) == 1:
         return 0
@@ -141,11 +147,20 @@ def resolve(settings: TrainSettings, num_train: int) -> TrainSettings:
     """A copy of ``settings`` with ``nproc``, ``workers`` and the budget made concrete and every
     option checked (a bad value is one ``ValueError`` here, not a failed process later).
     ``imgsz`` is rounded up to a multiple of the model config's largest stride, with a note
-    (:func:`~scaledet.models.sizes.check_imgsz`, the rule of ``predict``, ``val`` and ``info``)."""
+    (:func:`~scaledet.models.sizes.check_imgsz`, the rule of ``predict``, ``val`` and ``info``).
+
+    Started by ``torchrun`` (in a process group that already exists, or alone), ``nproc`` is
+    the world size and default ``workers`` are shared by the ranks on this machine only."""
     s = copy.deepcopy(settings)
     resolve_device(s.device)
     nproc = s.nproc
-    if nproc == "auto":
+    launched = distributed.world_size() > 1 or distributed.torchrun_env() is not None
+    if launched:  # the launcher started the processes: no more
+        if nproc != "auto" and str(nproc) != str(distributed.world_size()):
+            _note(f"nproc {nproc} ignored: the launcher started {distributed.world_size()} "
+                  "processes")
+        nproc = distributed.world_size()
+    elif nproc == "auto":
         nproc = distributed.auto_nproc(s.device, s.batch)
     try:
         s.nproc = int(nproc)
@@ -156,9 +171,10 @@ def resolve(settings: TrainSettings, num_train: int) -> TrainSettings:
             raise ValueError(f"{name} must be >= 1, got {getattr(s, name)}")
     s.imgsz, note = check_imgsz(s.imgsz, config_stride(model_config(s, 1).strides))
     if note:
-        print(note, file=sys.stderr)
+        _note(note, file=sys.stderr)
     if s.workers is None:
-        s.workers = default_workers(s.device, s.nproc)
+        local = distributed.local_world_size() if launched else s.nproc
+        s.workers = default_workers(s.device, local)
     if s.workers < 0:
         raise ValueError(f"workers must be >= 0, got {s.workers}")
     if s.nproc > s.batch:
@@ -166,13 +182,20 @@ def resolve(settings: TrainSettings, num_train: int) -> TrainSettings:
                          "between the processes)")
     if s.epochs is None and s.minutes is None:
         s.minutes = DEFAULT_MINUTES
-        print(f"no epochs or minutes given: training for {DEFAULT_MINUTES:g} minutes")
+        _note(f"no epochs or minutes given: training for {DEFAULT_MINUTES:g} minutes")
     if num_train < s.nproc:
         raise ValueError(f"{s.data}: the train split has {num_train} images, fewer than nproc "
                          f"{s.nproc}" if num_train else f"{s.data}: the train split has no images")
     if s.eval_min_minutes is None:  # a timed run spends its budget training: validate about
         s.eval_min_minutes = s.minutes / 6 if s.minutes and s.eval_interval is None else 0.0
     return s
+
+
+def _note(message: str, file: Any = None) -> None:
+    """Print ``message`` once per run: by rank 0 (every process of a ``torchrun`` run resolves
+    the same settings)."""
+    if distributed.is_main():
+        print(message, file=file)
 
 
 def model_config(s: TrainSettings, num_classes: int):
@@ -224,22 +247,30 @@ def _checked_options(options: dict[str, Any], cls: type, what: str) -> dict[str,
 
 def fit(settings: TrainSettings) -> TrainResult:
     """Train as ``settings`` say; see the module docstring."""
+    with distributed.torchrun_group(str(settings.device).split(":")[0]):
+        return _fit(settings)
+
+
+def _fit(settings: TrainSettings) -> TrainResult:
     from scaledet.data import available_splits, load_dataset
 
-    out = prepare_out(Path(settings.out), settings.resume, settings.exist_ok)
+    # rank 0 checks and prepares the folder; its answer (or its error) holds for every rank
+    out = distributed.on_rank0(_prepare_out_rank0, Path(settings.out), settings.resume,
+                               settings.exist_ok)
     train_ds = load_dataset(settings.data, "train")
     s = resolve(settings, len(train_ds))
     val_ds = load_dataset(s.data, "val") if "val" in available_splits(s.data) else None
     if val_ds is None or not len(val_ds):
-        print(f"warning: {s.data} has no val split: no validation, best = last")
+        _note(f"warning: {s.data} has no val split: no validation, best = last")
     # every bad option fails here, in this process, not in a training rank
     model_config(s, train_ds.num_classes)
     train_config(s)
     augment_config(s)
     device_type = str(s.device).split(":")[0]
-    # With several processes the ranks get the terminal's Ctrl-C too and save; this process
-    # keeps waiting for them (a single process handles it inside the trainer).
-    with StopRequest() if s.nproc > 1 else contextlib.nullcontext() as stop:
+    # With spawned ranks, they get the terminal's Ctrl-C too and save; this process keeps
+    # waiting for them. A single process, or a rank started by torchrun, handles it in the trainer.
+    spawns = s.nproc > 1 and distributed.world_size() == 1
+    with StopRequest() if spawns else contextlib.nullcontext() as stop:
         try:
             summary = distributed.launch(_fit_rank, s.nproc, (s, out, train_ds, val_ds),
                                          device_type)
@@ -282,7 +313,9 @@ def _fit_rank(s: TrainSettings, out: Path, train_ds, val_ds) -> dict[str, Any]:
                                        resolve_device(cfg.device))
     meta = checkpoint_meta(s, model, train_ds)
     if rank == 0:
-        procs = f", {world} processes" if world > 1 else ""
+        local = distributed.local_world_size()
+        here = f" ({local} on this machine)" if local < world else ""
+        procs = f", {world} processes{here}" if world > 1 else ""
         budget = f"{s.epochs} epochs" if s.epochs is not None else f"{s.minutes:.2f} minutes"
         print(f"training {s.model} on {len(train_ds)} images ({train_ds.num_classes} classes), "
               f"{len(val_ds) if val_ds else 0} val images, imgsz {s.imgsz}, batch {s.batch}"
@@ -324,6 +357,22 @@ def checkpoint_meta(s: TrainSettings, model, dataset) -> dict[str, Any]:
             "imgsz": s.imgsz, "train_settings": asdict(s)}
 
 
+def _prepare_out_rank0(out: Path, resume: bool, exist_ok: bool) -> Path:
+    """:func:`prepare_out` by rank 0; a run to resume that is not there may be on another
+    machine of a multi-machine run, which the error then says."""
+    try:
+        return prepare_out(out, resume, exist_ok)
+    except FileNotFoundError as e:
+        if distributed.world_size() == 1:
+            raise
+        import socket
+
+        raise FileNotFoundError(
+            f"{e}; rank 0 (on {socket.gethostname()}) reads the run from its own disk: where "
+            "the machines do not share the output folder, the machine that holds the run must "
+            "get rank 0 (torchrun --rdzv-backend static --node-rank 0 on it)") from None
+
+
 def prepare_out(out: Path, resume: bool, exist_ok: bool) -> Path:
     """Refuse to silently overwrite an earlier run; clear our files when overwriting is asked."""
     state = out / "weights" / "last.state.pt"
@@ -347,10 +396,16 @@ _BF16_SPEEDUPS: dict[tuple, float] = {}  # per process: two runs of one model ch
 
 
 def _auto_amp(s: TrainSettings, model, out: Path) -> str:
-    """``amp="auto"`` as "off", "bf16" or "fp16", decided once: by rank 0, shared with the
-    other ranks, and recorded in the checkpoints so that ``resume`` keeps it. On a CPU with
-    bf16 instructions the choice is timed (:func:`bf16_speedup`), not read off the flags: some
-    such CPUs train slower with bf16 than with fp32. Pin ``amp`` for bit-identical repeats."""
+    """``amp="auto"`` as "off", "bf16" or "fp16", decided once: by rank 0 (the only rank whose
+    machine is sure to hold the run's files), shared with the other ranks, and recorded in the
+    checkpoints so that ``resume`` keeps it. On a CPU with bf16 instructions the choice is
+    timed (:func:`bf16_speedup`), not read off the flags: some such CPUs train slower with
+    bf16 than with fp32. Pin ``amp`` for bit-identical repeats."""
+    return distributed.on_rank0(_choose_amp, s, model, out)
+
+
+def _choose_amp(s: TrainSettings, model, out: Path) -> str:
+    """Rank 0's part of :func:`_auto_amp`: the resumed run's choice, else a new one."""
     import torch
 
     from scaledet.models.checkpoint import load_weights
@@ -362,22 +417,17 @@ def _auto_amp(s: TrainSettings, model, out: Path) -> str:
         if saved in ("off", "bf16", "fp16"):
             return saved
     device = resolve_device(s.device)
-    names = ["off", "bf16", "fp16"]
-    choice = 0
-    if distributed.rank() == 0:
-        dtype = resolve_amp("auto", device)
-        if dtype == torch.bfloat16 and device.type == "cpu":
-            size = max(int(s.imgsz), 256)  # tiny inputs time the overheads, not the convs
-            key = (s.model, repr(getattr(model, "config", None)), size, torch.get_num_threads())
-            if key not in _BF16_SPEEDUPS:
-                _BF16_SPEEDUPS[key] = bf16_speedup(model, size)
-            speedup = _BF16_SPEEDUPS[key]
-            dtype = torch.bfloat16 if speedup > 1.0 else None
-            print(f"amp auto: bf16 autocast trains {speedup:.2f}x as fast as fp32 on this CPU"
-                  f" -> {'bf16' if dtype else 'fp32'}")
-        choice = names.index({None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype])
-    choice = int(distributed.all_reduce_max([float(choice)], device)[0])
-    return names[choice]
+    dtype = resolve_amp("auto", device)
+    if dtype == torch.bfloat16 and device.type == "cpu":
+        size = max(int(s.imgsz), 256)  # tiny inputs time the overheads, not the convs
+        key = (s.model, repr(getattr(model, "config", None)), size, torch.get_num_threads())
+        if key not in _BF16_SPEEDUPS:
+            _BF16_SPEEDUPS[key] = bf16_speedup(model, size)
+        speedup = _BF16_SPEEDUPS[key]
+        dtype = torch.bfloat16 if speedup > 1.0 else None
+        print(f"amp auto: bf16 autocast trains {speedup:.2f}x as fast as fp32 on this CPU"
+              f" -> {'bf16' if dtype else 'fp32'}")
+    return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def bf16_speedup(model, imgsz: int = 320, batch: int = 2, rounds: int = 3) -> float:

@@ -8,7 +8,8 @@ The trainer knows nothing about detection: the model returns a dict of scalar lo
 Inside a ``torch.distributed`` process group (:func:`scaledet.engine.distributed.launch`) every
 rank runs the same loop on its shard of each batch with the model in ``DistributedDataParallel``;
 the ranks agree on the clock and on skipping non-finite steps at every step, and only rank 0
-validates and writes files (the others wait for it at the end of each epoch).
+validates and writes files (the others wait for it at the end of each epoch). Only rank 0 reads
+them too: on resume it sends the state to the others, whose machines may not have the files.
 
 Output folder::
 
@@ -501,7 +502,10 @@ class Trainer:
                 "config": to_jsonable(asdict(self.cfg))}
 
     def load_state(self, path: str | Path) -> None:
-        state = load_train_state(path)
+        """Continue from the resume state in ``path``. With several ranks, rank 0 reads it and
+        sends it to the others: every rank continues from the same state, also where their
+        machines do not share a filesystem."""
+        state = distributed.on_rank0(load_train_state, path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state["ema"] is not None:
