@@ -13,8 +13,9 @@ def synth_command(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = make_synthetic_dataset(args.out, n_train=args.train, n_val=args.val, seed=args.seed,
-                                 imgsz=args.imgsz, format=args.format)
-    print(f"wrote {args.train} train + {args.val} val images ({args.imgsz} px, {args.format}) "
+                                 imgsz=args.imgsz, format=args.format, task=args.task)
+    what = f"{args.format}, keypoints" if args.task == "keypoints" else args.format
+    print(f"wrote {args.train} train + {args.val} val images ({args.imgsz} px, {what}) "
           f"to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 

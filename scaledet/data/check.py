@@ -9,6 +9,13 @@ labels hold (a YOLO reader cannot place them without the image's size, so they a
 the label file here and its lines are checked too). The report also holds the class histogram
 and the box-size histogram (box area ``< 32**2`` small, ``< 96**2`` medium, else large: the COCO
 definitions).
+
+Keypoint datasets (COCO keypoints, YOLO pose) add errors: a point count that differs from K
+(COCO: ``keypoints`` not ``3 x K`` numbers; YOLO: a line that does not match ``kpt_shape``),
+visibility flags outside ``{0, 1, 2}``, a COCO ``num_keypoints`` that disagrees with the flags,
+labelled points (``v > 0``) outside the image; and a warning for labelled points outside their
+box (both by more than ``OUT_OF_BOUNDS_TOLERANCE`` px). Each names the file and the annotation
+id or line, and the joint.
 """
 
 from __future__ import annotations
@@ -37,6 +44,11 @@ ISSUES = {
     "malformed": ("error", "malformed label entry"),
     "non_finite": ("error", "box coordinate NaN or inf"),
     "unknown_class": ("error", "unknown class id"),
+    "keypoint_count": ("error", "keypoint count differs from K"),
+    "keypoint_visibility": ("error", "keypoint visibility flag not 0, 1 or 2"),
+    "num_keypoints_mismatch": ("error", "num_keypoints disagrees with the flags"),
+    "keypoint_outside_image": ("error", "labelled keypoint outside the image"),
+    "keypoint_outside_box": ("warning", "labelled keypoint outside its box"),
     "empty_box": ("error", "box with zero or negative size"),
     "box_outside": ("error", "box entirely outside the image"),
     "box_out_of_bounds": ("warning", "box partly outside the image"),
@@ -89,6 +101,7 @@ def check_split(path: str | Path, split: str, *, workers: int | None = None) -> 
         issues.add(p.kind, p.where, p.message)
     base = Path(path) if Path(path).is_dir() else Path(path).parent
     fmt = dataset_format(path)
+    kpt_shape = _yolo_kpt_shape(path, split) if fmt == "yolo" else None
     import torchvision.io  # noqa: F401  (imported here once, not by the first worker threads)
 
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
@@ -99,18 +112,70 @@ def check_split(path: str | Path, split: str, *, workers: int | None = None) -> 
             if result is not None:
                 kind, message = result
                 if kind in ("image_missing", "image_unreadable"):
-                    num_boxes = _label_box_count(ds, record, fmt, base, issues)
+                    num_boxes = _label_box_count(ds, record, fmt, base, issues, kpt_shape)
                     message += f"; {_boxes_text(num_boxes)} in its labels"
                 issues.add(kind, image_where, message)
             if num_boxes == 0:
                 issues.add("no_labels", image_where, "no boxes")
-            _check_boxes(record, issues, lambda i, r=record: _label_where(ds, r, i, fmt, base),
+            def where(i: int, r: DetectionRecord = record) -> str:
+                return _label_where(ds, r, i, fmt, base)
+
+            _check_boxes(record, issues, where,
                          lambda i, r=record: _entry(fmt, int(r.ann_ids[i])))
+            if record.keypoints is not None:
+                _check_keypoints(record, issues, where, ds.keypoint_names)
     boxes = np.concatenate([r.boxes for r in ds.records] or [np.zeros((0, 4))])
     labels = np.concatenate([r.labels for r in ds.records] or [np.zeros(0, np.int64)])
-    return {"images": len(ds), "boxes": len(boxes), "class_names": ds.class_names,
-            "classes": {n: int((labels == i).sum()) for i, n in enumerate(ds.class_names)},
-            "sizes": size_histogram(boxes), "issues": issues.as_dict()}
+    report = {"images": len(ds), "boxes": len(boxes), "class_names": ds.class_names,
+              "classes": {n: int((labels == i).sum()) for i, n in enumerate(ds.class_names)},
+              "sizes": size_histogram(boxes), "issues": issues.as_dict()}
+    if ds.num_keypoints:
+        flags = np.concatenate([r.keypoints[..., 2].ravel() for r in ds.records]
+                               or [np.zeros(0, np.float32)])
+        report["keypoints"] = {"K": ds.num_keypoints, "labelled": int((flags > 0).sum()),
+                               "visible": int((flags == 2).sum())}
+    return report
+
+
+def _yolo_kpt_shape(path: str | Path, split: str) -> tuple[int, int] | None:
+    from scaledet.data.io import resolve
+    from scaledet.data.records import read_yaml_mapping
+    from scaledet.data.yolo import kpt_shape_from_yaml
+
+    yaml_path = resolve(path, split)[1]["yaml"]
+    return kpt_shape_from_yaml(read_yaml_mapping(yaml_path), yaml_path)
+
+
+def _check_keypoints(record: DetectionRecord, issues: _Issues, where,
+                     names: list[str] | None) -> None:
+    """Labelled points (``v > 0``) outside the image (error) or outside their box (warning),
+    beyond ``OUT_OF_BOUNDS_TOLERANCE`` px; ``where(i)`` locates object ``i`` in its file."""
+    tol = OUT_OF_BOUNDS_TOLERANCE
+    W, H = record.width, record.height
+    for i in range(len(record)):
+        pts = record.keypoints[i].astype(np.float64)
+        x, y, v = pts[:, 0], pts[:, 1], pts[:, 2]
+        labelled = v > 0
+        if W > 0 and H > 0:
+            off_image = labelled & ((x < -tol) | (y < -tol) | (x > W + tol) | (y > H + tol))
+        else:
+            off_image = np.zeros_like(labelled)
+        x1, y1, x2, y2 = record.boxes[i]
+        off_box = labelled & ~off_image & ((x < x1 - tol) | (y < y1 - tol) | (x > x2 + tol)
+                                           | (y > y2 + tol))
+        for kind, mask, what in (("keypoint_outside_image", off_image, f"the {W}x{H} image"),
+                                 ("keypoint_outside_box", off_box,
+                                  f"its box {_fmt_box(record.boxes[i])}")):
+            bad = np.flatnonzero(mask)
+            if len(bad):
+                k = int(bad[0])
+                more = f" ({len(bad)} such points)" if len(bad) > 1 else ""
+                issues.add(kind, where(i), f"keypoint {_joint(k, names)} at ({x[k]:.1f}, "
+                                           f"{y[k]:.1f}) lies outside {what}{more}")
+
+
+def _joint(k: int, names: list[str] | None) -> str:
+    return f"{k} ({names[k]})" if names is not None else str(k)
 
 
 def _check_image(ds: DetectionDataset, record: DetectionRecord) -> tuple[str, str] | None:
@@ -129,7 +194,7 @@ def _check_image(ds: DetectionDataset, record: DetectionRecord) -> tuple[str, st
 
 
 def _label_box_count(ds: DetectionDataset, record: DetectionRecord, fmt: str, base: Path,
-                     issues: _Issues) -> int:
+                     issues: _Issues, kpt_shape: tuple[int, int] | None = None) -> int:
     """Boxes in the labels of an image that could not be read. COCO and VOC records hold them
     (their files declare the image size); the YOLO reader leaves them out, as normalised
     coordinates need the size, so its label file is parsed here (its problems reported)."""
@@ -142,7 +207,7 @@ def _label_box_count(ds: DetectionDataset, record: DetectionRecord, fmt: str, ba
         return 0
     problems: list[LabelProblem] = []
     rows = parse_label_lines(labels_file.read_text(encoding="utf-8"), _rel(labels_file, base),
-                             len(ds.class_names), problems)
+                             len(ds.class_names), problems, kpt_shape)
     for p in problems:
         issues.add(p.kind, p.where, p.message)
     return len(rows)
@@ -238,6 +303,10 @@ def format_report(report: dict[str, Any]) -> str:
     for split, s in report["splits"].items():
         lines += ["", f"== {split}: {s['images']} images, {s['boxes']} boxes, "
                       f"{len(s['classes'])} classes"]
+        if "keypoints" in s:
+            kp = s["keypoints"]
+            lines.append(f"   keypoints: K = {kp['K']}, {kp['labelled']} labelled "
+                         f"({kp['visible']} visible)")
         lines += _issue_table(s["issues"])
         lines += _class_table(s["classes"], s["boxes"])
         lines += _size_table(s["sizes"], s["boxes"])

@@ -161,7 +161,9 @@ def convert_dataset(src: str | Path, dst: str | Path, to: str, *,
     Images are hard-linked into ``dst`` (symlinked across file systems, copied with
     ``copy_images``); ``src`` is never written to. ``dst`` must not exist or be empty, and must not
     lie inside ``src``. Boxes and the category order and ids survive a COCO -> YOLO -> COCO round
-    trip to 1e-6 px; YOLO has no crowd regions (left out), areas or annotation ids.
+    trip to 1e-6 px; YOLO has no crowd regions (left out), areas or annotation ids. Keypoints
+    (``kpt_shape [K, 3]`` in YOLO, with ``flip_idx`` and the joint names and skeleton) keep their
+    flags exactly and their coordinates to 1e-8 of the image side.
     """
     if to not in ("coco", "yolo"):
         raise ValueError(f"to must be 'coco' or 'yolo', got {to!r}")
@@ -194,8 +196,11 @@ def convert_dataset(src: str | Path, dst: str | Path, to: str, *,
         from scaledet.data.yolo import write_yolo_yaml
 
         first = next(iter(datasets.values()))
+        k = first.num_keypoints
         write_yolo_yaml(dst / "data.yaml", first.class_names,
-                        {s: f"images/{s}" for s in datasets}, first.category_ids)
+                        {s: f"images/{s}" for s in datasets}, first.category_ids,
+                        kpt_shape=(k, 3) if k else None, flip_idx=first.flip_index() if k else None,
+                        keypoint_names=first.keypoint_names, skeleton=first.skeleton)
     return counts
 
 

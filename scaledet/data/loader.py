@@ -14,6 +14,8 @@ The contract (what the engine codes against)::
                  #   "scale":     float, original-pixel box = input box / scale
                  #   "ignore":    (K, 4) float32 xyxy, training only: crowd regions (and a
                  #                SNIPER chip's objects that are not its targets)
+                 #   "keypoints": (N, K, 3) float32, keypoint datasets only: x, y pixels of
+                 #                the input frame and v in {0, 1, 2} (0 once out of the image)
 
 * Evaluation (``train=False``): letterbox only, deterministic. Resize so the longer side is
   ``imgsz`` and pad bottom/right with grey ``114 / 255``; ``boxes / scale`` are original pixels.
@@ -153,6 +155,7 @@ class DetectionTorchDataset(Dataset):
         self.seed = seed
         self.strict = strict
         self.progress = progress
+        self.flip_idx = dataset.flip_index() if dataset.num_keypoints else None
         self._cache: list[tuple[Tensor, tuple[int, int]] | Skipped] | None = None
         if cache == "auto":
             limit = default_cache_bytes() if cache_max_bytes is None else cache_max_bytes
@@ -214,7 +217,7 @@ class DetectionTorchDataset(Dataset):
         labels = torch.as_tensor(record.labels, dtype=torch.int64)
         if self.train and record.iscrowd.any():  # carried through the transforms, then split
             labels = labels.masked_fill(torch.as_tensor(record.iscrowd), CROWD_LABEL)
-        return Sample(image, boxes, labels), size, scale
+        return Sample(image, boxes, labels, _scaled_points(record.keypoints, scale)), size, scale
 
     # ---- samples ------------------------------------------------------------------------
 
@@ -241,7 +244,7 @@ class DetectionTorchDataset(Dataset):
             for other in rng.integers(0, len(self), 3):
                 got = self.load(int(other))
                 samples.append(sample if isinstance(got, Skipped) else got[0])
-        out = train_transform(samples, imgsz, rng, self.augment, use_mosaic)
+        out = train_transform(samples, imgsz, rng, self.augment, use_mosaic, self.flip_idx)
         # train_transform's jitter is relative to the letterbox scale of the loaded image.
         letterbox_scale = scale * imgsz / max(sample.height, sample.width)
         return _as_item(out, self.dataset.records[index].image_id, size, letterbox_scale,
@@ -266,7 +269,7 @@ class DetectionTorchDataset(Dataset):
         source, finer = self._chip_source(index, sample, size, scale, chip.scale)
         out, ignore = cut_chip(source, replace(chip, scale=chip.scale / finer), cfg.min_size)
         out.labels = out.labels.masked_fill(ignore, CROWD_LABEL)
-        out = flip_and_jitter(out, rng, cfg)
+        out = flip_and_jitter(out, rng, cfg, self.flip_idx)
         return _as_item(out, self.dataset.records[index].image_id, size, scale * chip.scale,
                         split_crowd=True)
 
@@ -290,8 +293,20 @@ class DetectionTorchDataset(Dataset):
         if isinstance(got, Skipped):
             return sample, 1.0
         image, _, fine_scale = got
-        boxes = torch.as_tensor(self.dataset.records[index].boxes, dtype=torch.float32)
-        return Sample(image, boxes * fine_scale, sample.labels), fine_scale / scale
+        record = self.dataset.records[index]
+        boxes = torch.as_tensor(record.boxes, dtype=torch.float32)
+        return (Sample(image, boxes * fine_scale, sample.labels,
+                       _scaled_points(record.keypoints, fine_scale)), fine_scale / scale)
+
+
+def _scaled_points(keypoints: np.ndarray | None, scale: float) -> Tensor | None:
+    """A record's ``(N, K, 3)`` points as float32 with ``x, y`` times ``scale`` (the boxes'
+    arithmetic: float32 times ``scale``)."""
+    if keypoints is None:
+        return None
+    points = torch.as_tensor(keypoints, dtype=torch.float32).clone()
+    points[..., :2] = points[..., :2] * scale
+    return points
 
 
 def _as_item(sample: Sample, image_id: int, size: tuple[int, int], scale: float,
@@ -299,11 +314,15 @@ def _as_item(sample: Sample, image_id: int, size: tuple[int, int], scale: float,
     item = {"image": sample.image.contiguous(), "boxes": sample.boxes.float(),
             "labels": sample.labels, "image_id": int(image_id), "orig_size": size,
             "scale": float(scale)}
+    if sample.keypoints is not None:
+        item["keypoints"] = sample.keypoints.float()
     if split_crowd:
         crowd = sample.labels == CROWD_LABEL
         item["ignore"] = item["boxes"][crowd]
         if len(item["ignore"]):
             item.update(boxes=item["boxes"][~crowd], labels=sample.labels[~crowd])
+            if "keypoints" in item:
+                item["keypoints"] = item["keypoints"][~crowd]
     return item
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scaledet.data.transforms import Sample, crop, resize, resized_crop
+from scaledet.data.transforms import Sample, crop, move_points, resize, resized_crop
 
 
 @dataclass(frozen=True)
@@ -274,6 +274,7 @@ def crop_chip(sample: Sample, chip: Chip, chip_size: int, ranges: ScaleRange | N
     # Pixels may be off by half a pixel (rounding); boxes are exactly ``box * s - (x0, y0)``.
     fx, fy = x0 - ox0 * s - dx, y0 - oy0 * s - dy
     part.boxes = part.boxes - torch.tensor([fx, fy, fx, fy], dtype=part.boxes.dtype)
+    part.keypoints = move_points(part.keypoints, 1.0, (fx, fy))
     out = crop(part, (dx, dy, dx + chip_size, dy + chip_size), min_visible, min_size)
     if ranges is None:
         return out, torch.zeros(len(out.boxes), dtype=torch.bool)
@@ -348,7 +349,7 @@ def cut_chip(sample: Sample, chip: Chip, min_size: float = 0.0) -> tuple[Sample,
     w = out.boxes[:, 2] - out.boxes[:, 0]
     h = out.boxes[:, 3] - out.boxes[:, 1]
     ignore = ~positive[index] | (w < min_size) | (h < min_size)
-    return Sample(out.image, out.boxes, sample.labels[index]), ignore
+    return Sample(out.image, out.boxes, sample.labels[index], out.keypoints), ignore
 
 
 # ---- sliced inference ---------------------------------------------------------------------

@@ -56,15 +56,18 @@ _POLYGONS = {
 
 
 def make_synthetic_dataset(out: str | Path, n_train: int = 800, n_val: int = 200, seed: int = 0,
-                           imgsz: int = 320, format: str = "coco") -> Path:
+                           imgsz: int = 320, format: str = "coco", task: str = "detect") -> Path:
     """Write the synthetic dataset to ``out`` and return ``out``.
 
     COCO layout: ``annotations/instances_{train,val}.json`` + ``images/{train,val}/*.jpg``.
     YOLO layout (``format="yolo"``): ``data.yaml`` + ``images/`` + ``labels/``.
-    ``out`` must not exist or be empty.
+    ``out`` must not exist or be empty. ``task="keypoints"``: the stick-figure keypoint dataset
+    of :mod:`scaledet.data.synth_keypoints` (COCO keypoints or YOLO pose) instead of shapes.
     """
     if format not in ("coco", "yolo"):
         raise ValueError(f"format must be 'coco' or 'yolo', got {format!r}")
+    if task not in ("detect", "keypoints"):
+        raise ValueError(f"task must be 'detect' or 'keypoints', got {task!r}")
     if imgsz < 64:
         raise ValueError(f"imgsz must be at least 64, got {imgsz}")
     if n_train < 0 or n_val < 0:
@@ -73,6 +76,10 @@ def make_synthetic_dataset(out: str | Path, n_train: int = 800, n_val: int = 200
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty folder; remove it or pick another")
     splits = {"train": n_train, "val": n_val}
+    if task == "keypoints":
+        from scaledet.data.synth_keypoints import make_keypoint_dataset
+
+        return make_keypoint_dataset(out, splits, seed, imgsz, format)
     datasets = {s: _write_split(out, s, n, seed, imgsz) for s, n in splits.items()}
     if format == "coco":
         for split, ds in datasets.items():

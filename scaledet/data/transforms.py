@@ -1,8 +1,13 @@
 """Training and evaluation transforms on an image with its boxes.
 
 A ``Sample`` is an image ``(3, H, W)`` uint8 tensor plus ``boxes`` ``(N, 4)`` float32 xyxy in
-pixels of that image and ``labels`` ``(N,)`` int64. Every transform takes a ``Sample`` and
-returns a new one; the random ones take an ``np.random.Generator`` so that a (seed, epoch,
+pixels of that image, ``labels`` ``(N,)`` int64 and, for keypoint data, ``keypoints``
+``(N, K, 3)`` float32 (``x, y`` pixels of that image, visibility ``v`` in ``{0, 1, 2}``). Every
+geometric transform moves the points exactly as it moves the boxes (the same arithmetic, so a
+point inside its box stays inside it); a point that leaves the image gets ``v = 0`` (its
+coordinates are kept, so they still follow the geometry); a dropped box drops its points; a
+horizontal flip also swaps left and right joints (``flip_idx``). Every transform takes a
+``Sample`` and returns a new one; the random ones take an ``np.random.Generator`` so that a (seed, epoch,
 index) triple fixes the result (see ``scaledet.data.loader``).
 
 Image kernels come from ``torchvision.transforms.v2.functional`` (resize with antialias on
@@ -42,11 +47,14 @@ class Sample:
         image: ``(3, H, W)`` uint8 RGB.
         boxes: ``(N, 4)`` float32 xyxy, pixels of ``image``.
         labels: ``(N,)`` int64 class indices.
+        keypoints: ``(N, K, 3)`` float32 ``x, y`` pixels of ``image`` and visibility ``v``, or
+            ``None`` (box-only data).
     """
 
     image: Tensor
     boxes: Tensor
     labels: Tensor
+    keypoints: Tensor | None = None
 
     @property
     def height(self) -> int:
@@ -176,9 +184,53 @@ def clip_boxes(boxes: Tensor, width: int, height: int, min_visible: float = 0.0,
 
 
 def _filtered(sample: Sample, image: Tensor, boxes: Tensor, min_visible: float,
-              min_size: float) -> Sample:
-    clipped, keep = clip_boxes(boxes, image.shape[-1], image.shape[-2], min_visible, min_size)
-    return Sample(image, clipped[keep], sample.labels[keep])
+              min_size: float, keypoints: Tensor | None = None) -> Sample:
+    width, height = image.shape[-1], image.shape[-2]
+    clipped, keep = clip_boxes(boxes, width, height, min_visible, min_size)
+    if keypoints is not None:
+        keypoints = hide_outside(keypoints, width, height)[keep]
+    return Sample(image, clipped[keep], sample.labels[keep], keypoints)
+
+
+# ---- keypoints ----------------------------------------------------------------------------
+
+
+def move_points(keypoints: Tensor | None, scale: float = 1.0,
+                shift: tuple[float, float] = (0.0, 0.0)) -> Tensor | None:
+    """``x, y -> x * scale - shift`` of ``(N, K, 3)`` points (flags kept); ``None`` stays.
+
+    The arithmetic is the boxes' (``boxes * scale - shift`` in the boxes' dtype), so a point
+    on or inside a box edge stays on or inside it."""
+    if keypoints is None:
+        return None
+    out = keypoints.clone()
+    xy = out[..., :2]
+    if scale != 1.0:
+        xy = xy * scale
+    if shift != (0.0, 0.0):
+        xy = xy - torch.tensor(shift, dtype=keypoints.dtype)
+    out[..., :2] = xy
+    return out
+
+
+def hide_outside(keypoints: Tensor, width: int, height: int) -> Tensor:
+    """Points outside ``[0, width] x [0, height]`` (pixels, edges included) get ``v = 0``."""
+    x, y = keypoints[..., 0], keypoints[..., 1]
+    outside = (x < 0) | (y < 0) | (x > width) | (y > height)
+    out = keypoints.clone()
+    out[..., 2] = out[..., 2].masked_fill(outside, 0)
+    return out
+
+
+def flip_points(keypoints: Tensor, width: int, flip_idx: list[int] | None = None) -> Tensor:
+    """Mirror ``(N, K, 3)`` points left-right (``x -> width - x``) and reorder the joints:
+    joint ``k`` of the output is joint ``flip_idx[k]`` of the input (``left_*`` <-> ``right_*``;
+    ``None``: no reordering)."""
+    out = keypoints.clone()
+    out[..., 0] = width - out[..., 0]
+    if flip_idx is not None:
+        out = out[:, torch.as_tensor(flip_idx, dtype=torch.long)]
+    return out
 
 
 # ---- geometry ---------------------------------------------------------------------------
@@ -198,16 +250,18 @@ def grey_canvas(height: int, width: int, channels: int = 3,
 def resize(sample: Sample, scale: float) -> Sample:
     """Resize by ``scale`` (output ``round(H * scale) x round(W * scale)``, at least 1 px).
 
-    Boxes are multiplied by ``scale`` itself, so that ``box / scale`` maps back exactly; the
-    pixel grid is off by at most half a pixel from that (rounding of the output size).
+    Boxes and keypoints are multiplied by ``scale`` itself, so that ``box / scale`` maps back
+    exactly; the pixel grid is off by at most half a pixel from that (rounding of the output
+    size), and no point is hidden here.
     Bilinear with antialias (torchvision's fast uint8 path).
     """
     h = max(1, round(sample.height * scale))
     w = max(1, round(sample.width * scale))
+    keypoints = move_points(sample.keypoints, scale)
     if (h, w) == (sample.height, sample.width):
-        return replace(sample, boxes=sample.boxes * scale)
+        return replace(sample, boxes=sample.boxes * scale, keypoints=keypoints)
     image = F.resize(sample.image, [h, w], antialias=True)
-    return Sample(image, sample.boxes * scale, sample.labels)
+    return Sample(image, sample.boxes * scale, sample.labels, keypoints)
 
 
 def crop(sample: Sample, window: tuple[int, int, int, int], min_visible: float = 0.0,
@@ -231,7 +285,8 @@ def crop(sample: Sample, window: tuple[int, int, int, int], min_visible: float =
         if ix1 > ix0 and iy1 > iy0:
             out[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = image[:, iy0:iy1, ix0:ix1]
     shift = torch.tensor([x0, y0, x0, y0], dtype=sample.boxes.dtype)
-    return _filtered(sample, out, sample.boxes - shift, min_visible, min_size)
+    keypoints = move_points(sample.keypoints, 1.0, (x0, y0))
+    return _filtered(sample, out, sample.boxes - shift, min_visible, min_size, keypoints)
 
 
 def random_window(height: int, width: int, size: tuple[int, int],
@@ -285,7 +340,9 @@ def resized_crop(sample: Sample, scale: float, window: tuple[int, int, int, int]
         if u1 > u0 and v1 > v0:
             out[:, v0:v1, u0:u1] = part[:, v0 + dy:v1 + dy, u0 + dx:u1 + dx]
     shift = torch.tensor([x0, y0, x0, y0], dtype=sample.boxes.dtype)
-    return _filtered(sample, out, sample.boxes * scale - shift, min_visible, min_size)
+    keypoints = move_points(sample.keypoints, scale, (x0, y0))
+    return _filtered(sample, out, sample.boxes * scale - shift, min_visible, min_size,
+                     keypoints)
 
 
 def letterbox(sample: Sample, imgsz: int) -> tuple[Sample, float]:
@@ -299,12 +356,17 @@ def letterbox(sample: Sample, imgsz: int) -> tuple[Sample, float]:
     return out, scale
 
 
-def hflip(sample: Sample) -> Sample:
-    """Mirror left-right: ``x -> W - x`` (so ``x1' = W - x2``, ``x2' = W - x1``)."""
+def hflip(sample: Sample, flip_idx: list[int] | None = None) -> Sample:
+    """Mirror left-right: ``x -> W - x`` (so ``x1' = W - x2``, ``x2' = W - x1``).
+
+    Keypoints are mirrored too and reordered by ``flip_idx`` (``flip_points``): the left wrist
+    of a mirrored person is where the right wrist was. ``None`` keeps the joint order."""
     boxes = tv_tensors.BoundingBoxes(sample.boxes, format="XYXY",
                                      canvas_size=(sample.height, sample.width))
     flipped = F.horizontal_flip(boxes).as_subclass(Tensor)
-    return Sample(F.horizontal_flip(sample.image), flipped, sample.labels)
+    keypoints = (None if sample.keypoints is None
+                 else flip_points(sample.keypoints, sample.width, flip_idx))
+    return Sample(F.horizontal_flip(sample.image), flipped, sample.labels, keypoints)
 
 
 def mosaic(samples: list[Sample], imgsz: int, rng: np.random.Generator,
@@ -323,7 +385,7 @@ def mosaic(samples: list[Sample], imgsz: int, rng: np.random.Generator,
     xc = int(rng.integers(s // 4, 3 * s // 4 + 1))
     yc = int(rng.integers(s // 4, 3 * s // 4 + 1))
     canvas = grey_canvas(s, s, 3, samples[0].image.dtype)
-    boxes, labels = [], []
+    boxes, labels, points = [], [], []
     for k, sample in enumerate(samples):
         scale = s / max(sample.height, sample.width) * rng.uniform(*scale_range)
         w, h = round(sample.width * scale), round(sample.height * scale)
@@ -337,7 +399,9 @@ def mosaic(samples: list[Sample], imgsz: int, rng: np.random.Generator,
         canvas[:, py:py + piece.height, px:px + piece.width] = piece.image
         boxes.append(piece.boxes + torch.tensor([px, py, px, py], dtype=piece.boxes.dtype))
         labels.append(piece.labels)
-    return Sample(canvas, torch.cat(boxes), torch.cat(labels))
+        points.append(move_points(piece.keypoints, 1.0, (-px, -py)))
+    keypoints = None if any(p is None for p in points) else torch.cat(points)
+    return Sample(canvas, torch.cat(boxes), torch.cat(labels), keypoints)
 
 
 # ---- colour -----------------------------------------------------------------------------
@@ -404,19 +468,23 @@ def scale_jitter(sample: Sample, imgsz: int, rng: np.random.Generator,
 
 
 def train_transform(samples: list[Sample], imgsz: int, rng: np.random.Generator,
-                    cfg: AugmentConfig, use_mosaic: bool) -> Sample:
+                    cfg: AugmentConfig, use_mosaic: bool,
+                    flip_idx: list[int] | None = None) -> Sample:
     """The training augmentation: mosaic of ``samples[:4]`` (if ``use_mosaic``) or scale
-    jitter of ``samples[0]``, then horizontal flip and colour jitter. Output ``imgsz``."""
+    jitter of ``samples[0]``, then horizontal flip (keypoints reordered by ``flip_idx``) and
+    colour jitter. Output ``imgsz``."""
     if use_mosaic:
         out = mosaic(samples[:4], imgsz, rng, cfg.scale_range, cfg.min_visible, cfg.min_size)
     else:
         out = scale_jitter(samples[0], imgsz, rng, cfg)
-    return flip_and_jitter(out, rng, cfg)
+    return flip_and_jitter(out, rng, cfg, flip_idx)
 
 
-def flip_and_jitter(sample: Sample, rng: np.random.Generator, cfg: AugmentConfig) -> Sample:
+def flip_and_jitter(sample: Sample, rng: np.random.Generator, cfg: AugmentConfig,
+                    flip_idx: list[int] | None = None) -> Sample:
     """The last training steps, shared by whole-image samples and SNIPER chips: a horizontal
-    flip with probability ``cfg.hflip``, then colour jitter."""
+    flip with probability ``cfg.hflip`` (keypoints reordered by ``flip_idx``), then colour
+    jitter."""
     if rng.random() < cfg.hflip:
-        sample = hflip(sample)
+        sample = hflip(sample, flip_idx)
     return color_jitter(sample, rng, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
