@@ -58,18 +58,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- evaluation ----------------------------------------------------------------------
     p = _add(sub, "eval", "scaledet.cli.evaluate:eval_command",
-             "COCO bbox evaluation of a detections json against a ground-truth json, or (--seg) "
-             "semantic segmentation metrics of label PNG folders",
+             "COCO bbox (or --iou-type keypoints: OKS) evaluation of a detections json against a "
+             "ground-truth json, or (--seg) semantic segmentation metrics of label PNG folders",
              "  scaledet eval --gt annotations/instances_val.json --dt results.json\n"
              "  scaledet eval --gt gt.json --dt dt.json --json stats.json --plots pr_curves/\n"
+             "  scaledet eval --gt person_keypoints_val.json --dt kps.json --iou-type keypoints\n"
+             "  scaledet eval --gt hands.json --dt kps.json --iou-type keypoints "
+             "--sigmas 0.025,0.025,0.035,0.035,0.079\n"
              "  scaledet eval --seg --gt masks/val --pred runs/seg_pred --num-classes 21\n")
     p.add_argument("--gt", required=True,
                    help="COCO ground-truth json, or with --seg a folder of label PNGs")
     p.add_argument("--dt", help="COCO results json (list of detections); required without --seg")
     p.add_argument("--json", dest="json_out",
-                   help="write {stats, per_category} (with --seg: metrics, per-class IoU, "
-                        "problems) here")
+                   help="write {stats, per_category} (--iou-type keypoints: also metrics by "
+                        "name; with --seg: metrics, per-class IoU, problems) here")
     p.add_argument("--plots", help="folder for precision-recall curve PNGs")
+    p.add_argument("--iou-type", choices=["bbox", "keypoints"], default="bbox",
+                   help="bbox: the 12 COCO box stats; keypoints: the 10 OKS stats (AP, AP50, "
+                        "AP75, AP_medium, AP_large, AR, ...) of results with 'keypoints', as "
+                        "pycocotools' COCOeval(iouType='keypoints')")
+    p.add_argument("--sigmas", metavar="S1,S2,...",
+                   help="--iou-type keypoints: one OKS sigma per keypoint (default: the ground "
+                        "truth category's 'sigmas', or COCO's for 17 keypoints)")
     p.add_argument("--seg", action="store_true",
                    help="semantic segmentation: PA, MPA, MIoU, FWIoU and per-class IoU of the "
                         "label PNGs in --pred against those in --gt, matched by file name "
@@ -84,9 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="dataset tools: synth, check, convert")
     dsub = pd.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     p = _add(dsub, "synth", "scaledet.cli.data:synth_command",
-             "write the built-in synthetic detection dataset (deterministic for a seed)",
+             "write the built-in synthetic detection dataset, or (--task keypoints) the stick-figure "
+             "keypoint dataset with COCO's 17 joints (deterministic for a seed)",
              "  scaledet data synth data/synth --train 800 --val 200 --seed 0\n"
-             "  scaledet data synth data/synth_yolo --format yolo\n")
+             "  scaledet data synth data/synth_yolo --format yolo\n"
+             "  scaledet data synth data/pose --task keypoints   # --format yolo: YOLO pose\n")
     p.add_argument("out", help="output folder")
     p.add_argument("--train", type=int, default=800, help="number of training images")
     p.add_argument("--val", type=int, default=200, help="number of validation images")
@@ -94,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=320, help="image side in pixels")
     p.add_argument("--format", choices=["coco", "yolo"], default="coco",
                    help="dataset format to write")
+    p.add_argument("--task", choices=["detect", "keypoints"], default="detect",
+                   help="detect: shapes with boxes; keypoints: person figures with 17 COCO "
+                        "joints and skeleton (COCO keypoints json or YOLO pose)")
     p = _add(dsub, "check", "scaledet.cli.data:check_command",
              "validate a dataset and print a report (exit 1 on errors; warnings do not fail)",
              "  scaledet data check data/synth\n  scaledet data check my_yolo/data.yaml\n"
@@ -118,11 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
              "train a detector",
              "  scaledet train --data data/synth --model fcos-n --time 10\n"
              "  scaledet train --data my_yolo/data.yaml --model fcos-s --epochs 50 --imgsz 640\n"
-             "  scaledet train --data data/synth --model fcos-n --out runs/a --resume\n")
+             "  scaledet train --data data/synth --model fcos-n --out runs/a --resume\n"
+             "  scaledet train --data new/ --weights runs/a/weights/best.safetensors --time 5\n"
+             "  scaledet train --data new/ --weights base.safetensors --adapter lora --rank 8\n")
     p.add_argument("--data", required=True, help="COCO folder, YOLO data.yaml or VOC folder")
-    p.add_argument("--model", default="fcos-n",
-                   help="model preset: fcos-n, fcos-s, fcos-m, yolo-n (sizes and FLOPs: "
-                        "scaledet info)")
+    p.add_argument("--model", default=None,
+                   help="model preset: fcos-n, fcos-s, fcos-m, yolo-n, rtdetr-n (sizes and FLOPs: "
+                        "scaledet info; default fcos-n, with --weights the checkpoint's)")
+    p.add_argument("--weights", metavar="BASE.safetensors",
+                   help="start from this trained checkpoint (its architecture; the class layers "
+                        "are rebuilt when the dataset's classes differ)")
+    p.add_argument("--adapter", choices=["lora", "adapter", "prefix", "head"],
+                   help="with --weights: freeze the base and train only LoRA updates, bottleneck "
+                        "adapters, attention prefixes or the head; the checkpoints hold only "
+                        "what trained and need the base file")
+    p.add_argument("--rank", type=int, default=8,
+                   help="LoRA rank, adapter bottleneck width or prefix length")
     p.add_argument("--imgsz", type=int, default=320,
                    help="training and validation input side in pixels, rounded up to a "
                         "multiple of the model's largest stride")
@@ -194,9 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
              "  scaledet predict --weights W big/ --slice 512 --overlap 0.2 --no-images\n"
              "  scaledet predict --weights W val/ --tta scales=0.75,1,1.5,flip --nms diou\n"
              "  scaledet predict --weights W huge_folder/ --parquet dets.parquet --resume\n"
-             "  scaledet predict --weights W val/ --json dets.json --gt instances_val.json\n")
+             "  scaledet predict --weights W val/ --json dets.json --gt instances_val.json\n"
+             "  scaledet predict --weights W paths.txt --engine ray --workers 2 "
+             "--parquet dets.parquet\n")
     p.add_argument("--weights", required=True, help="a .safetensors checkpoint of scaledet train")
-    p.add_argument("source", nargs="+", help="images or folders")
+    p.add_argument("source", nargs="+",
+                   help="images or folders (--engine ray: also .txt / .parquet listings)")
     p.add_argument("--out", default="runs/predict",
                    help="annotated images, predictions.json and errors.txt go here")
     p.add_argument("--conf", type=float, default=0.25,
@@ -228,13 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "as well as it when --json is given too")
     p.add_argument("--resume", action="store_true", help="skip images already written")
     p.add_argument("--no-images", action="store_true", help="do not write annotated images")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: run on a Ray cluster (pip install 'scaledet[ray]'), writing the "
+                        "--parquet dataset and OUT/errors.txt only; SOURCE may also be a .txt "
+                        "or .parquet listing of image paths")
+    p.add_argument("--address", metavar="ADDR",
+                   help="--engine ray: join this Ray cluster (default: start a local one "
+                        "with this machine's cores)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="--engine ray: model copies (Ray actors), each with its share of the "
+                        "cores as threads (default: one per 4 CPUs of the cluster)")
 
     p = _add(sub, "export", "scaledet.cli.predict:export_command",
              "export trained weights to ONNX (checked against PyTorch with onnxruntime)",
              "  scaledet export --weights best.safetensors --format onnx\n"
              "  scaledet export --weights best.safetensors --format onnx --dynamic --nms\n")
     p.add_argument("--weights", required=True, help="a .safetensors checkpoint of scaledet train")
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
+    p.add_argument("--format", choices=["onnx", "safetensors"], default="onnx",
+                   help="export format; safetensors: one standalone checkpoint (an adapted "
+                        "one with its base included and LoRA merged)")
     p.add_argument("--out", help="output file (default: the weights path with .onnx)")
     p.add_argument("--imgsz", type=int, default=None, help="input side (default: the training one)")
     p.add_argument("--batch", type=int, default=1, help="batch of the example input")
@@ -259,8 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
              "parameters, FLOPs (counted), receptive field and stride of each output level",
              "  scaledet info                      # every preset, one line each\n"
              "  scaledet info --model yolo-n --imgsz 320\n"
-             "  scaledet info --model fcos-n --layers   # every layer's receptive field\n")
+             "  scaledet info --model fcos-n --layers   # every layer's receptive field\n"
+             "  scaledet info --weights runs/a/weights/best.safetensors  # trainable / total\n")
     p.add_argument("--model", default=None, help="model preset (default: list all presets)")
+    p.add_argument("--weights", default=None,
+                   help="a checkpoint instead of a preset: also its trainable and total "
+                        "parameters (an adapted one: the adapter's share)")
     p.add_argument("--imgsz", type=int, default=320,
                    help="square input side in pixels, rounded up to a multiple of the model's "
                         "largest stride")
