@@ -7,13 +7,15 @@ Layers, lowest first; a module imports only from its own layer and those below i
 (``tests/test_layers.py`` checks every import):
 
 1. ``ops``: box formats, IoU, NMS, receptive fields, devices; imports nothing else of scaledet.
-2. ``losses``: focal, IoU-family and distribution losses.
-3. ``models``: layers, backbones, necks, heads, assigners, typed configs, presets, weight files.
+2. ``losses`` (focal, IoU-family and distribution losses) and ``nn`` (transformer parts:
+   attention, RoPE, linear attention, GAU, feed-forwards, mixture of experts).
+3. ``models``: layers, backbones, necks, heads (dense and set prediction), assigners and
+   matchers, typed configs, presets, weight files.
 4. ``data``: dataset formats, checks, transforms, loaders, the built-in dataset.
 5. ``evaluation`` (COCO metrics, validation) and ``plots`` (every picture scaledet writes).
 6. ``inference`` (prediction, TTA, slicing, export, output writers) and ``engine`` (training);
    neither imports the other.
-7. ``api`` and ``cli``.
+7. ``api``, ``cli`` and ``integrations`` (Ray Data, Spark).
 """
 
 from __future__ import annotations

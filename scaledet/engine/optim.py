@@ -12,23 +12,35 @@ from torch import nn
 from scaledet.models.layers import checkpoint_call
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights with decay; biases and norm parameters (ndim <= 1) without."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, lr: float) -> list[dict]:
+    """Weights with decay; biases and norm parameters (ndim <= 1) without. A module with an
+    ``lr_scale`` attribute trains its parameters at ``lr * lr_scale`` (the innermost such
+    module wins): attention layers train stably at a fraction of the learning rate a
+    from-scratch convolutional network takes."""
+    scale_of: dict[int, float] = {}
+    for _, module in sorted(model.named_modules(), key=lambda item: item[0].count(".")
+                            if item[0] else -1):
+        scale = getattr(module, "lr_scale", None)
+        if scale is not None:
+            for p in module.parameters():
+                scale_of[id(p)] = float(scale)
+    groups: dict[tuple[bool, float], list] = {}
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((p.ndim > 1, scale_of.get(id(p), 1.0)), []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+             "lr": lr * scale}
+            for (decay, scale), params in sorted(groups.items(), key=lambda kv: (-kv[0][0],
+                                                                                -kv[0][1]))]
 
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         wd = 5e-4 if cfg.weight_decay is None else cfg.weight_decay
-        return torch.optim.SGD(param_groups(model, wd), lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=True)
+        return torch.optim.SGD(param_groups(model, wd, cfg.lr), lr=cfg.lr,
+                               momentum=cfg.momentum, nesterov=True)
     wd = 0.05 if cfg.weight_decay is None else cfg.weight_decay
-    groups = param_groups(model, wd)
+    groups = param_groups(model, wd, cfg.lr)
     try:  # the fused kernel: several times faster than the per-parameter loop on a CPU
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=True)
     except (RuntimeError, TypeError):  # a device or dtype without the fused kernel

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from scaledet.models.assigners import ATSSAssigner, FCOSAssigner
+from scaledet.models.detr.criterion import SetLossWeights
+from scaledet.models.detr.head import RTDETRHead
+from scaledet.models.detr.matcher import HungarianMatcher
 from scaledet.models.heads.centernet import CenterNetHead
 from scaledet.models.heads.dense import PostProcess
 from scaledet.models.heads.fcos import BOX_WEIGHTINGS, FCOSHead
@@ -50,13 +53,23 @@ class BackboneConfig:
 
 @dataclass
 class NeckConfig:
-    """:class:`~scaledet.models.necks.pan.PAFPN` arguments."""
+    """:class:`~scaledet.models.necks.pan.PAFPN` arguments, and the optional transformer
+    encoder on the deepest backbone level before it (RT-DETR's hybrid encoder,
+    :class:`~scaledet.models.detr.encoder.HybridEncoder`): ``encoder`` is ``"none"``,
+    ``"softmax"``, ``"linear"`` or ``"gau"``, with ``encoder_layers`` layers of
+    ``encoder_heads`` heads, an ``encoder_ffn`` feed-forward kind and, with
+    ``encoder_experts > 1``, a top-2 mixture of that many experts as the feed-forward block."""
 
     channels: int = 64
     bottom_up: bool = True
     depth: int = 0
     depthwise: bool = True
     sppf_k: int = 5
+    encoder: str = "none"
+    encoder_layers: int = 1
+    encoder_heads: int = 4
+    encoder_ffn: str = "gelu"
+    encoder_experts: int = 0
 
 
 # ---- assigners ------------------------------------------------------------------------------
@@ -206,6 +219,53 @@ HeadConfig = Union[FCOSHeadConfig, CenterNetHeadConfig, YOLOXHeadConfig]  # noqa
 
 
 @dataclass
+class RTDETRHeadConfig:
+    """:class:`~scaledet.models.detr.head.RTDETRHead`, the set-prediction head; the fields
+    are its arguments. ``proposals`` is the dense head of ``query_selection="dense"``;
+    ``cost_*`` weigh the Hungarian matcher's costs and ``weight_*`` the set loss."""
+
+    kind: str = "rtdetr"
+    hidden_dim: int = 64
+    num_heads: int = 4
+    num_queries: int = 100
+    num_decoder_layers: int = 3
+    num_points: int = 4
+    ffn_dim: int = 256
+    ffn: str = "relu"
+    query_selection: str = "dense"
+    proposals: FCOSHeadConfig = field(default_factory=FCOSHeadConfig)
+    num_denoising: int = 60
+    label_noise: float = 0.5
+    box_noise: float = 1.0
+    cost_class: float = 2.0
+    cost_l1: float = 5.0
+    cost_giou: float = 2.0
+    weight_vfl: float = 1.0
+    weight_l1: float = 5.0
+    weight_giou: float = 2.0
+    proposal_loss_weight: float = 1.0
+    transformer_lr_scale: float = 0.05
+    refine_scores: bool = True
+
+    def build(self, *, num_classes: int, in_channels: int, strides, act: str) -> RTDETRHead:
+        proposals = None
+        if self.query_selection == "dense":
+            proposals = self.proposals.build(num_classes=num_classes, in_channels=in_channels,
+                                             strides=strides, act=act)
+        return RTDETRHead(
+            num_classes=num_classes, in_channels=in_channels, strides=strides,
+            hidden_dim=self.hidden_dim, num_heads=self.num_heads, num_queries=self.num_queries,
+            num_decoder_layers=self.num_decoder_layers, num_points=self.num_points,
+            ffn_dim=self.ffn_dim, ffn=self.ffn, query_selection=self.query_selection,
+            proposal_head=proposals, num_denoising=self.num_denoising,
+            label_noise=self.label_noise, box_noise=self.box_noise,
+            matcher=HungarianMatcher(self.cost_class, self.cost_l1, self.cost_giou),
+            loss_weights=SetLossWeights(self.weight_vfl, self.weight_l1, self.weight_giou),
+            proposal_loss_weight=self.proposal_loss_weight,
+            transformer_lr_scale=self.transformer_lr_scale, refine_scores=self.refine_scores)
+
+
+@dataclass
 class ModelConfig:
     """Everything needed to rebuild a model: architecture and inference settings (the training
     recipe is apart: :class:`~scaledet.models.presets.Recipe`)."""
@@ -216,7 +276,7 @@ class ModelConfig:
     act: str = "relu"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     neck: NeckConfig = field(default_factory=NeckConfig)
-    head: FCOSHeadConfig | CenterNetHeadConfig | YOLOXHeadConfig = field(
+    head: FCOSHeadConfig | CenterNetHeadConfig | YOLOXHeadConfig | RTDETRHeadConfig = field(
         default_factory=FCOSHeadConfig)
     postprocess: PostProcess = field(default_factory=PostProcess)
 

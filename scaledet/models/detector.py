@@ -22,6 +22,10 @@ SIZE_DIVISOR = 32
 map has exactly ``1 / stride`` of the padded input's side."""
 
 
+MOE_LOSS_WEIGHT = 0.01
+"""Weight of the mixture-of-experts load-balancing loss (Switch Transformer's)."""
+
+
 def _setting(name: str, cast: type) -> property:
     """A model attribute that reads/writes ``model.postprocess.<name>`` (validated)."""
 
@@ -114,7 +118,12 @@ class Detector(nn.Module):
                 raise ValueError("targets are required in training mode (call model.eval() "
                                  "for detections)")
             targets = _check_targets(targets, images, self.head.num_classes)
-            return self.head.loss(*self.head(self.features(images)), targets)
+            losses = self.head.loss(*self.head(self.features(images)), targets)
+            aux = getattr(self.neck, "aux_losses", None)
+            if aux is not None and aux():  # mixture-of-experts load balancing
+                losses["loss_moe"] = MOE_LOSS_WEIGHT * sum(aux())
+                losses["loss"] = losses["loss"] + losses["loss_moe"]
+            return losses
         boxes, scores, sizes = self._predict(images)
         return postprocess(boxes, scores, sizes, self.postprocess)
 

@@ -29,12 +29,14 @@ from scaledet.models.config import (
     FCOSHeadConfig,
     ModelConfig,
     NeckConfig,
+    RTDETRHeadConfig,
     SimOTAConfig,
     YOLOXHeadConfig,
     apply_overrides,
     config_from_dict,
 )
 from scaledet.models.detector import Detector
+from scaledet.models.detr.encoder import AIFI, HybridEncoder
 from scaledet.models.heads.dense import PostProcess
 from scaledet.models.necks.pan import PAFPN
 
@@ -114,16 +116,39 @@ def yolo_n(num_classes: int = 80) -> ModelConfig:
                        head=YOLOXHeadConfig(assigner=SimOTAConfig(center_radius=2.5)))
 
 
+def rtdetr_n(num_classes: int = 80) -> ModelConfig:
+    """rtdetr-n: fcos-n's backbone; a hybrid encoder (softmax self-attention with 2-D RoPE on
+    the stride-32 level, then fcos-n's PAN); fcos-n's dense head proposes, its 100 best
+    locations seed a 3-layer deformable decoder (width 64) trained with Hungarian matching
+    and contrastive denoising. NMS-free."""
+    return ModelConfig(name="rtdetr-n", num_classes=num_classes, act="silu",
+                       neck=NeckConfig(encoder="softmax"),
+                       head=RTDETRHeadConfig(proposals=_fcos_n_head()),
+                       postprocess=PostProcess(nms="none", score_thresh=0.0,
+                                               topk_per_level=1000))
+
+
+def detr_n(num_classes: int = 80) -> ModelConfig:
+    """detr-n: rtdetr-n's network as a plain (Deformable) DETR: learned queries and
+    reference boxes, no query selection, no denoising; the baseline that shows what the
+    convergence ideas of rtdetr-n buy."""
+    cfg = rtdetr_n(num_classes)
+    return dataclasses.replace(cfg, name="detr-n", head=RTDETRHeadConfig(
+        query_selection="none", num_denoising=0))
+
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("fcos-n", fcos_n, Recipe(lr=2e-2), "the default: fastest to train on a CPU"),
     Preset("fcos-s", fcos_s, Recipe(lr=2e-2), "fcos-n wider and deeper"),
     Preset("fcos-m", fcos_m, Recipe(lr=1e-2), "the most accurate, slower"),
     Preset("yolo-n", yolo_n, Recipe(lr=2e-2), "YOLOX head with SimOTA"),
+    Preset("rtdetr-n", rtdetr_n, Recipe(lr=2e-2), "RT-DETR-style set prediction, no NMS"),
 )}
 """The presets a user is offered (``--help``, ``scaledet info``, the README)."""
 
 EXPERIMENTAL: dict[str, Preset] = {p.name: p for p in (
     Preset("centernet-n", centernet_n, Recipe(lr=2e-2), "CenterNet at stride 4, no NMS"),
+    Preset("detr-n", detr_n, Recipe(lr=2e-2), "plain DETR baseline of rtdetr-n"),
 )}
 """Architectures that build and train but have no recipe yet that learns well in a short CPU
 budget (benchmarks/RESULTS.md has their numbers); built by name with a warning."""
@@ -164,6 +189,10 @@ def build_from_config(cfg: ModelConfig | dict) -> Detector:
     neck = PAFPN(in_channels=backbone.out_channels, channels=n.channels, bottom_up=n.bottom_up,
                  sppf_k=n.sppf_k, depth=n.depth, depthwise=n.depthwise, act=cfg.act,
                  strides=strides)
+    if n.encoder != "none":
+        aifi = AIFI(backbone.out_channels[-1], n.encoder, num_layers=n.encoder_layers,
+                    num_heads=n.encoder_heads, ffn=n.encoder_ffn, num_experts=n.encoder_experts)
+        neck = HybridEncoder(aifi, neck)
     head = cfg.head.build(num_classes=cfg.num_classes, in_channels=n.channels, strides=strides,
                           act=cfg.act)
     model = Detector(backbone, neck, head, postprocess=dataclasses.replace(cfg.postprocess))

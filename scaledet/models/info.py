@@ -39,20 +39,27 @@ class LevelInfo:
 
 class _LevelPredictions(nn.Module):
     """``images -> [cls_l.sum(1) + reg_l.sum(1) for each level]``: one map per level whose
-    receptive field is the union of both branches'."""
+    receptive field is the union of both branches'. For a set-prediction head (whose output is
+    not per-level maps) the levels are the neck's features it attends to."""
 
     def __init__(self, model: Detector) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        cls_maps, reg_maps = self.model.head(self.model.features(images))
+        feats = self.model.features(images)
+        out = self.model.head(feats)
+        if len(out) != 2:
+            return [f.sum(1, keepdim=True) for f in feats]
+        cls_maps, reg_maps = out
         return [c.sum(1, keepdim=True) + r.sum(1, keepdim=True)
                 for c, r in zip(cls_maps, reg_maps)]
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model: nn.Module, trainable: bool = False) -> int:
+    """Parameters of ``model`` (shared ones once); ``trainable``: only those with
+    ``requires_grad`` (an adapted model's adapter and rebuilt layers)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
 
 def input_side(model: Detector, imgsz: int) -> int:

@@ -22,12 +22,24 @@ def _targets(n_per_image):
     return out
 
 
-# Every preset, plus the FCOS head's GFL distribution regression (``reg_max``).
+# Every preset, plus the FCOS head's GFL distribution regression (``reg_max``) and the set
+# head's other query selection and encoder attentions.
 VARIANTS = [(name, {}) for name in sorted([*PRESETS, *EXPERIMENTAL])] + [
-    ("fcos-n", {"head": {"reg_max": 8}})]
+    ("fcos-n", {"head": {"reg_max": 8}}),
+    ("rtdetr-n", {"head": {"query_selection": "hungarian"}}),
+    ("rtdetr-n", {"neck": {"encoder": "linear"}}),
+    ("rtdetr-n", {"neck": {"encoder": "gau", "encoder_layers": 2}}),
+    ("rtdetr-n", {"neck": {"encoder_experts": 4, "encoder_ffn": "swiglu"}}),
+]
 
 
-@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: v[0] + ("+dfl" if v[1] else ""))
+def _variant_id(variant) -> str:
+    name, overrides = variant
+    parts = [f"{k}={v}" for sub in overrides.values() for k, v in sub.items()]
+    return "+".join([name, *parts])
+
+
+@pytest.fixture(scope="module", params=VARIANTS, ids=_variant_id)
 def model(request):
     torch.manual_seed(0)
     name, overrides = request.param
