@@ -7,10 +7,15 @@
 * The resume state of a training run (``NAME.state.pt``) is :mod:`scaledet.engine.checkpoint`'s.
 * Every file is written atomically: a temp file in the same folder, flushed and fsync'ed, then
   ``os.replace``; a write killed midway leaves the previous file intact.
+* An adapted model's checkpoint (:mod:`scaledet.models.adapters`) holds only the tensors it
+  trained; its metadata names the adapter (``"adapter"``) and the base checkpoint it was
+  trained on (``"base_weights"``: path and SHA-256), which :func:`model_from_weights` finds,
+  checks and loads first. :func:`save_standalone` writes it as one self-contained file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -135,17 +140,128 @@ def _read_header_meta(path: Path) -> dict[str, Any] | None:
     return json.loads(text) if text else None
 
 
-def model_from_weights(path: str | os.PathLike,
-                       device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a scaledet checkpoint describes and load its weights (eval mode)."""
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a ``.safetensors`` checkpoint without reading its tensors (header, else
+    the ``.json`` beside it, else ``{}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        meta = _read_header_meta(path)
+    except Exception as e:  # safetensors raises its own error types for a damaged header
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    if meta is None:
+        side = path.with_suffix(".json")
+        meta = json.loads(side.read_text()) if side.is_file() else {}
+    return meta
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of the file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def base_reference(path: str | os.PathLike) -> dict[str, str]:
+    """How an adapted checkpoint names its base: absolute path and SHA-256."""
+    path = Path(path).resolve()
+    return {"path": str(path), "sha256": file_sha256(path)}
+
+
+def resolve_base(path: str | os.PathLike, meta: dict[str, Any],
+                 base: str | os.PathLike | None = None) -> Path:
+    """The base checkpoint of the adapted checkpoint ``path``: ``base`` if given, else the
+    recorded path, else a file of that name beside ``path``; its SHA-256 must be the one
+    recorded (a ``ValueError`` names the file and both hashes)."""
+    ref = meta.get("base_weights") or {}
+    recorded = Path(str(ref.get("path", "")))
+    candidates = [Path(base)] if base is not None else [recorded,
+                                                        Path(path).parent / recorded.name]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        tried = ", ".join(str(c) for c in candidates)
+        raise FileNotFoundError(f"{path}: its base checkpoint was not found (tried {tried}); it "
+                                "holds only the adapted tensors: put the base there or pass "
+                                "base=")
+    digest = file_sha256(found)
+    if ref.get("sha256") and digest != ref["sha256"]:
+        raise ValueError(f"{path}: the base checkpoint {found} has SHA-256 {digest}, but the "
+                         f"model was adapted from one with SHA-256 {ref['sha256']} ({recorded}); "
+                         "it is another file")
+    return found
+
+
+def model_from_weights(path: str | os.PathLike, device: str | torch.device = "cpu", *,
+                       merge: bool = True, base: str | os.PathLike | None = None
+                       ) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a scaledet checkpoint describes and load its weights (eval mode).
+
+    An adapted checkpoint is loaded onto its base (:func:`resolve_base`; ``base`` overrides
+    the recorded path). ``merge``: fold LoRA updates into plain weights
+    (:func:`~scaledet.models.adapters.merge_lora`), as every inference path wants (it folds
+    BatchNorm into the convolutions next, which a separate low-rank branch would not
+    follow); ``merge=False`` keeps the adapter layers and their ``requires_grad`` flags (to
+    count or continue training them)."""
+    from scaledet.models.adapters import AdapterConfig, apply_adapters, merge_lora
     from scaledet.models.factory import build_from_config
 
     state, meta = load_weights(path)
     if "model_config" not in meta:
         raise ValueError(f"{path}: no scaledet metadata (model_config) in the file or beside it")
     model = build_from_config(meta["model_config"])
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match the model config "
-                         f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)")
+    adapter = meta.get("adapter")
+    if adapter is not None and meta.get("base_weights"):
+        base_path = resolve_base(path, meta, base)
+        base_model, _ = model_from_weights(base_path, "cpu")
+        own = model.state_dict()
+        from_base = {k: v for k, v in base_model.state_dict().items()
+                     if k in own and k not in state and v.shape == own[k].shape}
+        absent = [k for k in own if k not in from_base and k not in state]
+        if absent:
+            raise ValueError(f"{path}: its base {base_path} does not fit the model its metadata "
+                             f"describes ({len(absent)} tensors missing or of another shape: "
+                             f"{', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''})")
+        model.load_state_dict(from_base, strict=False)
+        del base_model
+    if adapter is not None:
+        apply_adapters(model, AdapterConfig.from_dict(adapter))
+    own = model.state_dict()
+    if adapter is not None and meta.get("base_weights"):
+        unexpected = [k for k in state if k not in own]
+        missing = [k for k in model.trained_keys if k not in state]
+        reshaped = [k for k in state if k in own and state[k].shape != own[k].shape]
+        if missing or unexpected or reshaped:
+            raise ValueError(f"{path}: the adapted tensors do not match the model its metadata "
+                             f"describes (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                             f"other shape {reshaped[:3]})")
+        model.load_state_dict(state, strict=False)
+    else:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path}: weights do not match the model config "
+                             f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)")
+    if merge:
+        merge_lora(model)
     return model.to(device).eval(), meta
+
+
+def save_standalone(path: str | os.PathLike, out: str | os.PathLike,
+                    base: str | os.PathLike | None = None) -> Path:
+    """Write the checkpoint ``path`` as one self-contained file ``out``: an adapted one with
+    its base's tensors included and LoRA merged (a LoRA model becomes a plain checkpoint; one
+    with bottleneck adapters or prefixes keeps them, described by ``"adapter"``). The base it
+    came from is kept in the metadata as ``"adapted_from"``."""
+    model, meta = model_from_weights(path, "cpu", base=base)
+    meta = dict(meta)
+    if meta.get("base_weights"):
+        meta["adapted_from"] = {**meta.pop("base_weights"),
+                                "adapter": meta.get("adapter")}
+    cfg = getattr(model, "adapter_config", None)
+    if cfg is None or cfg.kind == "head":  # nothing beyond the plain model's structure
+        meta.pop("adapter", None)
+    else:
+        meta["adapter"] = cfg.to_dict()
+    return save_weights(out, model.state_dict(), meta)

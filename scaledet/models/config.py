@@ -245,7 +245,7 @@ class RTDETRHeadConfig:
     weight_giou: float = 2.0
     proposal_loss_weight: float = 1.0
     transformer_lr_scale: float = 0.05
-    refine_scores: bool = True
+    refine_scores: bool = False
 
     def build(self, *, num_classes: int, in_channels: int, strides, act: str) -> RTDETRHead:
         proposals = None

@@ -70,7 +70,7 @@ class RTDETRHead(nn.Module):
                  matcher: HungarianMatcher | None = None,
                  loss_weights: SetLossWeights | None = None,
                  proposal_loss_weight: float = 1.0, transformer_lr_scale: float = 0.05,
-                 refine_scores: bool = True) -> None:
+                 refine_scores: bool = False) -> None:
         super().__init__()
         if query_selection not in QUERY_SELECTIONS:
             raise ValueError(f"query_selection must be one of {QUERY_SELECTIONS}, "
