@@ -19,7 +19,10 @@ from scaledet.models.sizes import check_imgsz, model_stride
 def info_command(args: argparse.Namespace) -> int:
     """``scaledet info [--model PRESET] [--imgsz N] [--num-classes C] [--layers]``; without
     ``--model``, a one-line summary of every preset. ``--imgsz`` is rounded up to a multiple of
-    the largest stride (with a note on stderr), and the output names the size used."""
+    the largest stride (with a note on stderr), and the output names the size used.
+    ``--weights W``: the checkpoint's model, with its trainable and total parameters."""
+    if args.weights is not None:
+        return _weights_info(args)
     names = list(PRESETS) if args.model is None else [args.model]
     models = {name: build(name, num_classes=args.num_classes) for name in names}
     imgsz, note = check_imgsz(args.imgsz, max(model_stride(m) for m in models.values()))
@@ -35,4 +38,27 @@ def info_command(args: argparse.Namespace) -> int:
                            for lv in level_info(model, imgsz))
         print(f"{name:<14} {count_parameters(model) / 1e6:>10.3f} "
               f"{count_flops(model, imgsz) / 1e9:>8.3f}  {levels}")
+    return 0
+
+
+def _weights_info(args: argparse.Namespace) -> int:
+    """``scaledet info --weights W``: the model of a checkpoint (an adapted one on its base,
+    adapters unmerged) and how many of its parameters train."""
+    from scaledet.models.checkpoint import model_from_weights
+
+    if args.model is not None:
+        raise ValueError("--model and --weights: give one (the checkpoint names its model)")
+    model, meta = model_from_weights(args.weights, "cpu", merge=False)
+    imgsz, note = check_imgsz(args.imgsz, model_stride(model))
+    if note:
+        print(note, file=sys.stderr)
+    print(format_info(model, imgsz, layers=args.layers))
+    total, trainable = count_parameters(model), count_parameters(model, trainable=True)
+    adapter = meta.get("adapter")
+    what = (f"adapter {adapter['kind']} rank {adapter['rank']}" if adapter else "every parameter")
+    print(f"trainable   {trainable / 1e6:.3f} M of {total / 1e6:.3f} M "
+          f"({100 * trainable / max(total, 1):.2f}%; {what})")
+    if meta.get("base_weights"):
+        print(f"base        {meta['base_weights']['path']} (SHA-256 "
+              f"{meta['base_weights']['sha256'][:16]}...)")
     return 0

@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from scaledet.data.images import collect_images
 from scaledet.inference.predictor import Predictor
@@ -18,7 +19,12 @@ from scaledet.models.sizes import check_imgsz, model_stride
 def predict_command(args: argparse.Namespace) -> int:
     """Predict over ``args.source`` into the COCO-results json (``--json``, default
     ``OUT/predictions.json`` unless ``--parquet`` is given), the Parquet dataset (``--parquet``)
-    or both, and annotated images in ``OUT``; then print every place written to."""
+    or both, and annotated images in ``OUT``; then print every place written to. With
+    ``--engine ray``, on a Ray cluster into the Parquet dataset (:func:`ray_predict_command`)."""
+    if args.engine == "ray":
+        return ray_predict_command(args)
+    if args.address is not None or args.workers is not None:
+        raise ValueError("--address and --workers apply to --engine ray")
     files = collect_images(args.source)
     out = Path(args.out)
     parquet = Path(args.parquet) if args.parquet else None
@@ -43,6 +49,31 @@ def predict_command(args: argparse.Namespace) -> int:
         print(f"COCO results: {json_out}")
     if parquet is not None:
         print(f"Parquet dataset: {parquet}{os.sep}")
+    if summary["errors_file"] is not None:
+        print(f"unreadable images listed in {summary['errors_file']}")
+    return 0
+
+
+def ray_predict_command(args: argparse.Namespace) -> int:
+    """``scaledet predict --engine ray``: the sources (images, folders, .txt / .parquet
+    listings) on a Ray cluster into the ``--parquet`` dataset, unreadable images listed in
+    ``OUT/errors.txt`` (:func:`scaledet.integrations.ray.predict`)."""
+    from scaledet.integrations.ray import import_ray, predict
+
+    import_ray()  # the install hint comes before anything else is checked or loaded
+    if not args.parquet:
+        raise ValueError("--engine ray writes a Parquet dataset: give --parquet OUT.parquet")
+    if args.json_out or getattr(args, "gt", None):
+        raise ValueError("--json and --gt apply to the local engine; --engine ray writes "
+                         "--parquet only")
+    options = predictor_options(args)
+    summary = predict(args.source, args.weights, args.parquet,
+                      errors=Path(args.out) / "errors.txt", address=args.address,
+                      workers=args.workers, resume=args.resume, **options)
+    print(f"{summary['images']} images ({summary['skipped']} already done, {summary['errors']} "
+          f"unreadable), {summary['boxes']} detections (conf >= {args.conf:g}), "
+          f"{summary['images_per_s']:.1f} images/s on {summary['workers']} Ray workers")
+    print(f"Parquet dataset: {args.parquet}{os.sep}")
     if summary["errors_file"] is not None:
         print(f"unreadable images listed in {summary['errors_file']}")
     return 0
@@ -77,6 +108,12 @@ def ground_truth_ids(files: list[Path], gt_path: str) -> tuple[list[int], str]:
 
 def predictor_from_args(args: argparse.Namespace) -> Predictor:
     """A :class:`Predictor` with the ``--tta`` / ``--slice`` / ``--nms`` ... options."""
+    return Predictor(args.weights, **predictor_options(args))
+
+
+def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`Predictor` keywords of ``--device`` / ``--conf`` / ``--tta`` / ``--slice`` /
+    ``--nms`` ... (everything but the weights), as every engine builds its predictors."""
     from scaledet.inference.slicing import Slicing
     from scaledet.inference.tta import TTA
 
@@ -95,22 +132,30 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
                           merge=merge or "nmm")
     elif merge is not None:
         raise ValueError("--merge only applies with --tta or --slice")
-    return Predictor(args.weights, device=args.device, conf=args.conf, imgsz=args.imgsz,
-                     batch_size=args.batch, nms=args.nms, iou=args.iou, max_det=args.max_det,
-                     tta=tta, slicing=slicing)
+    return {"device": args.device, "conf": args.conf, "imgsz": args.imgsz,
+            "batch_size": args.batch, "nms": args.nms, "iou": args.iou,
+            "max_det": args.max_det, "tta": tta, "slicing": slicing}
 
 
 def export_command(args: argparse.Namespace) -> int:
     """``scaledet export --weights W --format onnx [--dynamic] [--nms] ...``: write the ONNX
     file (default: beside the weights), print where it went and how its outputs compare with
     PyTorch's for this variant (:func:`~scaledet.inference.export.check_parity`). Returns 1
-    when they differ."""
+    when they differ. An adapted checkpoint is loaded onto its base with LoRA merged into
+    plain weights. ``--format safetensors``: one standalone checkpoint instead
+    (:func:`~scaledet.models.checkpoint.save_standalone`; default ``W.standalone.safetensors``)."""
 
     from scaledet.inference.export import check_parity, export_onnx, import_onnx
-    from scaledet.models.checkpoint import model_from_weights
+    from scaledet.models.checkpoint import model_from_weights, save_standalone
 
+    if args.format == "safetensors":
+        out = Path(args.out) if args.out else Path(args.weights).with_suffix(
+            ".standalone.safetensors")
+        print(f"wrote {save_standalone(args.weights, out).resolve()} (standalone)")
+        return 0
     if args.format != "onnx":
-        raise ValueError(f"--format: only 'onnx' is supported, got {args.format!r}")
+        raise ValueError(f"--format: only 'onnx' and 'safetensors' are supported, got "
+                         f"{args.format!r}")
     import_onnx()  # a missing package is said before anything is loaded
     model, meta = model_from_weights(args.weights, "cpu")
     model.fuse()  # BatchNorm folded into the convs: a smaller, faster graph

@@ -41,6 +41,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         resume=args.resume, exist_ok=args.exist_ok, workers=args.workers, nproc=args.nproc,
         lr=args.lr, warmup=args.warmup, optimizer=args.optimizer, amp=args.amp,
         grad_ckpt=args.grad_ckpt, eval_interval=args.eval_interval, strict=args.strict,
+        weights=args.weights, adapter=args.adapter, rank=args.rank,
         model_options=parse_assignments(args.set, "--set"),
         train_options=parse_assignments(args.train_option, "--train-option"),
         augment=parse_assignments(args.augment, "--augment"))

@@ -12,6 +12,12 @@ Started by ``torchrun`` on one or several machines, each process is one rank of 
 (:mod:`scaledet.engine.distributed`): ``nproc`` is the launcher's world size, and rank 0 alone
 checks and prepares the run folder and decides ``amp="auto"``, so that the machines agree
 whether or not they share a filesystem (only rank 0 writes there).
+
+With ``weights`` a run starts from a trained checkpoint, whose config gives the architecture
+(with the new class count): its tensors load, the class layers are rebuilt when the class
+list differs (:func:`~scaledet.models.adapters.load_pretrained`), and with ``adapter`` the
+base is frozen and only the adapter trains (:mod:`scaledet.models.adapters`); the run's
+checkpoints then hold only what trained and name the base file and its SHA-256.
 """
 
 from __future__ import annotations
@@ -31,8 +37,8 @@ from scaledet.engine import distributed
 from scaledet.engine.runtime import StopRequest
 from scaledet.engine.trainer import TrainConfig
 from scaledet.evaluation.coco import METRIC_NAMES
-from scaledet.models.config import apply_overrides, nest
-from scaledet.models.factory import preset
+from scaledet.models.config import apply_overrides, config_from_dict, nest
+from scaledet.models.factory import preset, upgrade_config
 from scaledet.models.sizes import check_imgsz, config_stride
 from scaledet.ops.device import resolve_amp, resolve_device
 
@@ -48,7 +54,13 @@ class TrainSettings:
 
     Attributes:
         data: COCO folder, YOLO ``data.yaml`` or VOC folder.
-        model: preset name (:data:`~scaledet.models.factory.PRESETS`).
+        model: preset name (:data:`~scaledet.models.factory.PRESETS`); None: ``fcos-n``, or
+            with ``weights`` the base checkpoint's (another name is an error).
+        weights: a trained ``.safetensors`` checkpoint to start from (fine-tuning); the
+            architecture is its config with this dataset's class count.
+        adapter: with ``weights``, train only an adapter on the frozen base: ``"lora"``,
+            ``"adapter"``, ``"prefix"`` or ``"head"`` (:mod:`scaledet.models.adapters`).
+        rank: LoRA rank, adapter bottleneck width or prefix length.
         epochs, minutes: stop after this many epochs or minutes of wall clock, whichever
             comes first; neither: ``DEFAULT_MINUTES``.
         imgsz: training and validation input side in pixels.
@@ -78,7 +90,7 @@ class TrainSettings:
     """
 
     data: str
-    model: str = "fcos-n"
+    model: str | None = None
     epochs: int | None = None
     minutes: float | None = None
     imgsz: int = 320
@@ -102,6 +114,9 @@ class TrainSettings:
     train_options: dict[str, Any] = field(default_factory=dict)
     augment: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    weights: str | None = None
+    adapter: str | None = None
+    rank: int = 8
 
 
 @dataclass
@@ -153,6 +168,7 @@ def resolve(settings: TrainSettings, num_train: int) -> TrainSettings:
     the world size and default ``workers`` are shared by the ranks on this machine only."""
     s = copy.deepcopy(settings)
     resolve_device(s.device)
+    _resolve_weights(s)
     nproc = s.nproc
     launched = distributed.world_size() > 1 or distributed.torchrun_env() is not None
     if launched:  # the launcher started the processes: no more
@@ -191,6 +207,45 @@ def resolve(settings: TrainSettings, num_train: int) -> TrainSettings:
     return s
 
 
+def _resolve_weights(s: TrainSettings) -> None:
+    """Check ``weights`` / ``adapter`` / ``rank`` and make ``model`` concrete (in place)."""
+    if s.adapter is not None:
+        from scaledet.models.adapters import ADAPTER_KINDS
+
+        if s.adapter not in ADAPTER_KINDS:
+            raise ValueError(f"adapter must be one of {', '.join(ADAPTER_KINDS)}, got "
+                             f"{s.adapter!r}")
+        if s.weights is None:
+            raise ValueError(f"adapter {s.adapter}: an adapter trains on a trained model; give "
+                             "the base checkpoint (--weights BASE.safetensors)")
+    if s.rank < 1:
+        raise ValueError(f"rank must be >= 1, got {s.rank}")
+    if s.weights is None:
+        s.model = s.model or "fcos-n"
+        return
+    base = _base_meta(s.weights).get("model")
+    if s.model is not None and base is not None and s.model != base:
+        raise ValueError(f"model {s.model}: {s.weights} is a {base} checkpoint, and with weights "
+                         "the architecture is the checkpoint's (leave the model out)")
+    s.model = s.model or base or "fcos-n"
+
+
+def _base_meta(path: str) -> dict[str, Any]:
+    """The metadata of the base checkpoint ``path`` (it must describe its model)."""
+    from scaledet.models.checkpoint import read_meta
+
+    meta = read_meta(path)
+    if "model_config" not in meta:
+        raise ValueError(f"{path}: not a scaledet checkpoint (no model_config in its metadata)")
+    return meta
+
+
+def _preset_name(s: TrainSettings) -> str:
+    if s.model is not None:
+        return s.model
+    return (_base_meta(s.weights).get("model") if s.weights else None) or "fcos-n"
+
+
 def _note(message: str, file: Any = None) -> None:
     """Print ``message`` once per run: by rank 0 (every process of a ``torchrun`` run resolves
     the same settings)."""
@@ -199,14 +254,19 @@ def _note(message: str, file: Any = None) -> None:
 
 
 def model_config(s: TrainSettings, num_classes: int):
-    """The run's :class:`~scaledet.models.config.ModelConfig`: the preset plus ``model_options``."""
-    cfg = preset(s.model).config(num_classes)
+    """The run's :class:`~scaledet.models.config.ModelConfig`: the preset (with ``weights``, the
+    base checkpoint's config for ``num_classes`` classes) plus ``model_options``."""
+    if s.weights is not None:
+        cfg = config_from_dict(upgrade_config(_base_meta(s.weights)["model_config"]))
+        cfg = dataclasses.replace(cfg, num_classes=num_classes)
+    else:
+        cfg = preset(_preset_name(s)).config(num_classes)
     return apply_overrides(cfg, s.model_options) if s.model_options else cfg
 
 
 def train_config(s: TrainSettings) -> TrainConfig:
     """The trainer's settings: the preset's recipe, then the run's options on top."""
-    recipe = preset(s.model).recipe
+    recipe = preset(_preset_name(s)).recipe
     kwargs: dict[str, Any] = {"lr": recipe.lr, "warmup_iters": recipe.warmup_iters}
     kwargs.update({k: v for k, v in {"lr": s.lr, "warmup_iters": s.warmup,
                                       "optimizer": s.optimizer, "amp": s.amp,
@@ -221,7 +281,7 @@ def train_config(s: TrainSettings) -> TrainConfig:
 
 def augment_config(s: TrainSettings) -> AugmentConfig:
     """The training augmentation: the preset's recipe, then ``augment`` on top."""
-    recipe = preset(s.model).recipe
+    recipe = preset(_preset_name(s)).recipe
     kwargs: dict[str, Any] = {"mosaic": recipe.mosaic, "scale_range": recipe.scale_range}
     kwargs.update(_checked_options(s.augment, AugmentConfig, "augment"))
     try:
@@ -266,6 +326,8 @@ def _fit(settings: TrainSettings) -> TrainResult:
     model_config(s, train_ds.num_classes)
     train_config(s)
     augment_config(s)
+    if s.weights is not None:
+        _check_start(s, train_ds)
     device_type = str(s.device).split(":")[0]
     # With spawned ranks, they get the terminal's Ctrl-C too and save; this process keeps
     # waiting for them. A single process, or a rank started by torchrun, handles it in the trainer.
@@ -301,6 +363,10 @@ def _fit_rank(s: TrainSettings, out: Path, train_ds, val_ds) -> dict[str, Any]:
         keep_freed_memory()  # every rank is its own process
     seed_everything(s.seed)  # the model's initial weights come from the seed too
     model = build_from_config(model_config(s, train_ds.num_classes))
+    if s.weights is not None:
+        report = start_from_weights(model, s, train_ds.class_names)
+        if rank == 0:
+            print(report)
     if s.amp == "auto":  # one concrete choice for every rank and for resume
         s.amp = _auto_amp(s, model, out)
     cfg = train_config(s)
@@ -329,6 +395,42 @@ def _fit_rank(s: TrainSettings, out: Path, train_ds, val_ds) -> dict[str, Any]:
     return summary
 
 
+def _check_start(s: TrainSettings, train_ds) -> None:
+    """:func:`start_from_weights` on a throw-away model: another architecture or an adapter
+    the model cannot take fails in this process, not in a training rank. The random state is
+    left as it was."""
+    import torch
+
+    from scaledet.models.factory import build_from_config
+
+    with torch.random.fork_rng(devices=[]):
+        start_from_weights(build_from_config(model_config(s, train_ds.num_classes)), s,
+                           train_ds.class_names)
+
+
+def start_from_weights(model, s: TrainSettings, class_names) -> str:
+    """Load ``s.weights`` into ``model`` (class layers rebuilt when ``class_names`` differ
+    from the checkpoint's) and, with ``s.adapter``, adapt it; returns the one-line report."""
+    from scaledet.models.adapters import AdapterConfig, apply_adapters, load_pretrained
+    from scaledet.models.checkpoint import load_weights, model_from_weights
+
+    meta = _base_meta(s.weights)
+    if meta.get("adapter") is not None:  # an adapted base: its full model, LoRA merged
+        state = model_from_weights(s.weights, "cpu")[0].state_dict()
+    else:
+        state = load_weights(s.weights)[0]
+    same = list(meta.get("class_names") or []) == list(class_names)
+    report = load_pretrained(model, state, source=s.weights, same_classes=same)
+    line = report.line()
+    if s.adapter is not None:
+        apply_adapters(model, AdapterConfig(s.adapter, s.rank, full=report.rebuilt_modules))
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        line += (f"; adapter {s.adapter} rank {s.rank}: {trained:,} of {total:,} parameters "
+                 f"train ({100 * trained / total:.1f}%)")
+    return line
+
+
 def _loader(dataset, s: TrainSettings, train: bool, shard: tuple[int, int] = (0, 1)):
     from scaledet.data.loader import build_dataloader
 
@@ -349,12 +451,22 @@ def _plot_labels(dataset, path: Path, imgsz: int) -> None:
 
 
 def checkpoint_meta(s: TrainSettings, model, dataset) -> dict[str, Any]:
-    """What every checkpoint records besides the weights (see :mod:`scaledet.models.checkpoint`)."""
-    return {"model": s.model, "model_config": asdict(model.config),
-            "recipe": asdict(preset(s.model).recipe),
+    """What every checkpoint records besides the weights (see :mod:`scaledet.models.checkpoint`);
+    started from ``weights``, that file's path and SHA-256: as the base an adapted checkpoint
+    needs (``base_weights``), or where a full fine-tune began (``init_weights``)."""
+    from scaledet.models.checkpoint import base_reference
+
+    meta = {"model": s.model, "model_config": asdict(model.config),
+            "recipe": asdict(preset(_preset_name(s)).recipe),
             "class_names": list(dataset.class_names),
             "category_ids": [int(c) for c in dataset.category_ids],
             "imgsz": s.imgsz, "train_settings": asdict(s)}
+    if s.weights is not None:
+        meta["base_weights" if s.adapter else "init_weights"] = base_reference(s.weights)
+    adapter = getattr(model, "adapter_config", None)
+    if adapter is not None:
+        meta["adapter"] = adapter.to_dict()
+    return meta
 
 
 def _prepare_out_rank0(out: Path, resume: bool, exist_ok: bool) -> Path:

@@ -44,6 +44,7 @@ from scaledet.engine.metrics_log import ROW_KEYS, MetricsLog
 from scaledet.engine.optim import build_optimizer, enable_grad_checkpointing
 from scaledet.engine.runtime import StopRequest, rng_state, seed_everything, set_rng_state
 from scaledet.engine.schedule import WarmupCosine
+from scaledet.models.adapters import checkpoint_state
 from scaledet.models.checkpoint import save_weights, to_jsonable
 from scaledet.ops.device import resolve_amp, resolve_device
 
@@ -274,8 +275,8 @@ class Trainer:
         """Save weights and the resume state at the step reached, mid-epoch."""
         if self.is_main:
             meta = {**self.checkpoint_meta(), "interrupted": True}
-            save_weights(self.weights_dir / "last.safetensors", self.eval_model.state_dict(),
-                         meta)
+            save_weights(self.weights_dir / "last.safetensors",
+                         checkpoint_state(self.eval_model), meta)
             save_train_state(self.weights_dir / "last.state.pt", self.state_dict())
             self._log(f"stopped at epoch {self.epoch + 1}, batch {self._epoch_batches}/"
                       f"{self.steps_per_epoch} (step {self.step}): saved "
@@ -482,7 +483,7 @@ class Trainer:
 
     def _save(self, best: bool) -> None:
         meta = self.checkpoint_meta()
-        weights = self.eval_model.state_dict()
+        weights = checkpoint_state(self.eval_model)  # an adapted model: what it trains
         save_weights(self.weights_dir / "last.safetensors", weights, meta)
         if best:
             save_weights(self.weights_dir / "best.safetensors", weights, meta)

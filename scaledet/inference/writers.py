@@ -199,7 +199,7 @@ class ParquetWriter:
         self.parts = keep
         self.rows_per_part = rows_per_part or ROWS_PER_PART
         self.images_per_part = images_per_part or IMAGES_PER_PART
-        self._columns: dict[str, list] = {c: [] for c in PARQUET_COLUMNS}
+        self._columns: dict[str, list] = empty_columns()
         self._images = 0
 
     @staticmethod
@@ -217,29 +217,11 @@ class ParquetWriter:
 
     @property
     def schema(self):
-        pa = self.pa
-        return pa.schema([("image_id", pa.int64()), ("image_path", pa.string()),
-                          ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()),
-                          ("y2", pa.float32()), ("score", pa.float32()),
-                          ("category_id", pa.int64()), ("label_index", pa.int32()),
-                          ("class_name", pa.string())])
+        return parquet_schema()
 
     def add(self, image_id: int, path: str, result: Result) -> None:
-        """Queue one image's boxes: xyxy original pixels, the dataset's ``category_id`` (as in
-        the json) and the model's 0-based ``label_index``."""
-        c = self._columns
-        n = len(result)
-        labels = result.labels.tolist()
-        category_ids = result.detection_category_ids
-        c["image_id"] += [image_id] * n
-        c["image_path"] += [path] * n
-        boxes = result.boxes.tolist()
-        for k, col in enumerate(("x1", "y1", "x2", "y2")):
-            c[col] += [b[k] for b in boxes]
-        c["score"] += result.scores.tolist()
-        c["category_id"] += category_ids
-        c["label_index"] += labels
-        c["class_name"] += result.class_names
+        """Queue one image's boxes (:func:`add_rows`)."""
+        add_rows(self._columns, image_id, path, result)
         self._images += 1
 
     def flush(self, force: bool = False) -> str | None:
@@ -255,7 +237,7 @@ class ParquetWriter:
             self.pq.write_table(table, tmp)
             os.replace(tmp, final)
             self.parts += 1
-            self._columns = {c: [] for c in PARQUET_COLUMNS}
+            self._columns = empty_columns()
             self._images = 0
         return str(self.parts)
 
@@ -266,6 +248,39 @@ class ParquetWriter:
 
     def abort(self) -> None:
         """Leave the written parts for a later ``--resume``."""
+
+
+def parquet_schema():
+    """The Arrow schema of the Parquet output, one row per box: the one definition every writer
+    of it uses (this module, ``--engine ray`` and the Spark helper in
+    :mod:`scaledet.integrations`), so every engine writes the same columns and types."""
+    pa, _ = import_pyarrow()
+    return pa.schema([("image_id", pa.int64()), ("image_path", pa.string()),
+                      ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()),
+                      ("y2", pa.float32()), ("score", pa.float32()),
+                      ("category_id", pa.int64()), ("label_index", pa.int32()),
+                      ("class_name", pa.string())])
+
+
+def empty_columns() -> dict[str, list]:
+    """One empty list per Parquet column, for :func:`add_rows`."""
+    return {c: [] for c in PARQUET_COLUMNS}
+
+
+def add_rows(columns: dict[str, list], image_id: int, path: str, result: Result) -> None:
+    """Append one image's boxes to ``columns`` (:func:`empty_columns`): xyxy original pixels,
+    the dataset's ``category_id`` (as in the json) and the model's 0-based ``label_index``."""
+    c = columns
+    n = len(result)
+    c["image_id"] += [image_id] * n
+    c["image_path"] += [path] * n
+    boxes = result.boxes.tolist()
+    for k, col in enumerate(("x1", "y1", "x2", "y2")):
+        c[col] += [b[k] for b in boxes]
+    c["score"] += result.scores.tolist()
+    c["category_id"] += result.detection_category_ids
+    c["label_index"] += result.labels.tolist()
+    c["class_name"] += result.class_names
 
 
 def import_pyarrow():

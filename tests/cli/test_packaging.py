@@ -23,7 +23,7 @@ def test_license_is_an_spdx_string_and_setuptools_reads_it():
 
 
 def test_test_extra_packages_are_not_skipped_when_missing():
-    extra = re.search(r"^test = \[(.*?)\]", PYPROJECT, re.M | re.S)
+    extra = re.search(r"^test = \[(.*?)\]$", PYPROJECT, re.M | re.S)
     modules = {n.lower().replace("-", "_") for n in _names(extra.group(1))}
     assert {"onnx", "onnxruntime", "pycocotools", "pyarrow"} <= modules
     guards = []
