@@ -59,6 +59,7 @@ def _weights_info(args: argparse.Namespace) -> int:
     print(f"trainable   {trainable / 1e6:.3f} M of {total / 1e6:.3f} M "
           f"({100 * trainable / max(total, 1):.2f}%; {what})")
     if meta.get("base_weights"):
-        print(f"base        {meta['base_weights']['path']} (SHA-256 "
-              f"{meta['base_weights']['sha256'][:16]}...)")
+        ref = meta["base_weights"]
+        digest = f"{ref['sha256'][:16]}..." if ref.get("sha256") else "not recorded"
+        print(f"base        {ref.get('path', '?')} (SHA-256 {digest})")
     return 0

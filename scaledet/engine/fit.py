@@ -223,11 +223,29 @@ def _resolve_weights(s: TrainSettings) -> None:
     if s.weights is None:
         s.model = s.model or "fcos-n"
         return
-    base = _base_meta(s.weights).get("model")
+    meta = _base_meta(s.weights)
+    _refuse_unmergeable_adapter(s.weights, meta)
+    base = meta.get("model")
     if s.model is not None and base is not None and s.model != base:
         raise ValueError(f"model {s.model}: {s.weights} is a {base} checkpoint, and with weights "
                          "the architecture is the checkpoint's (leave the model out)")
     s.model = s.model or base or "fcos-n"
+
+
+def _refuse_unmergeable_adapter(path: str, meta: dict[str, Any]) -> None:
+    """A ``ValueError`` naming ``path`` when it was trained with a bottleneck ``adapter`` or a
+    ``prefix`` (adapted or standalone): unlike LoRA, which merges into plain weights, their
+    tensors (``adapters.*``, ``prefix_k`` / ``prefix_v``) have no place in the model a
+    fine-tune builds and would be silently dropped, leaving only the base."""
+    kind = (meta.get("adapter") or {}).get("kind")
+    if kind not in ("adapter", "prefix"):
+        return
+    base = (meta.get("base_weights") or meta.get("adapted_from") or {}).get("path")
+    what = {"adapter": "a bottleneck adapter", "prefix": "prefix tuning"}[kind]
+    raise ValueError(f"{path}: trained with {what}, whose tensors cannot be merged "
+                     "into the model a fine-tune starts from (they would be dropped); fine-tune "
+                     f"from its base model{f' ({base})' if base else ''} instead, or from a "
+                     "LoRA checkpoint (adapted or standalone), which merges into plain weights")
 
 
 def _base_meta(path: str) -> dict[str, Any]:
@@ -314,9 +332,10 @@ def fit(settings: TrainSettings) -> TrainResult:
 def _fit(settings: TrainSettings) -> TrainResult:
     from scaledet.data import available_splits, load_dataset
 
-    # rank 0 checks and prepares the folder; its answer (or its error) holds for every rank
-    out = distributed.on_rank0(_prepare_out_rank0, Path(settings.out), settings.resume,
-                               settings.exist_ok)
+    # rank 0 checks the folder (an earlier run there without --resume or --exist-ok is
+    # refused before any work); its answer (or its error) holds for every rank
+    out = Path(settings.out)
+    distributed.on_rank0(_prepare_out_rank0, out, settings.resume, settings.exist_ok, False)
     train_ds = load_dataset(settings.data, "train")
     s = resolve(settings, len(train_ds))
     val_ds = load_dataset(s.data, "val") if "val" in available_splits(s.data) else None
@@ -328,6 +347,9 @@ def _fit(settings: TrainSettings) -> TrainResult:
     augment_config(s)
     if s.weights is not None:
         _check_start(s, train_ds)
+    # only now, with every option checked, is an earlier run cleared (--exist-ok): a bad
+    # --weights, --adapter or --set leaves it intact
+    out = distributed.on_rank0(_prepare_out_rank0, out, s.resume, s.exist_ok, True)
     device_type = str(s.device).split(":")[0]
     # With spawned ranks, they get the terminal's Ctrl-C too and save; this process keeps
     # waiting for them. A single process, or a rank started by torchrun, handles it in the trainer.
@@ -469,11 +491,11 @@ def checkpoint_meta(s: TrainSettings, model, dataset) -> dict[str, Any]:
     return meta
 
 
-def _prepare_out_rank0(out: Path, resume: bool, exist_ok: bool) -> Path:
+def _prepare_out_rank0(out: Path, resume: bool, exist_ok: bool, clear: bool = True) -> Path:
     """:func:`prepare_out` by rank 0; a run to resume that is not there may be on another
     machine of a multi-machine run, which the error then says."""
     try:
-        return prepare_out(out, resume, exist_ok)
+        return prepare_out(out, resume, exist_ok, clear)
     except FileNotFoundError as e:
         if distributed.world_size() == 1:
             raise
@@ -485,8 +507,10 @@ def _prepare_out_rank0(out: Path, resume: bool, exist_ok: bool) -> Path:
             "get rank 0 (torchrun --rdzv-backend static --node-rank 0 on it)") from None
 
 
-def prepare_out(out: Path, resume: bool, exist_ok: bool) -> Path:
-    """Refuse to silently overwrite an earlier run; clear our files when overwriting is asked."""
+def prepare_out(out: Path, resume: bool, exist_ok: bool, clear: bool = True) -> Path:
+    """Refuse to silently overwrite an earlier run; clear our files when overwriting is asked
+    and ``clear`` (False: only check, as :func:`fit` does before it has checked the options,
+    so that a bad option does not cost the earlier run)."""
     state = out / "weights" / "last.state.pt"
     if resume:
         if not state.is_file():
@@ -496,6 +520,8 @@ def prepare_out(out: Path, resume: bool, exist_ok: bool) -> Path:
         if not exist_ok:
             raise ValueError(f"{out} already holds a training run; resume it (--resume), "
                              "overwrite it (--exist-ok) or choose another output folder (--out)")
+        if not clear:
+            return out
         for name in ("weights", "plots"):
             shutil.rmtree(out / name, ignore_errors=True)
         (out / "metrics.csv").unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from scaledet.models.layers import checkpoint_call
 
 
 def param_groups(model: nn.Module, weight_decay: float, lr: float) -> list[dict]:
-    """Weights with decay; biases and norm parameters (ndim <= 1) without. A module with an
+    """Weights with decay; biases, norm parameters (ndim <= 1) and embeddings without. A module with an
     ``lr_scale`` attribute trains its parameters at ``lr * lr_scale`` (the innermost such
     module wins): attention layers train stably at a fraction of the learning rate a
     from-scratch convolutional network takes."""
@@ -24,10 +24,14 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float) -> list[dict]
         if scale is not None:
             for p in module.parameters():
                 scale_of[id(p)] = float(scale)
+    # Embeddings (learned queries and boxes) are not shrunk towards zero either.
+    embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding)
+                  for p in m.parameters()}
     groups: dict[tuple[bool, float], list] = {}
     for p in model.parameters():
         if p.requires_grad:
-            groups.setdefault((p.ndim > 1, scale_of.get(id(p), 1.0)), []).append(p)
+            decay = p.ndim > 1 and id(p) not in embeddings
+            groups.setdefault((decay, scale_of.get(id(p), 1.0)), []).append(p)
     return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
              "lr": lr * scale}
             for (decay, scale), params in sorted(groups.items(), key=lambda kv: (-kv[0][0],

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -173,6 +174,20 @@ class CocoJsonWriter:
         self._file.close()
 
 
+_PART_NUMBER = re.compile(r"part-(\d+)")  # this writer's parts: part-00000, part-00001, ...
+
+
+def refuse_ray_output(path: str | os.PathLike) -> None:
+    """A ``ValueError`` when the folder ``path`` was written by ``--engine ray``: its parts are
+    named by a hash of their images (``part-<hash>``), listed in ``_images/``, not numbered;
+    this writer would neither resume nor cleanly replace them, so the run must use that
+    engine."""
+    if (Path(path) / "_images").is_dir():
+        raise ValueError(f"--parquet {path}: this folder was written by --engine ray (it has "
+                         "_images/); resume it with --engine ray, or remove it or pick another "
+                         "name to write it with this engine")
+
+
 class ParquetWriter:
     """One row per box in a Parquet dataset folder (see the module docstring).
 
@@ -189,11 +204,13 @@ class ParquetWriter:
                  rows_per_part: int | None = None, images_per_part: int | None = None) -> None:
         self.pa, self.pq = import_pyarrow()
         self.path = Path(path)
+        refuse_ray_output(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         keep = int(resume_token) if resume_token is not None else 0
         self._check_schema_of_kept_parts(keep)
         for part in self.path.glob("part-*.parquet"):
-            if int(part.stem.split("-")[1]) >= keep:
+            number = _PART_NUMBER.fullmatch(part.stem)
+            if number is not None and int(number[1]) >= keep:
                 part.unlink()
         (self.path / "_SUCCESS").unlink(missing_ok=True)
         self.parts = keep
@@ -320,6 +337,7 @@ class Outputs:
                 raise ValueError(f"--parquet {parquet}: a file is in the way; the output is a "
                                  "folder of parts (as Spark writes); remove it or pick another "
                                  "name")
+            refuse_ray_output(parquet)  # before its progress log is read or reset
             specs.append((ParquetWriter, Path(parquet)))
         if not specs:
             raise ValueError("no output: give a json path, a Parquet path or both")

@@ -498,6 +498,13 @@ def class_dependent_keys(model: nn.Module) -> set[str]:
             if k in ref and tuple(v.shape) != tuple(ref[k].shape)}
 
 
+def _is_adapter_tensor(name: str) -> bool:
+    """Whether the state-dict name ``name`` is a tensor :func:`apply_adapters` adds."""
+    leaf = name.rsplit(".", 1)[-1]
+    return (name.startswith("adapters.") or leaf in ("prefix_k", "prefix_v")
+            or leaf.startswith("lora_"))
+
+
 def load_pretrained(model: nn.Module, state: dict[str, Tensor], *, source: str,
                     same_classes: bool = True) -> LoadReport:
     """Load the trained ``state`` into ``model`` (in place) for fine-tuning.
@@ -506,8 +513,17 @@ def load_pretrained(model: nn.Module, state: dict[str, Tensor], *, source: str,
     their shapes differ or ``same_classes`` is False (another class list of the same
     length); everything else must be in ``state`` with the model's shape, or a
     ``ValueError`` naming ``source`` lists what does not match (another architecture).
-    Tensors of ``state`` the model has no place for are skipped and reported."""
+    Tensors of ``state`` the model has no place for are skipped and reported, except adapter
+    tensors (``adapters.*``, ``prefix_k`` / ``prefix_v``, unmerged ``lora_*``): dropping them
+    would silently fine-tune the base instead of the adapted model, so they are a
+    ``ValueError`` naming ``source``."""
     own = model.state_dict()
+    dropped = [k for k in state if k not in own and _is_adapter_tensor(k)]
+    if dropped:
+        raise ValueError(f"{source}: {len(dropped)} adapter tensors ({', '.join(dropped[:3])}"
+                         f"{', ...' if len(dropped) > 3 else ''}) have no place in the model "
+                         "and would be dropped; start from the base model it was adapted from, "
+                         "or from a LoRA checkpoint merged into plain weights")
     class_keys = class_dependent_keys(model)
     missing = [k for k in own if k not in state]
     reshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]

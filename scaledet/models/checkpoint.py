@@ -174,24 +174,34 @@ def base_reference(path: str | os.PathLike) -> dict[str, str]:
 def resolve_base(path: str | os.PathLike, meta: dict[str, Any],
                  base: str | os.PathLike | None = None) -> Path:
     """The base checkpoint of the adapted checkpoint ``path``: ``base`` if given, else the
-    recorded path, else a file of that name beside ``path``; its SHA-256 must be the one
-    recorded (a ``ValueError`` names the file and both hashes)."""
+    first of the recorded path and a file of that name beside ``path`` whose SHA-256 is the
+    recorded one. The hash is required (an adapted checkpoint holds only the trained tensors,
+    which mean nothing on another base): a ``ValueError`` names ``path`` when it is not
+    recorded, or lists the files tried and their hashes when none matches."""
     ref = meta.get("base_weights") or {}
+    expected = ref.get("sha256")
     recorded = Path(str(ref.get("path", "")))
+    if not expected:
+        raise ValueError(f"{path}: its base_weights entry records no SHA-256, so its base "
+                         f"checkpoint ({recorded}) cannot be verified; re-save it with the "
+                         "base's sha256 in base_weights")
     candidates = [Path(base)] if base is not None else [recorded,
                                                         Path(path).parent / recorded.name]
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is None:
+    existing = list(dict.fromkeys(c for c in candidates if c.is_file()))
+    if not existing:
         tried = ", ".join(str(c) for c in candidates)
         raise FileNotFoundError(f"{path}: its base checkpoint was not found (tried {tried}); it "
                                 "holds only the adapted tensors: put the base there or pass "
                                 "base=")
-    digest = file_sha256(found)
-    if ref.get("sha256") and digest != ref["sha256"]:
-        raise ValueError(f"{path}: the base checkpoint {found} has SHA-256 {digest}, but the "
-                         f"model was adapted from one with SHA-256 {ref['sha256']} ({recorded}); "
-                         "it is another file")
-    return found
+    digests = {}
+    for candidate in existing:
+        digests[candidate] = file_sha256(candidate)
+        if digests[candidate] == expected:
+            return candidate
+    found = "; ".join(f"{c} has SHA-256 {d}" for c, d in digests.items())
+    raise ValueError(f"{path}: no candidate base checkpoint is the one the model was adapted "
+                     f"from (SHA-256 {expected}, recorded as {recorded}): {found}; pass the "
+                     "right file as base=")
 
 
 def model_from_weights(path: str | os.PathLike, device: str | torch.device = "cpu", *,

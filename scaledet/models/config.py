@@ -58,7 +58,10 @@ class NeckConfig:
     :class:`~scaledet.models.detr.encoder.HybridEncoder`): ``encoder`` is ``"none"``,
     ``"softmax"``, ``"linear"`` or ``"gau"``, with ``encoder_layers`` layers of
     ``encoder_heads`` heads, an ``encoder_ffn`` feed-forward kind and, with
-    ``encoder_experts > 1``, a top-2 mixture of that many experts as the feed-forward block."""
+    ``encoder_experts > 1``, a top-2 mixture of that many experts as the feed-forward block
+    (``"gau"`` has its own gating instead of heads and a feed-forward block, so it ignores the
+    last three). The encoder trains at 0.05 times the learning rate (attention layers need a
+    smaller one than convolutions trained from scratch)."""
 
     channels: int = 64
     bottom_up: bool = True
@@ -215,7 +218,6 @@ class YOLOXHeadConfig:
                          obj_loss_weight=self.obj_loss_weight, prior_prob=self.prior_prob)
 
 
-HeadConfig = Union[FCOSHeadConfig, CenterNetHeadConfig, YOLOXHeadConfig]  # noqa: UP007
 
 
 @dataclass
@@ -263,6 +265,11 @@ class RTDETRHeadConfig:
             loss_weights=SetLossWeights(self.weight_vfl, self.weight_l1, self.weight_giou),
             proposal_loss_weight=self.proposal_loss_weight,
             transformer_lr_scale=self.transformer_lr_scale, refine_scores=self.refine_scores)
+
+
+HeadConfig = Union[FCOSHeadConfig, CenterNetHeadConfig, YOLOXHeadConfig,  # noqa: UP007
+                   RTDETRHeadConfig]
+"""Any head family's config (the type of :attr:`ModelConfig.head`)."""
 
 
 @dataclass

@@ -119,9 +119,9 @@ class Detector(nn.Module):
                                  "for detections)")
             targets = _check_targets(targets, images, self.head.num_classes)
             losses = self.head.loss(*self.head(self.features(images)), targets)
-            aux = getattr(self.neck, "aux_losses", None)
-            if aux is not None and aux():  # mixture-of-experts load balancing
-                losses["loss_moe"] = MOE_LOSS_WEIGHT * sum(aux())
+            aux = self.neck.aux_losses() if hasattr(self.neck, "aux_losses") else []
+            if aux:  # mixture-of-experts load balancing
+                losses["loss_moe"] = MOE_LOSS_WEIGHT * sum(aux)
                 losses["loss"] = losses["loss"] + losses["loss_moe"]
             return losses
         boxes, scores, sizes = self._predict(images)

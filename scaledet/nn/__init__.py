@@ -1,6 +1,6 @@
 """scaledet.nn: reusable transformer parts.
 
-Layer 1 of scaledet, above ``ops`` and below ``models``: modules here import only torch,
+In the layer of ``losses``, above ``ops`` and below ``models``: modules here import only torch,
 numpy, the standard library and ``scaledet.ops``; the detectors in ``models`` assemble them.
 
 - ``attention``: multi-head scaled dot-product attention with masks and RoPE hooks;

@@ -44,6 +44,13 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
     out_dtype = v.dtype
     if v.dtype in (torch.float16, torch.bfloat16):
         q, k, v = q.float(), k.float(), v.float()
+    with torch.autocast(q.device.type, enabled=False):  # the long sums stay in float32
+        out = _linear_attention(q, k, v, causal, key_padding_mask, eps)
+    return out.to(out_dtype)
+
+
+def _linear_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool,
+                      key_padding_mask: Tensor | None, eps: float) -> Tensor:
     phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)
     if key_padding_mask is not None:
         keep = (~key_padding_mask)[:, None, :, None].to(phi_k.dtype)  # (B, 1, N, 1)
@@ -58,7 +65,7 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
         z = phi_k.sum(dim=2)  # (B, H, d)
         num = torch.einsum("bhnd,bhde->bhne", phi_q, kv)
         den = torch.einsum("bhnd,bhd->bhn", phi_q, z)
-    return (num / (den[..., None] + eps)).to(out_dtype)
+    return num / (den[..., None] + eps)
 
 
 class LinearAttention(nn.Module):

@@ -20,6 +20,7 @@ and probabilities are uniform, and larger when both concentrate on the same expe
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scaledet.nn.activations import feed_forward
@@ -57,8 +58,10 @@ class MoEFeedForward(nn.Module):
         shape = x.shape
         tokens = x.reshape(-1, self.dim)  # (T, C)
         t = tokens.shape[0]
-        logits = self.router(tokens)  # (T, E)
-        probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)
+        work = torch.promote_types(tokens.dtype, torch.float32)
+        with torch.autocast(tokens.device.type, enabled=False):  # routing in >= float32
+            logits = F.linear(tokens.to(work), self.router.weight.to(work))  # (T, E)
+        probs = logits.softmax(dim=-1)
         top_p, top_i = probs.topk(self.k, dim=-1)  # (T, k)
         gates = (top_p / top_p.sum(-1, keepdim=True)).to(x.dtype)  # (T, k), rows sum to 1
         self.last_routing = top_i.detach()
@@ -66,8 +69,8 @@ class MoEFeedForward(nn.Module):
         out = torch.zeros_like(tokens)
         for e, expert in enumerate(self.experts):
             token_idx, slot = (top_i == e).nonzero(as_tuple=True)  # each token at most once
-            if token_idx.numel() == 0:
-                continue
+            # An expert with no tokens still runs (on zero rows): every parameter stays in the
+            # graph, as DistributedDataParallel requires.
             y = expert(tokens.index_select(0, token_idx))  # (T_e, C)
             out = out.index_add(0, token_idx, y * gates[token_idx, slot, None])
 

@@ -16,7 +16,15 @@ import scaledet
 from scaledet.cli import main
 from scaledet.data import make_synthetic_dataset
 from scaledet.models import build
-from scaledet.models.checkpoint import file_sha256, load_weights, read_meta, save_weights
+from scaledet.models.adapters import AdapterConfig, apply_adapters, checkpoint_state
+from scaledet.models.checkpoint import (
+    base_reference,
+    file_sha256,
+    load_weights,
+    model_from_weights,
+    read_meta,
+    save_weights,
+)
 
 NEW_CLASSES = {1: 1, 6: 1, 2: 2, 3: 2, 7: 2, 4: 2, 5: 3, 8: 3}  # 8 shapes -> 3 groups
 FAST = ["--epochs", "1", "--imgsz", "64", "--batch", "4", "--nproc", "1", "--workers", "0",
@@ -58,6 +66,7 @@ def test_lora_fine_tune_end_to_end_through_the_cli(setup, capsys):
             "head.cls_pred.weight), skipped 0; adapter lora rank 4") in printed
     weights = out / "weights" / "best.safetensors"
     state, meta = load_weights(weights)
+    assert any("lora_" in k for k in state)  # not vacuous: the LoRA factors are there
     assert set(state) == {k for k in state if "lora_" in k or k.startswith("head.cls_pred.")}
     assert meta["base_weights"]["sha256"] == file_sha256(setup["base"])
     assert meta["adapter"]["kind"] == "lora" and meta["model_config"]["num_classes"] == 3
@@ -117,3 +126,42 @@ def test_an_adapter_needs_a_base(setup, capsys):
     code = main(["train", "--data", str(setup["new"]), "--adapter", "lora",
                  "--out", str(setup["root"] / "bad2"), *FAST])
     assert code == 2 and "--weights BASE.safetensors" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("standalone", [False, True])
+def test_a_base_trained_with_a_bottleneck_adapter_is_refused(setup, capsys, standalone):
+    """Its ``adapters.*`` tensors have no place in the fine-tuned model: starting from it would
+    silently fine-tune the bare base, so it is an error naming the file."""
+    model, meta = model_from_weights(setup["base"])
+    apply_adapters(model, AdapterConfig("adapter", rank=4))
+    meta = {**meta, "adapter": model.adapter_config.to_dict()}
+    if standalone:  # every tensor, as ``export --format safetensors`` writes it
+        meta["adapted_from"] = base_reference(setup["base"])
+        state = model.state_dict()
+    else:
+        meta["base_weights"] = base_reference(setup["base"])
+        state = checkpoint_state(model)
+    name = "standalone" if standalone else "adapted"
+    weights = save_weights(setup["root"] / f"bottleneck-{name}.safetensors", state, meta)
+    code = main(["train", "--data", str(setup["new"]), "--weights", str(weights),
+                 "--out", str(setup["root"] / f"bad-{name}"), *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{weights}: trained with a bottleneck adapter" in err
+    assert "fine-tune from its base model" in err and "LoRA" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--set", "neck.channels=96"], "architecture does not match the model"),
+    (["--adapter", "prefix"], "no attention layers"),
+    (["--weights", "missing.safetensors"], "missing.safetensors"),
+])
+def test_exist_ok_keeps_the_earlier_run_when_an_option_is_bad(setup, capsys, argv, message):
+    out = setup["root"] / "earlier"
+    (out / "weights").mkdir(parents=True, exist_ok=True)
+    (out / "weights" / "last.safetensors").write_bytes(b"the earlier run")
+    (out / "metrics.csv").write_text("epoch\n1\n")
+    code = main(["train", "--data", str(setup["new"]), "--weights", str(setup["base"]),
+                 "--out", str(out), "--exist-ok", *FAST, *argv])
+    assert code == 2 and message in capsys.readouterr().err
+    assert (out / "weights" / "last.safetensors").read_bytes() == b"the earlier run"
+    assert (out / "metrics.csv").read_text() == "epoch\n1\n"

@@ -340,3 +340,31 @@ def test_parquet_without_pyarrow_is_a_clear_error(weights, folder, tmp_path, mon
     assert main(["predict", "--weights", weights, str(folder), "--out", str(tmp_path),
                  "--parquet", str(tmp_path / "x.parquet")]) == 2
     assert "scaledet[parquet]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_parquet_folder_written_by_ray_is_refused_and_left_as_it_is(tmp_path, resume):
+    """``--engine ray`` names its parts by a hash and lists them in ``_images/``: the local
+    writer must say so (not crash parsing ``part-<hash>`` as a number) and touch nothing."""
+    dataset = tmp_path / "dets.parquet"
+    (dataset / "_images").mkdir(parents=True)
+    part = dataset / "part-3fa2c9e1.parquet"
+    part.write_bytes(b"a part")
+    log = dataset / "_progress.tsv"
+    log.write_text("3fa2c9e1\t/images/a.jpg\n")
+    for open_it in (lambda: writers.Outputs(None, dataset, resume),
+                    lambda: writers.ParquetWriter(dataset, "1" if resume else None)):
+        with pytest.raises(ValueError, match="written by --engine ray") as e:
+            open_it()
+        assert str(dataset) in str(e.value) and "resume it with --engine ray" in str(e.value)
+    assert part.read_bytes() == b"a part" and log.read_text() == "3fa2c9e1\t/images/a.jpg\n"
+
+
+def test_the_local_writer_parses_only_its_own_numbered_parts(tmp_path):
+    dataset = tmp_path / "dets.parquet"
+    dataset.mkdir()
+    for name in ("part-00000", "part-00001", "part-00002", "part-3fa2c9e1"):
+        pq.write_table(writers.parquet_schema().empty_table(), dataset / f"{name}.parquet")
+    writers.ParquetWriter(dataset, "1")  # keeps part 0, removes 1 and 2, leaves the stranger
+    left = sorted(p.name for p in dataset.iterdir())
+    assert left == ["part-00000.parquet", "part-3fa2c9e1.parquet"]

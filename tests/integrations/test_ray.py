@@ -9,13 +9,13 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray  # noqa: E402
-import ray.data  # noqa: E402, F401
+import ray
+import ray.data
 
-from scaledet.cli import main  # noqa: E402
-from scaledet.inference.writers import parquet_schema  # noqa: E402
-from scaledet.integrations import ray as ray_engine  # noqa: E402
-from scaledet.integrations.common import stable_image_id  # noqa: E402
+from scaledet.cli import main
+from scaledet.inference.writers import parquet_schema
+from scaledet.integrations import ray as ray_engine
+from scaledet.integrations.common import stable_image_id
 from tests.integrations.conftest import CONF, assert_same_rows
 
 

@@ -7,10 +7,10 @@ import os
 import sys
 
 import pytest
-from pyspark.sql import SparkSession  # noqa: E402
+from pyspark.sql import SparkSession
 
-from scaledet.integrations import spark as sd  # noqa: E402
-from scaledet.integrations.common import stable_image_id  # noqa: E402
+from scaledet.integrations import spark as sd
+from scaledet.integrations.common import stable_image_id
 from tests.integrations.conftest import CONF, assert_same_rows
 
 

@@ -24,7 +24,13 @@ from scaledet.models.adapters import (
     load_pretrained,
     merge_lora,
 )
-from scaledet.models.checkpoint import base_reference, model_from_weights, save_weights
+from scaledet.models.checkpoint import (
+    base_reference,
+    file_sha256,
+    load_weights,
+    model_from_weights,
+    save_weights,
+)
 from scaledet.nn.attention import MultiheadAttention
 
 IMAGES = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
@@ -209,6 +215,39 @@ def test_a_wrong_base_is_refused_by_hash(tmp_path):
     assert str(base_path.resolve()) in str(e.value) or str(base_path) in str(e.value)
 
 
+def test_the_base_is_the_first_candidate_whose_hash_matches(tmp_path):
+    """The recorded path now holds another file; the right base beside the moved adapted
+    checkpoint is found by its hash, not refused because the first file that exists differs."""
+    import shutil
+
+    model, path, base_path = _adapted_checkpoint(tmp_path)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(base_path, moved / base_path.name)
+    path = shutil.move(path, moved / path.name)
+    other = _base()
+    with torch.no_grad():
+        other.head.reg_pred.bias.add_(1.0)
+    _save_base(base_path, other, ["a", "b", "c"])
+    loaded, _ = model_from_weights(path, merge=False)
+    for r, out in zip(_raw(model), _raw(loaded)):
+        assert torch.equal(out, r)
+    (moved / base_path.name).unlink()  # only the wrong one left: both hashes are named
+    with pytest.raises(ValueError, match="no candidate base checkpoint") as e:
+        model_from_weights(path)
+    assert str(base_path.resolve()) in str(e.value) and file_sha256(base_path) in str(e.value)
+
+
+def test_a_base_without_a_recorded_hash_is_refused(tmp_path):
+    _, path, _ = _adapted_checkpoint(tmp_path)
+    state, meta = load_weights(path)
+    del meta["base_weights"]["sha256"]
+    save_weights(path, state, meta)
+    with pytest.raises(ValueError, match="records no SHA-256") as e:
+        model_from_weights(path)
+    assert str(path) in str(e.value)
+
+
 def test_standalone_checkpoint_needs_no_base(tmp_path):
     from scaledet.models.checkpoint import read_meta, save_standalone
 
@@ -252,6 +291,15 @@ def test_another_class_list_of_the_same_length_rebuilds_too():
     assert set(report.rebuilt) == {"head.cls_pred.weight", "head.cls_pred.bias"}
     report = load_pretrained(model, _base().state_dict(), source="b", same_classes=True)
     assert not report.rebuilt
+
+
+@pytest.mark.parametrize("kind", ["lora", "adapter"])
+def test_adapter_tensors_without_a_place_in_the_model_are_an_error(kind):
+    """Skipping them would quietly fine-tune the bare base instead of the adapted model."""
+    adapted = apply_adapters(_base(), AdapterConfig(kind, rank=4))
+    with pytest.raises(ValueError, match=r"adapted\.safetensors: \d+ adapter tensors"):
+        load_pretrained(build("fcos-n", num_classes=3), adapted.state_dict(),
+                        source="adapted.safetensors")
 
 
 def test_another_architecture_is_a_clear_error():

@@ -3,8 +3,9 @@
 Every layer: self-attention among the queries (with the denoising mask), deformable
 cross-attention into the multi-level memory around each query's reference box, a feed-forward
 block; then a class head and a box head whose output is a correction of the reference box in
-logit space. The refined box is the next layer's reference (detached, as in RT-DETR, so each
-layer learns its own correction).
+logit space. The refined box is the next layer's reference, detached (Deformable DETR's
+refinement: each layer learns its own correction; RT-DETR and DINO instead train layer i's box
+on the previous box before detaching, "look forward twice").
 
 Optionally the scores are refined the same way: each layer's class head predicts a correction
 of the previous layer's logits, starting from the logits of the proposal that seeded the query.

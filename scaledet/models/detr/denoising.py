@@ -53,7 +53,8 @@ def make_denoising_queries(targets: Sequence[dict], num_classes: int, num_querie
         num_denoising: budget of denoising queries; ``num_denoising // max_i N_i`` groups (at
             least one) of ``2 max_i N_i`` queries each.
         label_noise: a positive's label is replaced by a random class with probability
-            ``label_noise / 2`` (DINO's convention).
+            ``label_noise / 2`` (DINO's rate; unlike DINO, negatives keep their true label:
+            they must be rejected for their box alone).
         box_noise: corners move by up to ``box_noise`` times half the box's width / height:
             positives by a fraction in ``[0, 1)`` of that, negatives in ``[1, 2)``.
 

@@ -90,7 +90,11 @@ class AIFILayer(nn.Module):
 class AIFI(nn.Module):
     """``num_layers`` :class:`AIFILayer` applied to a ``(B, C, H, W)`` map; ``lr_scale`` is
     the learning-rate multiplier the optimizer gives it (attention trains stably at a fraction
-    of the rate of the convolutions around it)."""
+    of the rate of the convolutions around it).
+
+    Linear attention and GAU get the sine embedding added to their input (so it reaches the
+    values too, unlike RT-DETR's AIFI, which adds it to queries and keys only): they have no
+    separate query/key inputs to add it to."""
 
     def __init__(self, dim: int, kind: str = "softmax", *, num_layers: int = 1,
                  lr_scale: float = 0.05, **kw) -> None:
@@ -106,8 +110,15 @@ class AIFI(nn.Module):
         return tokens.transpose(1, 2).reshape(b, c, h, w)
 
     def aux_losses(self) -> list[Tensor]:
-        """The load-balancing losses of the mixture-of-experts blocks of the last forward."""
-        return [m.aux_loss for m in self.modules() if isinstance(m, MoEFeedForward)]
+        """The load-balancing losses of the mixture-of-experts blocks of the last forward,
+        taken: the blocks keep a detached zero instead, so no autograd graph outlives the step
+        (a module holding one cannot be deep-copied, as EMA does)."""
+        out = []
+        for m in self.modules():
+            if isinstance(m, MoEFeedForward):
+                out.append(m.aux_loss)
+                m.aux_loss = torch.zeros((), device=m.aux_loss.device)
+        return out
 
 
 class HybridEncoder(nn.Module):

@@ -50,7 +50,8 @@ class RTDETRHead(nn.Module):
         num_decoder_layers, num_points, ffn_dim, ffn: decoder shape.
         query_selection: ``"dense"``, ``"hungarian"`` or ``"none"`` (see above).
         proposal_head: the dense head for ``"dense"`` selection (built on the neck levels).
-        num_denoising: budget of denoising queries per image (0: no denoising).
+        num_denoising: budget of denoising groups' positives per image (each group adds as
+            many negatives; 0: no denoising).
         label_noise, box_noise: denoising noise (DINO's defaults 0.5 and 1.0).
         matcher: the Hungarian matcher; ``loss_weights``: set-loss weights.
         proposal_loss_weight: weight of the proposal stage's loss.
@@ -120,7 +121,9 @@ class RTDETRHead(nn.Module):
 
     def predict(self, feats: list[Tensor]) -> tuple[Tensor, Tensor, list[int]]:
         """Boxes ``(B, Q, 4)`` xyxy pixels of the padded input and scores ``(B, Q, C)`` of the
-        last decoder layer (float32), and ``[Q]``. No data-dependent control flow."""
+        last decoder layer (float32), and ``[Q]``. No data-dependent control flow; an ONNX
+        export fixes ``Q`` at the export size, so it needs inputs with at least ``Q``
+        locations (100 queries: 96 px and up)."""
         out = self._run(feats)
         logits, boxes = out["layers"][-1]
         return self._to_pixels(boxes, out["size"]), logits.float().sigmoid(), [boxes.shape[1]]
@@ -139,7 +142,7 @@ class RTDETRHead(nn.Module):
         dn = make_denoising_queries(norm_targets, self.num_classes, self._num_matching(feats),
                                     self.num_denoising, self.label_noise, self.box_noise)
         out = self._run(feats, dn)
-        num_boxes = max(sum(len(t["labels"]) for t in targets), 1)
+        num_boxes = _mean_over_ranks(sum(len(t["labels"]) for t in targets), feats[0].device)
         losses = {"loss_cls": 0.0, "loss_box": 0.0, "loss_dn": 0.0}
         for logits, boxes in out["layers"]:
             if dn is not None:
@@ -240,6 +243,16 @@ class RTDETRHead(nn.Module):
             return sum(set_loss(logits, boxes, norm_targets, indices, num_boxes,
                                 self.loss_weights).values())
         return 0.0
+
+
+def _mean_over_ranks(count: int, device: torch.device) -> float:
+    """Objects per image batch averaged over the data-parallel ranks (at least 1), so every
+    rank normalises its loss alike, as DETR does."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        total = torch.tensor([float(count)], device=device)
+        torch.distributed.all_reduce(total)
+        count = float(total) / torch.distributed.get_world_size()
+    return max(float(count), 1.0)
 
 
 def _gather(x: Tensor, index: Tensor) -> Tensor:
