@@ -10,7 +10,8 @@ Layers, lowest first; a module imports only from its own layer and those below i
 2. ``losses`` (focal, IoU-family and distribution losses) and ``nn`` (transformer parts:
    attention, RoPE, linear attention, GAU, feed-forwards, mixture of experts).
 3. ``models``: layers, backbones, necks, heads (dense and set prediction), assigners and
-   matchers, typed configs, presets, weight files.
+   matchers, typed configs, presets, weight files; and ``faces`` (alignment by landmarks,
+   margin-softmax heads).
 4. ``data``: dataset formats, checks, transforms, loaders, the built-in dataset.
 5. ``evaluation`` (COCO metrics, validation) and ``plots`` (every picture scaledet writes).
 6. ``inference`` (prediction, TTA, slicing, export, output writers) and ``engine`` (training);

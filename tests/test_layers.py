@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "scaledet"
-LAYERS = {"ops": 0, "nn": 1, "losses": 1, "models": 2, "data": 3, "evaluation": 4, "plots": 4,
-          "inference": 5, "engine": 5, "api": 6, "cli": 6,
+LAYERS = {"ops": 0, "nn": 1, "losses": 1, "models": 2, "faces": 2, "data": 3,
+          "evaluation": 4, "plots": 4, "inference": 5, "engine": 5, "api": 6, "cli": 6,
           "integrations": 6, "__init__": 6}
 APART = {("inference", "engine"), ("engine", "inference")}
 

@@ -1,4 +1,4 @@
-"""scaledet.nn: reusable transformer parts.
+"""scaledet.nn: reusable transformer parts and generative-denoising maths.
 
 In the layer of ``losses``, above ``ops`` and below ``models``: modules here import only torch,
 numpy, the standard library and ``scaledet.ops``; the detectors in ``models`` assemble them.
@@ -8,7 +8,9 @@ numpy, the standard library and ``scaledet.ops``; the detectors in ``models`` as
 - ``linear_attention``: O(N) attention with the ``elu + 1`` kernel;
 - ``gau``: the Gated Attention Unit of FLASH;
 - ``activations``: squared ReLU, plain and gated (SwiGLU / GEGLU) feed-forward blocks;
-- ``moe``: a top-k routed mixture of feed-forward experts with a load-balancing loss.
+- ``moe``: a top-k routed mixture of feed-forward experts with a load-balancing loss;
+- ``diffusion``: DDPM noise schedules (linear, cosine), the DDIM update and sampler, and
+  rectified-flow interpolation with an Euler sampler, for any tensor (boxes, images).
 """
 
 from scaledet.nn.activations import (
@@ -20,6 +22,7 @@ from scaledet.nn.activations import (
     squared_relu,
 )
 from scaledet.nn.attention import MultiheadAttention
+from scaledet.nn.diffusion import NoiseSchedule, ddim_timesteps, euler_sample, flow_interpolate
 from scaledet.nn.gau import GAU
 from scaledet.nn.linear_attention import LinearAttention, elu_feature_map, linear_attention
 from scaledet.nn.moe import MoEFeedForward
@@ -33,12 +36,16 @@ __all__ = [
     "LinearAttention",
     "MoEFeedForward",
     "MultiheadAttention",
+    "NoiseSchedule",
     "RotaryEmbedding1D",
     "RotaryEmbedding2D",
     "SquaredReLU",
     "apply_rope",
+    "ddim_timesteps",
     "elu_feature_map",
+    "euler_sample",
     "feed_forward",
+    "flow_interpolate",
     "linear_attention",
     "squared_relu",
 ]
