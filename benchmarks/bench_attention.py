@@ -4,7 +4,7 @@ layer (:class:`scaledet.models.detr.encoder.AIFILayer`), by number of tokens.
 The deepest level of a 320 px input has 10 x 10 = 100 tokens, 400 at 640 px, and a stride-16
 level 1,600 at 640 px; softmax attention costs O(N^2 d), linear attention and GAU's
 feed-forward part O(N d^2), so linear attention pays from some N on. Prints the median time of
-a forward (batch 1, inference) and of a forward + backward (batch 16, training) per kind and
+a forward (batch 1, inference) and of a forward + backward (``--train-batch``) per kind and
 N, and the ratio to softmax measured in the same run.
 
     python benchmarks/bench_attention.py --tokens 100 400 1600 6400 --dim 192 --threads 2
@@ -65,7 +65,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} threads, dim {args.dim}")
-    print("| tokens | kind | infer b1 ms | vs softmax | train b16 ms | vs softmax |")
+    print(f"| tokens | kind | infer b1 ms | vs softmax | train b{args.train_batch} ms | "
+          "vs softmax |")
     print("|---:|---|---:|---:|---:|---:|")
     for n in args.tokens:
         side = int(round(n ** 0.5))

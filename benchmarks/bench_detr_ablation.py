@@ -53,7 +53,7 @@ def main() -> None:
             continue
         t0 = time.perf_counter()
         run = scaledet.train(data, model=name, epochs=args.epochs, imgsz=96, batch=16,
-                             out=out / f"run{i}", nproc=1, progress=False, eval_interval=0,
+                             out=out / f"run{i}", nproc=1, progress=False, eval_interval=0, amp="off",
                              model_options=options)
         seconds = time.perf_counter() - t0
         r = scaledet.val(run.best, data)
