@@ -38,22 +38,7 @@ def eval_command(args: argparse.Namespace) -> int:
         raise CLIError("--dt is required (a COCO results json), or use --seg for label PNGs")
     if getattr(args, "pred", None) is not None or getattr(args, "num_classes", None):
         raise CLIError("--pred and --num-classes are for --seg")
-    evaluator = COCOEvaluator(args.gt)
-    match = evaluator.add_results(args.dt)
-    for line in match.notes(args.gt):
-        print(line, file=sys.stderr)
-    warning = match.warning(args.gt)
-    if warning:
-        print(warning, file=sys.stderr)
-    result = evaluator.compute()
-    print(result.summary())
-    print()
-    print(result.per_category_table())
-    if args.json_out:
-        out = Path(args.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        print(f"\nwrote {out}")
+    result = _evaluate_and_report(COCOEvaluator(args.gt), args)
     if args.plots:
         from scaledet.plots.pr import plot_pr_curves
 
@@ -78,7 +63,13 @@ def keypoint_eval_command(args: argparse.Namespace) -> int:
         raise CLIError("--pred and --num-classes are for --seg")
     from scaledet.evaluation.keypoints import KeypointEvaluator
 
-    evaluator = KeypointEvaluator(args.gt, _sigmas(args.sigmas))
+    _evaluate_and_report(KeypointEvaluator(args.gt, _sigmas(args.sigmas)), args)
+    return 0
+
+
+def _evaluate_and_report(evaluator, args: argparse.Namespace):
+    """Add ``args.dt`` to a box or keypoint evaluator (image-matching notes on stderr), print
+    the summary and per-category table, write ``args.json_out``; returns the result."""
     match = evaluator.add_results(args.dt)
     for line in match.notes(args.gt):
         print(line, file=sys.stderr)
@@ -94,7 +85,7 @@ def keypoint_eval_command(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         print(f"\nwrote {out}")
-    return 0
+    return result
 
 
 def _sigmas(text: str | None) -> list[float] | None:
