@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from scaledet.ops.warp import warp_affine
 
 __all__ = ["ARCFACE_TEMPLATE_112", "align", "similarity_transform", "warp_affine"]
 
@@ -146,73 +147,6 @@ def _fit(src: Any, dst: Any, src_name: str, dst_name: str) -> np.ndarray:
     scale = float((d * signs).sum()) / var_src
     translation = mean_dst - scale * rotation @ mean_src
     return np.concatenate([scale * rotation, translation[:, None]], axis=1)
-
-
-def _image(image: Any) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-            or image.shape[2] != 3:
-        got = (f"{type(image).__name__} {getattr(image, 'dtype', '')} "
-               f"{tuple(getattr(image, 'shape', ()))}")
-        raise ValueError(f"image must be an (H, W, 3) uint8 RGB numpy array (as "
-                         f"scaledet.data.read_image returns), got {got}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image is empty: shape {image.shape}")
-    return image
-
-
-def _matrix(matrix: Any) -> np.ndarray:
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.shape != (2, 3) or not np.isfinite(m).all():
-        raise ValueError(f"matrix must be a finite (2, 3) affine matrix, got {m.shape} {m}")
-    if abs(np.linalg.det(m[:, :2])) < 1e-12:
-        raise ValueError(f"matrix is singular (it maps the image onto a line): {m.tolist()}")
-    return m
-
-
-def warp_affine(image: np.ndarray, matrix: Any, size: int | tuple[int, int]) -> np.ndarray:
-    """Warp ``image`` by the affine ``matrix`` into an output of ``size``.
-
-    Output pixel ``(u, v)`` takes the input's value at ``matrix^-1 (u, v)``, read with bilinear
-    interpolation (``torch.nn.functional.grid_sample`` in float32); points outside the image
-    read as black (0), and a pixel within one pixel of the border blends with that black, as
-    ``cv2.warpAffine`` does with its default constant border. There is no antialiasing: a face
-    much larger than the output (a shrink by 3× or more) aliases, as with OpenCV.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 RGB, as ``scaledet.data.read_image`` returns.
-        matrix: ``(2, 3)`` forward map from input to output pixel coordinates (pixel centres
-            at integers).
-        size: output ``(height, width)``, or one int for a square.
-
-    Returns:
-        ``(height, width, 3)`` uint8 RGB (interpolated values rounded to nearest).
-    """
-    image, m = _image(image), _matrix(matrix)
-    out_h, out_w = (size, size) if isinstance(size, int | np.integer) else size
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"size must be positive, got {size}")
-    inverse = np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2]  # output -> input pixels
-    u, v = np.meshgrid(np.arange(out_w, dtype=np.float64), np.arange(out_h, dtype=np.float64))
-    x = inverse[0, 0] * u + inverse[0, 1] * v + inverse[0, 2]
-    y = inverse[1, 0] * u + inverse[1, 1] * v + inverse[1, 2]
-    # Only the part of the image that is read (plus the one-pixel reach of bilinear sampling)
-    # becomes float: a face crop from a large photo converts a few hundred pixels, not all.
-    h, w = image.shape[:2]
-    x0, x1 = max(int(np.floor(x.min())) - 1, 0), min(int(np.ceil(x.max())) + 2, w)
-    y0, y1 = max(int(np.floor(y.min())) - 1, 0), min(int(np.ceil(y.max())) + 2, h)
-    if x0 >= x1 or y0 >= y1:  # the output lies wholly outside the image
-        return np.zeros((out_h, out_w, 3), np.uint8)
-    patch = np.ascontiguousarray(image[y0:y1, x0:x1])
-    x, y = x - x0, y - y0
-    h, w = patch.shape[:2]
-    # grid_sample with align_corners=False: -1 and 1 are the outer edges of the border pixels,
-    # so the centre of pixel i (our coordinate i) is at (2 i + 1) / W - 1.
-    grid = np.stack([(2 * x + 1) / w - 1, (2 * y + 1) / h - 1], axis=-1)
-    grid_t = torch.from_numpy(grid).to(torch.float32)[None]  # (1, out_h, out_w, 2)
-    pixels = torch.from_numpy(patch).permute(2, 0, 1)[None].float()  # (1, 3, h, w)
-    out = F.grid_sample(pixels, grid_t, mode="bilinear", padding_mode="zeros",
-                        align_corners=False)  # (1, 3, out_h, out_w)
-    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy().copy()
 
 
 def align(image: np.ndarray, landmarks: Any, size: int = 112, *,

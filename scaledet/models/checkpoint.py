@@ -221,7 +221,7 @@ def model_from_weights(path: str | os.PathLike, device: str | torch.device = "cp
     state, meta = load_weights(path)
     if "model_config" not in meta:
         raise ValueError(f"{path}: no scaledet metadata (model_config) in the file or beside it")
-    model = build_from_config(meta["model_config"])
+    model = build_from_config(meta["model_config"], flip_index=meta.get("flip_index"))
     adapter = meta.get("adapter")
     if adapter is not None and meta.get("base_weights"):
         base_path = resolve_base(path, meta, base)

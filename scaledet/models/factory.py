@@ -38,6 +38,14 @@ from scaledet.models.config import (
 from scaledet.models.detector import Detector
 from scaledet.models.detr.encoder import AIFI, HybridEncoder
 from scaledet.models.heads.dense import PostProcess
+from scaledet.models.keypoints.config import (
+    HeatmapHeadConfig,
+    PoseConfig,
+    RLEHeadConfig,
+    is_pose_config,
+    pose_config_from_dict,
+)
+from scaledet.models.keypoints.pose import PoseModel
 from scaledet.models.necks.pan import PAFPN
 
 BACKBONES = {"csp": CSPNet, "snet": SNet, "mobilenet": MobileNet}
@@ -62,12 +70,15 @@ class Recipe:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named architecture and its recipe."""
+    """A named architecture and its recipe. ``task``: ``"detect"`` (``config(num_classes)``
+    is a :class:`~scaledet.models.config.ModelConfig`) or ``"pose"`` (``config(num_keypoints)``
+    is a :class:`~scaledet.models.keypoints.config.PoseConfig`)."""
 
     name: str
-    config: Callable[[int], ModelConfig]
+    config: Callable[[int], ModelConfig | PoseConfig]
     recipe: Recipe
     summary: str
+    task: str = "detect"
 
 
 def _fcos_n_head(**overrides: Any) -> FCOSHeadConfig:
@@ -137,6 +148,33 @@ def detr_n(num_classes: int = 80) -> ModelConfig:
         query_selection="none", num_denoising=0))
 
 
+def pose_heatmap_n(num_keypoints: int = 17) -> PoseConfig:
+    """pose-heatmap-n: fcos-n's backbone and PAN on 128 x 96 person crops, SimpleBaseline's
+    heatmap head (one transposed convolution from stride 8 to 4, Gaussian targets of sigma 2
+    heatmap pixels), DARK decoding."""
+    return PoseConfig(name="pose-heatmap-n", num_keypoints=num_keypoints,
+                      head=HeatmapHeadConfig())
+
+
+def pose_rle_n(num_keypoints: int = 17) -> PoseConfig:
+    """pose-rle-n: the same network with RLE's regression head on the stride-32 level (a
+    4 x 3 pooled grid, one hidden layer of 256): each joint's position and scale, trained with
+    the residual log-likelihood under a RealNVP flow that inference never runs."""
+    return PoseConfig(name="pose-rle-n", num_keypoints=num_keypoints, head=RLEHeadConfig())
+
+
+POSE_RECIPE = Recipe(lr=5e-3, warmup_iters=100, mosaic=0.0, scale_range=(0.75, 1.25))
+"""Top-down pose training: AdamW, random scale of the person window in ``scale_range``,
+rotation and mirror (:class:`~scaledet.data.pose.PoseAugment`); no mosaic."""
+
+POSE_PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("pose-heatmap-n", pose_heatmap_n, POSE_RECIPE, "top-down pose, heatmaps + DARK",
+           task="pose"),
+    Preset("pose-rle-n", pose_rle_n, POSE_RECIPE, "top-down pose, RLE regression",
+           task="pose"),
+)}
+"""Keypoint (pose) models: ``scaledet train --model pose-heatmap-n --data KEYPOINT_DATA``."""
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("fcos-n", fcos_n, Recipe(lr=2e-2), "the default: fastest to train on a CPU"),
     Preset("fcos-s", fcos_s, Recipe(lr=2e-2), "fcos-n wider and deeper"),
@@ -159,29 +197,41 @@ def preset(name: str) -> Preset:
     the valid names otherwise."""
     if name in PRESETS:
         return PRESETS[name]
+    if name in POSE_PRESETS:
+        return POSE_PRESETS[name]
     if name in EXPERIMENTAL:
         warnings.warn(f"{name} is experimental: its training recipe is far from fcos-n's "
                       "accuracy at short budgets (see benchmarks/RESULTS.md)", stacklevel=2)
         return EXPERIMENTAL[name]
-    raise ValueError(f"unknown model preset {name!r}; valid names: {', '.join(PRESETS)}")
+    raise ValueError(f"unknown model preset {name!r}; valid names: "
+                     f"{', '.join([*PRESETS, *POSE_PRESETS])}")
 
 
-def build(name: str = "fcos-n", *, num_classes: int = 80, **overrides: Any) -> Detector:
-    """Build the preset ``name`` for ``num_classes`` classes.
+def build(name: str = "fcos-n", *, num_classes: int = 80, num_keypoints: int = 17,
+          **overrides: Any) -> Detector | PoseModel:
+    """Build the preset ``name`` for ``num_classes`` classes (a pose preset: for
+    ``num_keypoints`` joints).
 
     ``overrides`` replace fields of its :class:`~scaledet.models.config.ModelConfig` with the
     meaning of ``scaledet train --set``: a dict updates a nested config, dotted keys work too,
     e.g. ``build("fcos-n", num_classes=3, head={"assigner": "fcos"})``.
     """
-    cfg = preset(name).config(num_classes)
+    p = preset(name)
+    cfg = p.config(num_keypoints if p.task == "pose" else num_classes)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
     return build_from_config(cfg)
 
 
-def build_from_config(cfg: ModelConfig | dict) -> Detector:
-    """Build the model a :class:`~scaledet.models.config.ModelConfig` (or its ``asdict`` /
-    JSON form, current or older) describes."""
+def build_from_config(cfg: ModelConfig | PoseConfig | dict, *,
+                      flip_index: list[int] | None = None) -> Detector | PoseModel:
+    """Build the model a :class:`~scaledet.models.config.ModelConfig` or
+    :class:`~scaledet.models.keypoints.config.PoseConfig` (or its ``asdict`` / JSON form,
+    current or older) describes. ``flip_index``: a pose model's left/right joint table (for
+    ``flip_test``; checkpoints store it beside the config)."""
+    if is_pose_config(cfg):
+        return build_pose(cfg if isinstance(cfg, PoseConfig) else pose_config_from_dict(cfg),
+                          flip_index)
     if isinstance(cfg, dict):
         cfg = config_from_dict(upgrade_config(cfg))
     n = cfg.neck
@@ -200,7 +250,23 @@ def build_from_config(cfg: ModelConfig | dict) -> Detector:
     return model
 
 
-def _backbone(cfg: ModelConfig):
+def build_pose(cfg: PoseConfig, flip_index: list[int] | None = None) -> PoseModel:
+    """The :class:`~scaledet.models.keypoints.pose.PoseModel` ``cfg`` describes."""
+    n = cfg.neck
+    backbone, strides = _backbone(cfg)
+    neck = PAFPN(in_channels=backbone.out_channels, channels=n.channels, bottom_up=n.bottom_up,
+                 sppf_k=n.sppf_k, depth=n.depth, depthwise=n.depthwise, act=cfg.act,
+                 strides=strides)
+    head = cfg.head.build(in_channels=n.channels, num_keypoints=cfg.num_keypoints, act=cfg.act)
+    extra = ({"sigma": cfg.head.sigma, "decode": cfg.head.decode, "blur": cfg.head.blur}
+             if isinstance(cfg.head, HeatmapHeadConfig) else {})
+    model = PoseModel(backbone, neck, head, input_size=cfg.input_size, strides=strides,
+                      flip_index=flip_index, flip_test=cfg.flip_test, **extra)
+    model.config = cfg
+    return model
+
+
+def _backbone(cfg: ModelConfig | PoseConfig):
     """The backbone and its actual output strides."""
     b = cfg.backbone
     if b.kind not in BACKBONES:

@@ -99,6 +99,8 @@ class RLEHead(nn.Module):
     Args:
         in_channels: ``C`` of the ``(B, C, h, w)`` input feature map.
         num_keypoints: ``K``.
+        pool: ``(rows, cols)`` of the average pooling before the linear layers, flattened
+            (``(1, 1)``: global average pooling, as RLE's ResNet models).
         hidden: width of an optional ``Linear + ReLU`` after the pooling (0: none, as the RLE
             COCO models).
         flow_layers, flow_hidden: the RealNVP of the loss (RLE: 6 couplings, 64 wide); it starts
@@ -118,11 +120,14 @@ class RLEHead(nn.Module):
     the crop's centre with ``sigma = 0.5``.
     """
 
-    def __init__(self, in_channels: int, num_keypoints: int, *, hidden: int = 0,
-                 flow_layers: int = 6, flow_hidden: int = 64, prior: str = "laplace") -> None:
+    def __init__(self, in_channels: int, num_keypoints: int, *, pool: tuple[int, int] = (1, 1),
+                 hidden: int = 0, flow_layers: int = 6, flow_hidden: int = 64,
+                 prior: str = "laplace") -> None:
         super().__init__()
         self.num_keypoints = num_keypoints
         self.prior = prior
+        self.pool = (int(pool[0]), int(pool[1]))
+        in_channels = in_channels * self.pool[0] * self.pool[1]
         if hidden > 0:
             self.fc = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True))
             in_channels = hidden
@@ -137,7 +142,7 @@ class RLEHead(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         b = x.shape[0]
-        feat = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        feat = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, self.pool), 1))
         mu = torch.sigmoid(self.coord(feat)).reshape(b, self.num_keypoints, 2)
         log_sigma = F.logsigmoid(self.sigma(feat)).reshape(b, self.num_keypoints, 2)
         return mu, log_sigma
