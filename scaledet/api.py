@@ -53,8 +53,18 @@ def train(data: str | os.PathLike, *, model: str | None = None, epochs: int | No
 def val(weights: str | os.PathLike, data: str | os.PathLike, *, split: str = "val",
         imgsz: int | None = None, batch: int = 16, device: str = "cpu") -> dict[str, float]:
     """Score a checkpoint on a dataset split: the 12 COCO stats as ``scaledet val`` prints
-    them, named ``mAP``, ``mAP50``, ``mAP75``, ``mAP_small`` ... ``AR_large``."""
+    them, named ``mAP``, ``mAP50``, ``mAP75``, ``mAP_small`` ... ``AR_large``; for a pose
+    checkpoint the 10 OKS stats on the ground-truth person boxes (``mAP`` = OKS AP, ``mAP50``,
+    ``mAP75``, ``mAP_medium``, ``mAP_large``, ``AR`` ... ``AR_large``)."""
     from scaledet.evaluation.validator import validate_weights
+    from scaledet.models.checkpoint import read_meta
+
+    if read_meta(weights).get("task") == "pose":
+        from scaledet.evaluation.pose import pose_metrics, validate_pose_weights
+
+        result, _ = validate_pose_weights(weights, data, split=split, batch=batch,
+                                          device=device)
+        return pose_metrics(result)
 
     result, _ = validate_weights(weights, data, split=split, imgsz=imgsz, batch=batch,
                                  device=device)
@@ -63,11 +73,16 @@ def val(weights: str | os.PathLike, data: str | os.PathLike, *, split: str = "va
 
 def load(weights: str | os.PathLike | Path, *, merge: bool = False,
          save: str | os.PathLike | None = None, base: str | os.PathLike | None = None,
-         **options: Any) -> Predictor:
+         pose_weights: str | os.PathLike | None = None, **options: Any) -> Predictor:
     """A :class:`~scaledet.inference.predictor.Predictor` for a ``.safetensors`` checkpoint:
     ``scaledet.load("best.safetensors", conf=0.25)(images)`` -> one ``Result`` per image.
     ``options``: ``device``, ``conf``, ``imgsz``, ``batch_size``, ``nms``, ``iou``,
-    ``max_det``, ``tta``, ``slicing`` (see ``Predictor``).
+    ``max_det``, ``tta``, ``slicing``, ``pose_classes`` (see ``Predictor``).
+
+    ``pose_weights``: a pose checkpoint (``pose-heatmap-n`` / ``pose-rle-n`` training) run on
+    the detected people: each ``Result`` then carries ``keypoints`` ``(K, J, 3)`` (x, y
+    original pixels, score), and ``plot`` draws the skeletons
+    (``scaledet.load("det.safetensors", pose_weights="pose.safetensors")``).
 
     An adapted checkpoint loads onto its base (found by the recorded path, or ``base``; its
     SHA-256 is checked). ``merge``: LoRA folded into plain weights and BatchNorm into the
@@ -85,10 +100,10 @@ def load(weights: str | os.PathLike | Path, *, merge: bool = False,
     if merge or meta.get("adapter") is None:
         if meta.get("base_weights") and base is not None:
             model, meta = model_from_weights(weights, base=base)
-            return _from_model(model.fuse(), meta, options)
-        return Predictor(weights, **options)
+            return _from_model(model.fuse(), meta, {**options, "pose_weights": pose_weights})
+        return Predictor(weights, pose_weights=pose_weights, **options)
     model, meta = model_from_weights(weights, merge=False, base=base)
-    return _from_model(model, meta, options)
+    return _from_model(model, meta, {**options, "pose_weights": pose_weights})
 
 
 def _from_model(model: Any, meta: dict[str, Any], options: dict[str, Any]) -> Predictor:

@@ -59,16 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- evaluation ----------------------------------------------------------------------
     p = _add(sub, "eval", "scaledet.cli.evaluate:eval_command",
              "COCO bbox (or --iou-type keypoints: OKS) evaluation of a detections json against a "
-             "ground-truth json, or (--seg) semantic segmentation metrics of label PNG folders",
+             "ground-truth json, (--seg) semantic segmentation metrics of label PNG folders, or "
+             "(--wider) the WIDER FACE easy / medium / hard AP",
              "  scaledet eval --gt annotations/instances_val.json --dt results.json\n"
              "  scaledet eval --gt gt.json --dt dt.json --json stats.json --plots pr_curves/\n"
              "  scaledet eval --gt person_keypoints_val.json --dt kps.json --iou-type keypoints\n"
              "  scaledet eval --gt hands.json --dt kps.json --iou-type keypoints "
              "--sigmas 0.025,0.025,0.035,0.035,0.079\n"
-             "  scaledet eval --seg --gt masks/val --pred runs/seg_pred --num-classes 21\n")
+             "  scaledet eval --seg --gt masks/val --pred runs/seg_pred --num-classes 21\n"
+             "  scaledet eval --wider --gt wider_face_split/wider_face_val_bbx_gt.txt "
+             "--dt wider_pred/ --wider-lists eval_tools/ground_truth\n")
     p.add_argument("--gt", required=True,
-                   help="COCO ground-truth json, or with --seg a folder of label PNGs")
-    p.add_argument("--dt", help="COCO results json (list of detections); required without --seg")
+                   help="COCO ground-truth json, or with --seg a folder of label PNGs, or with "
+                        "--wider the WIDER FACE ground truth")
+    p.add_argument("--dt", help="COCO results json (list of detections), or with --wider a "
+                                "folder of event/name.txt detection files; required without --seg")
     p.add_argument("--json", dest="json_out",
                    help="write {stats, per_category} (--iou-type keypoints: also metrics by "
                         "name; with --seg: metrics, per-class IoU, problems) here")
@@ -88,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, metavar="K", help="--seg: class ids are 0..K-1")
     p.add_argument("--ignore-index", type=int, default=255, metavar="V",
                    help="--seg: ground-truth value that is not counted (default 255)")
+    p.add_argument("--wider", action="store_true",
+                   help="WIDER FACE protocol: AP on the easy / medium / hard lists of the "
+                        "detections in --dt (a folder of event/name.txt files) against --gt (a "
+                        "wider_face_*_bbx_gt.txt, wider_face_val.mat, or a folder holding one)")
+    p.add_argument("--wider-lists", metavar="DIR",
+                   help="--wider: folder with the official wider_{easy,medium,hard}_val.mat "
+                        "(default: --gt's folder when it holds them, else keep lists by face "
+                        "size, which are not the official numbers)")
 
     # ---- data ----------------------------------------------------------------------------
     pd = sub.add_parser("data", help="dataset tools: synth, check, convert",
@@ -120,26 +133,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=320,
                    help="training size the size plot also shows the objects at (default 320)")
     p = _add(dsub, "convert", "scaledet.cli.data:convert_command",
-             "convert a dataset between COCO, YOLO (and from VOC)",
+             "convert a dataset between COCO, YOLO (and from VOC, WIDER FACE and RetinaFace "
+             "labels)",
              "  scaledet data convert data/synth data/synth_yolo --to yolo\n"
-             "  scaledet data convert my_yolo/data.yaml my_coco --to coco\n")
-    p.add_argument("src", help="COCO folder, YOLO data.yaml, or VOC folder")
+             "  scaledet data convert my_yolo/data.yaml my_coco --to coco\n"
+             "  scaledet data convert wider_face_split/wider_face_val_bbx_gt.txt wider_coco "
+             "--to coco\n"
+             "  scaledet data convert retinaface/train/label.txt faces_coco --to coco\n")
+    p.add_argument("src", help="COCO folder, YOLO data.yaml, VOC folder, WIDER FACE "
+                               "wider_face_*_bbx_gt.txt (or its folder) or RetinaFace label.txt")
     p.add_argument("dst", help="output folder (must not exist or be empty)")
     p.add_argument("--to", choices=["coco", "yolo"], required=True, help="format to write")
     p.add_argument("--copy-images", action="store_true", help="copy images instead of linking")
 
     # ---- train / val / predict / demo ----------------------------------------------------
     p = _add(sub, "train", "scaledet.cli.train:train_command",
-             "train a detector",
+             "train a detector, or (pose presets) a top-down keypoint model",
              "  scaledet train --data data/synth --model fcos-n --time 10\n"
+             "  scaledet train --data data/pose --model pose-heatmap-n --time 10   # keypoints\n"
              "  scaledet train --data my_yolo/data.yaml --model fcos-s --epochs 50 --imgsz 640\n"
              "  scaledet train --data data/synth --model fcos-n --out runs/a --resume\n"
              "  scaledet train --data new/ --weights runs/a/weights/best.safetensors --time 5\n"
              "  scaledet train --data new/ --weights base.safetensors --adapter lora --rank 8\n")
     p.add_argument("--data", required=True, help="COCO folder, YOLO data.yaml or VOC folder")
     p.add_argument("--model", default=None,
-                   help="model preset: fcos-n, fcos-s, fcos-m, yolo-n, rtdetr-n (sizes and FLOPs: "
-                        "scaledet info; default fcos-n, with --weights the checkpoint's)")
+                   help="model preset: fcos-n, fcos-s, fcos-m, yolo-n, rtdetr-n; pose (on a "
+                        "keypoint dataset, crop size from the preset, --set input_size=[H,W]): "
+                        "pose-heatmap-n, pose-rle-n (sizes and FLOPs: scaledet info; default "
+                        "fcos-n, with --weights the checkpoint's)")
     p.add_argument("--weights", metavar="BASE.safetensors",
                    help="start from this trained checkpoint (its architecture; the class layers "
                         "are rebuilt when the dataset's classes differ)")
@@ -149,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "what trained and need the base file")
     p.add_argument("--rank", type=int, default=8,
                    help="LoRA rank, adapter bottleneck width or prefix length")
+    p.add_argument("--sigmas", metavar="S1,S2,...",
+                   help="pose models: per-keypoint OKS sigmas of the validation (default: "
+                        "COCO's for 17 keypoints; needed for other keypoint counts)")
     p.add_argument("--imgsz", type=int, default=320,
                    help="training and validation input side in pixels, rounded up to a "
                         "multiple of the model's largest stride")
@@ -198,8 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "mosaic=0.5 --augment scale_range=[0.75,1.25] (repeatable)")
 
     p = _add(sub, "val", "scaledet.cli.train:val_command",
-             "evaluate trained weights on a dataset split (12 COCO stats)",
+             "evaluate trained weights on a dataset split (12 COCO stats; a pose model: the 10 "
+             "OKS stats on the ground-truth person boxes)",
              "  scaledet val --weights runs/train/weights/best.safetensors --data data/synth\n"
+             "  scaledet val --weights runs/pose/weights/best.safetensors --data data/pose\n"
              "  scaledet val --weights W --data data/synth --json val.json --plots runs/val\n")
     p.add_argument("--weights", required=True, help="a .safetensors checkpoint of scaledet train")
     p.add_argument("--data", required=True, help="COCO folder, YOLO data.yaml or VOC folder")
@@ -222,8 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
              "  scaledet predict --weights W huge_folder/ --parquet dets.parquet --resume\n"
              "  scaledet predict --weights W val/ --json dets.json --gt instances_val.json\n"
              "  scaledet predict --weights W paths.txt --engine ray --workers 2 "
-             "--parquet dets.parquet\n")
+             "--parquet dets.parquet\n"
+             "  scaledet predict --weights DET --pose-weights POSE photos/   # + skeletons\n")
     p.add_argument("--weights", required=True, help="a .safetensors checkpoint of scaledet train")
+    p.add_argument("--pose-weights", metavar="POSE.safetensors",
+                   help="a pose model's checkpoint (pose-heatmap-n / pose-rle-n) run on the "
+                        "detected people: skeletons drawn, keypoints in the json and the "
+                        "Parquet keypoints column")
+    p.add_argument("--pose-classes", metavar="NAME[,NAME...]",
+                   help="--pose-weights: the detector classes to pose (default: person when "
+                        "the detector has that class, else every box)")
     p.add_argument("source", nargs="+",
                    help="images or folders (--engine ray: also .txt / .parquet listings)")
     p.add_argument("--out", default="runs/predict",
@@ -271,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "export", "scaledet.cli.predict:export_command",
              "export trained weights to ONNX (checked against PyTorch with onnxruntime)",
              "  scaledet export --weights best.safetensors --format onnx\n"
-             "  scaledet export --weights best.safetensors --format onnx --dynamic --nms\n")
+             "  scaledet export --weights best.safetensors --format onnx --dynamic --nms\n"
+             "  scaledet export --weights pose.safetensors   # crops -> keypoints, scores\n")
     p.add_argument("--weights", required=True, help="a .safetensors checkpoint of scaledet train")
     p.add_argument("--format", choices=["onnx", "safetensors"], default="onnx",
                    help="export format; safetensors: one standalone checkpoint (an adapted "
@@ -279,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default: the weights path with .onnx)")
     p.add_argument("--imgsz", type=int, default=None, help="input side (default: the training one)")
     p.add_argument("--batch", type=int, default=1, help="batch of the example input")
-    p.add_argument("--dynamic", action="store_true", help="free batch, height and width")
+    p.add_argument("--dynamic", action="store_true",
+                   help="free batch, height and width (a pose model: its batch is always "
+                        "free, its crop size fixed)")
     p.add_argument("--nms", action="store_true", help="include NMS: output detections (K, 7)")
     p.add_argument("--conf", type=float, default=None, help="NMS score threshold")
     p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold")

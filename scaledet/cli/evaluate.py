@@ -1,6 +1,6 @@
 """``scaledet eval``: COCO bbox evaluation of a results json against a ground-truth json,
-(``--iou-type keypoints``) COCO keypoint (OKS) evaluation, and (``--seg``) semantic segmentation
-metrics of a folder of label PNGs against another."""
+(``--iou-type keypoints``) COCO keypoint (OKS) evaluation, (``--seg``) semantic segmentation
+metrics of a folder of label PNGs against another, and (``--wider``) the WIDER FACE protocol."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def eval_command(args: argparse.Namespace) -> int:
     how many were re-mapped that way or left out, and warns when no detection is on an
     annotated image (a mismatch that would otherwise score a silent 0).
     """
+    if getattr(args, "wider", False):
+        return wider_eval_command(args)
+    if getattr(args, "wider_lists", None) is not None:
+        raise CLIError("--wider-lists is for --wider")
     if getattr(args, "seg", False):
         if getattr(args, "iou_type", "bbox") != "bbox" or getattr(args, "sigmas", None):
             raise CLIError("--iou-type and --sigmas are for COCO json evaluation, not --seg")
@@ -130,3 +134,51 @@ def seg_eval_command(args: argparse.Namespace) -> int:
         out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         print(f"\nwrote {out}")
     return 0 if result.num_scored else 1
+
+
+def wider_eval_command(args: argparse.Namespace) -> int:
+    """Print the WIDER FACE AP on the easy / medium / hard lists (and where the lists came
+    from) of the detection files in ``args.dt`` against the ground truth ``args.gt``.
+
+    The keep lists are the official ``wider_*_val.mat`` of ``args.wider_lists``, else of the
+    ground truth's folder when it holds them, else derived by face size (said on stdout: not
+    the official numbers). ``args.json_out``: write ``{easy, medium, hard, lists, num_faces}``.
+    """
+    if args.dt is None:
+        raise CLIError("--wider needs --dt DIR (a folder of event/name.txt detection files)")
+    if (getattr(args, "seg", False) or getattr(args, "plots", None) is not None
+            or getattr(args, "pred", None) is not None or getattr(args, "num_classes", None)):
+        raise CLIError("--seg, --plots, --pred and --num-classes are not for --wider")
+    if getattr(args, "iou_type", "bbox") != "bbox" or getattr(args, "sigmas", None):
+        raise CLIError("--iou-type and --sigmas are not for --wider")
+    from scaledet.evaluation.wider_face import (
+        derive_setting_lists,
+        evaluate_wider,
+        read_wider_setting_lists,
+        wider_ground_truth,
+    )
+
+    gt = wider_ground_truth(args.gt)
+    lists_dir = getattr(args, "wider_lists", None)
+    gt_dir = Path(args.gt) if Path(args.gt).is_dir() else Path(args.gt).parent
+    if lists_dir is None and (gt_dir / "wider_easy_val.mat").is_file():
+        lists_dir = gt_dir
+    if lists_dir is not None:
+        lists = read_wider_setting_lists(lists_dir)
+        source = f"official lists in {lists_dir}"
+    else:
+        lists = derive_setting_lists(gt)
+        source = ("lists derived by face height (easy >= 50, medium >= 30, hard >= 10 px, valid "
+                  "faces): not the official numbers")
+    aps = evaluate_wider(gt, args.dt, lists)
+    num_faces = {s: sum(len(table.get(k, ())) for k in gt) for s, table in lists.items()}
+    print(f"WIDER FACE: {len(gt)} images, detections in {args.dt}; {source}")
+    for setting, ap in aps.items():
+        print(f"{setting.capitalize():<7} AP: {ap:.4f}   ({num_faces[setting]} faces)")
+    if args.json_out:
+        out = Path(args.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**aps, "lists": source, "num_faces": num_faces}, indent=2)
+                       + "\n")
+        print(f"\nwrote {out}")
+    return 0

@@ -40,8 +40,9 @@ def predict_command(args: argparse.Namespace) -> int:
     summary = predict_stream(predictor, files, json_out, parquet=parquet, resume=args.resume,
                              errors=out / "errors.txt", images_dir=images_dir,
                              image_ids=image_ids)
+    poses = f", {summary['poses']} with keypoints" if predictor.pose is not None else ""
     print(f"{summary['images']} images ({summary['skipped']} already done, {summary['errors']} "
-          f"unreadable), {summary['boxes']} detections (conf >= {predictor.conf:g}), "
+          f"unreadable), {summary['boxes']} detections (conf >= {predictor.conf:g}){poses}, "
           f"{summary['images_per_s']:.1f} images/s")
     if images_dir is not None:
         print(f"annotated images: {images_dir}{os.sep} ({summary['annotated']} written)")
@@ -76,6 +77,42 @@ def ray_predict_command(args: argparse.Namespace) -> int:
     print(f"Parquet dataset: {args.parquet}{os.sep}")
     if summary["errors_file"] is not None:
         print(f"unreadable images listed in {summary['errors_file']}")
+    return 0
+
+
+def pose_export_command(args: argparse.Namespace, model: Any, meta: dict[str, Any]) -> int:
+    """``scaledet export --weights POSE``: the pose model as ONNX, ``crops (B, 3, H, W) ->
+    keypoints (B, K, 2), scores (B, K)`` with a free batch
+    (:func:`~scaledet.inference.export.export_pose_onnx`), checked with onnxruntime on two
+    batch sizes. Returns 1 when the outputs differ."""
+    from scaledet.inference.export import check_pose_parity, export_pose_onnx
+
+    if args.nms or args.conf is not None or args.iou is not None:
+        raise ValueError(f"--nms / --conf / --iou: {args.weights} is a pose model (joints of "
+                         "person crops); there is nothing to suppress")
+    h, w = model.input_size
+    if args.imgsz is not None and args.imgsz != h:
+        raise ValueError(f"--imgsz {args.imgsz}: {args.weights} is a pose model trained on "
+                         f"{h}x{w} crops; its input size is fixed (leave --imgsz out)")
+    model.fuse()
+    out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
+    export_pose_onnx(model, out, batch=args.batch, opset=args.opset,
+                     metadata={"keypoint_names": meta.get("keypoint_names") or [],
+                               "skeleton": meta.get("skeleton") or [],
+                               "class_names": meta.get("class_names", []),
+                               "category_ids": meta.get("category_ids", []),
+                               "weights": Path(args.weights).name})
+    where = "" if args.out else " (beside the weights; --out to choose)"
+    print(f"wrote {out.resolve()}{where}: opset {args.opset}, pose model, crops Bx3x{h}x{w} "
+          f"(dynamic batch) -> keypoints Bx{model.num_keypoints}x2, scores "
+          f"Bx{model.num_keypoints}")
+    checks = check_pose_parity(model, out, batches=tuple(sorted({args.batch, args.batch + 1})))
+    for check in checks:
+        print(check.text)
+    if not all(check.ok for check in checks):
+        print("warning: the ONNX model's outputs differ from PyTorch's (MISMATCH above)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -132,9 +169,18 @@ def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
                           merge=merge or "nmm")
     elif merge is not None:
         raise ValueError("--merge only applies with --tta or --slice")
-    return {"device": args.device, "conf": args.conf, "imgsz": args.imgsz,
-            "batch_size": args.batch, "nms": args.nms, "iou": args.iou,
-            "max_det": args.max_det, "tta": tta, "slicing": slicing}
+    pose_weights = getattr(args, "pose_weights", None)
+    pose_classes = getattr(args, "pose_classes", None)
+    if pose_classes and not pose_weights:
+        raise ValueError("--pose-classes applies with --pose-weights")
+    options = {"device": args.device, "conf": args.conf, "imgsz": args.imgsz,
+               "batch_size": args.batch, "nms": args.nms, "iou": args.iou,
+               "max_det": args.max_det, "tta": tta, "slicing": slicing}
+    if pose_weights:
+        options["pose_weights"] = pose_weights
+        if pose_classes:
+            options["pose_classes"] = [c.strip() for c in pose_classes.split(",") if c.strip()]
+    return options
 
 
 def export_command(args: argparse.Namespace) -> int:
@@ -143,7 +189,8 @@ def export_command(args: argparse.Namespace) -> int:
     PyTorch's for this variant (:func:`~scaledet.inference.export.check_parity`). Returns 1
     when they differ. An adapted checkpoint is loaded onto its base with LoRA merged into
     plain weights. ``--format safetensors``: one standalone checkpoint instead
-    (:func:`~scaledet.models.checkpoint.save_standalone`; default ``W.standalone.safetensors``)."""
+    (:func:`~scaledet.models.checkpoint.save_standalone`; default ``W.standalone.safetensors``).
+    A pose checkpoint: :func:`pose_export_command`."""
 
     from scaledet.inference.export import check_parity, export_onnx, import_onnx
     from scaledet.models.checkpoint import model_from_weights, save_standalone
@@ -158,6 +205,8 @@ def export_command(args: argparse.Namespace) -> int:
                          f"{args.format!r}")
     import_onnx()  # a missing package is said before anything is loaded
     model, meta = model_from_weights(args.weights, "cpu")
+    if meta.get("task") == "pose":
+        return pose_export_command(args, model, meta)
     model.fuse()  # BatchNorm folded into the convs: a smaller, faster graph
     imgsz, note = check_imgsz(meta.get("imgsz", 320) if args.imgsz is None else args.imgsz,
                               model_stride(model))

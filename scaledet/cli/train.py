@@ -33,6 +33,19 @@ def parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
+def parse_sigmas(text: str | None) -> list[float] | None:
+    """``"0.025,0.035"`` -> ``[0.025, 0.035]`` (None stays None)."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--sigmas {text!r}: expected comma-separated numbers") from None
+    if not values or any(not v > 0 for v in values):
+        raise ValueError(f"--sigmas {text!r}: expected positive numbers")
+    return values
+
+
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
     """The typed settings of ``scaledet train``'s arguments."""
     return TrainSettings(
@@ -42,6 +55,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         lr=args.lr, warmup=args.warmup, optimizer=args.optimizer, amp=args.amp,
         grad_ckpt=args.grad_ckpt, eval_interval=args.eval_interval, strict=args.strict,
         weights=args.weights, adapter=args.adapter, rank=args.rank,
+        sigmas=parse_sigmas(args.sigmas),
         model_options=parse_assignments(args.set, "--set"),
         train_options=parse_assignments(args.train_option, "--train-option"),
         augment=parse_assignments(args.augment, "--augment"))
@@ -95,6 +109,10 @@ def print_result(result: TrainResult) -> None:
 
 def val_command(args: argparse.Namespace) -> int:
     from scaledet.evaluation.validator import validate_weights
+    from scaledet.models.checkpoint import read_meta
+
+    if read_meta(args.weights).get("task") == "pose":
+        return _val_pose(args)
 
     result, validator = validate_weights(args.weights, args.data, split=args.split,
                                          imgsz=args.imgsz, batch=args.batch, device=args.device)
@@ -117,6 +135,26 @@ def val_command(args: argparse.Namespace) -> int:
         paths.append(plot_confusion(validator.confusion, Path(args.plots) / "confusion_matrix.png",
                                     list(validator.dataset.class_names)))
         print(f"wrote {', '.join(p.name for p in paths)} to {args.plots}")
+    return 0
+
+
+def _val_pose(args: argparse.Namespace) -> int:
+    """``scaledet val`` of a pose checkpoint: OKS stats on the ground-truth person boxes."""
+    from scaledet.evaluation.pose import validate_pose_weights
+
+    result, validator = validate_pose_weights(args.weights, args.data, split=args.split,
+                                              batch=args.batch, device=args.device)
+    print(result.summary())
+    print(f"{len(validator.results)} people (ground-truth boxes), "
+          f"{validator.crops_per_second:.1f} crops/s")
+    if args.json_out:
+        path = Path(args.json_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {**result.to_dict(), "crops_per_second": validator.crops_per_second}
+        path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {path}")
+    if args.plots:
+        print("--plots: no PR plots for keypoints yet (the stats are above)", file=sys.stderr)
     return 0
 
 

@@ -278,11 +278,14 @@ def _label_where(ds: DetectionDataset, record: DetectionRecord, i: int, fmt: str
         return f"{_rel(label_path(ds.image_path(record)), base)}:{ann}"
     if fmt == "voc":
         return f"Annotations/{Path(record.file_name).stem}.xml: object {ann}"
+    if fmt in ("wider", "retinaface"):  # ann_ids are the faces' line numbers
+        return f"{ds.source}:{ann} ({record.file_name})"
     return f"{ds.source}: annotation id {ann} ({record.file_name})"
 
 
 def _entry(fmt: str, ann: int) -> str:
-    return {"yolo": "line", "voc": "object"}.get(fmt, "annotation id") + f" {ann}"
+    return {"yolo": "line", "voc": "object", "wider": "line", "retinaface": "line"}.get(
+        fmt, "annotation id") + f" {ann}"
 
 
 def _rel(path: Path, base: Path) -> str:

@@ -7,6 +7,9 @@ What ``path`` may be:
 - a COCO json file (images in ``images/{split}/`` or ``images/`` next to its folder, or next to it);
 - a YOLO ``data.yaml`` (or a folder holding one);
 - a Pascal VOC folder: ``Annotations/`` + ``JPEGImages/`` + ``ImageSets/Main/{split}.txt``;
+- a WIDER FACE box file ``wider_face_{split}_bbx_gt.txt`` (or the WIDER FACE folder holding
+  ``wider_face_split/``) or a RetinaFace ``label.txt`` (``# path`` lines, five landmarks per
+  face): one face class with five landmarks, see ``scaledet.data.wider_face``;
 - a scaledet dataset yaml naming COCO files per split::
 
       format: coco
@@ -48,13 +51,18 @@ def load_dataset(path: str | Path, split: str = "train", *,
         from scaledet.data.yolo import read_yolo
 
         return read_yolo(spec["yaml"], split, problems=problems)
+    if kind in ("wider", "retinaface"):
+        from scaledet.data.wider_face import read_face_labels
+
+        return read_face_labels(spec["txt"], problems=problems)
     from scaledet.data.voc import read_voc
 
     return read_voc(spec["root"], split, problems=problems)
 
 
 def dataset_format(path: str | Path) -> str:
-    """``"coco"``, ``"yolo"`` or ``"voc"``: the layout ``load_dataset`` sees at ``path``."""
+    """``"coco"``, ``"yolo"``, ``"voc"``, ``"wider"`` or ``"retinaface"``: the layout
+    ``load_dataset`` sees at ``path``."""
     return _detect(Path(path))[0]
 
 
@@ -63,6 +71,11 @@ def available_splits(path: str | Path) -> list[str]:
     kind, where = _detect(Path(path))
     if kind == "coco" and where.suffix == ".json":
         return [_split_from_json_name(where)]
+    if kind in ("wider", "retinaface"):
+        from scaledet.data.wider_face import split_of
+
+        files = sorted((where / "wider_face_split").glob("wider_face_*_bbx_gt.txt"))
+        return [split_of(where)] if where.is_file() else [split_of(f) for f in files]
     if kind == "coco" and where.is_file():  # scaledet yaml
         names = [k for k, v in read_yaml_mapping(where).items() if isinstance(v, dict)]
     elif kind == "coco":
@@ -84,6 +97,12 @@ def resolve(path: str | Path, split: str) -> tuple[str, dict[str, Path]]:
         return "yolo", {"yaml": where}
     if kind == "voc":
         return "voc", {"root": where}
+    if kind in ("wider", "retinaface"):
+        txt = where if where.is_file() else (
+            where / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt")
+        if not txt.is_file():
+            raise FileNotFoundError(f"{where}: no wider_face_split/{txt.name}")
+        return kind, {"txt": txt}
     if where.suffix == ".json":
         return "coco", {"json": where, "images": _guess_image_root(where, split)}
     if where.is_file():
@@ -100,7 +119,15 @@ def _detect(path: Path) -> tuple[str, Path]:
             return "coco", path
         if path.suffix in (".yaml", ".yml"):
             return ("coco" if "format" in read_yaml_mapping(path) else "yolo"), path
-        raise ValueError(f"{path}: expected a folder, a COCO .json or a .yaml dataset file")
+        if path.suffix == ".txt":
+            from scaledet.data.wider_face import is_retinaface_file, is_wider_face_file
+
+            if is_wider_face_file(path):
+                return "wider", path
+            if is_retinaface_file(path):
+                return "retinaface", path
+        raise ValueError(f"{path}: expected a folder, a COCO .json, a .yaml dataset file, a "
+                         "WIDER FACE wider_face_*_bbx_gt.txt or a RetinaFace label.txt")
     if (path / "annotations").is_dir() and any((path / "annotations").glob("*.json")):
         return "coco", path
     for name in ("data.yaml", "dataset.yaml", "data.yml"):
@@ -108,6 +135,8 @@ def _detect(path: Path) -> tuple[str, Path]:
             return _detect(path / name)
     if (path / "Annotations").is_dir() and (path / "JPEGImages").is_dir():
         return "voc", path
+    if any((path / "wider_face_split").glob("wider_face_*_bbx_gt.txt")):
+        return "wider", path
     raise FileNotFoundError(
         f"{path}: not a dataset folder: expected annotations/*.json (COCO), data.yaml (YOLO) "
         "or Annotations/ + JPEGImages/ (VOC)")

@@ -32,13 +32,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scaledet.data.pose import PoseAugment
 from scaledet.data.transforms import AugmentConfig
 from scaledet.engine import distributed
 from scaledet.engine.runtime import StopRequest
 from scaledet.engine.trainer import TrainConfig
 from scaledet.evaluation.coco import METRIC_NAMES
+from scaledet.evaluation.pose import POSE_METRIC_NAMES
 from scaledet.models.config import apply_overrides, config_from_dict, nest
 from scaledet.models.factory import preset, upgrade_config
+from scaledet.models.keypoints.config import is_pose_config, pose_config_from_dict
 from scaledet.models.sizes import check_imgsz, config_stride
 from scaledet.ops.device import resolve_amp, resolve_device
 
@@ -61,6 +64,8 @@ class TrainSettings:
         adapter: with ``weights``, train only an adapter on the frozen base: ``"lora"``,
             ``"adapter"``, ``"prefix"`` or ``"head"`` (:mod:`scaledet.models.adapters`).
         rank: LoRA rank, adapter bottleneck width or prefix length.
+        sigmas: pose models: per-joint OKS sigmas of the validation (default: COCO's for 17
+            joints; required for another joint count).
         epochs, minutes: stop after this many epochs or minutes of wall clock, whichever
             comes first; neither: ``DEFAULT_MINUTES``.
         imgsz: training and validation input side in pixels.
@@ -117,6 +122,7 @@ class TrainSettings:
     weights: str | None = None
     adapter: str | None = None
     rank: int = 8
+    sigmas: list[float] | None = None
 
 
 @dataclass
@@ -127,7 +133,8 @@ class TrainResult:
         best, last: the weights (``.safetensors``) with the best validation mAP and of the
             last epoch.
         metrics: the final validation's 12 COCO stats (:data:`~scaledet.evaluation.coco.METRIC_NAMES`:
-            ``mAP``, ``mAP50``, ... ``AR_large``); empty without a val split.
+            ``mAP``, ``mAP50``, ... ``AR_large``), or a pose model's 10 OKS stats
+            (:data:`~scaledet.evaluation.pose.POSE_METRIC_NAMES`); empty without a val split.
         out: the run folder; epochs, steps, minutes, skipped_steps: how far it went.
         interrupted: the run was stopped by Ctrl-C / SIGTERM and saved a resumable state
             (``resume=True`` continues it exactly).
@@ -271,12 +278,37 @@ def _note(message: str, file: Any = None) -> None:
         print(message, file=file)
 
 
-def model_config(s: TrainSettings, num_classes: int):
-    """The run's :class:`~scaledet.models.config.ModelConfig`: the preset (with ``weights``, the
-    base checkpoint's config for ``num_classes`` classes) plus ``model_options``."""
+def is_pose(s: TrainSettings) -> bool:
+    """Whether the run trains a top-down pose model (a pose preset, or a pose base)."""
     if s.weights is not None:
-        cfg = config_from_dict(upgrade_config(_base_meta(s.weights)["model_config"]))
-        cfg = dataclasses.replace(cfg, num_classes=num_classes)
+        return _base_meta(s.weights).get("task") == "pose"
+    return preset(_preset_name(s)).task == "pose"
+
+
+def num_outputs(s: TrainSettings, dataset) -> int:
+    """What the model config is built for: the dataset's class count, or for a pose model
+    its keypoint count (a ``ValueError`` when it has none)."""
+    if not is_pose(s):
+        return dataset.num_classes
+    if not dataset.num_keypoints:
+        raise ValueError(f"{s.data}: {_preset_name(s)} is a pose model and this dataset has no "
+                         "keypoints (COCO person_keypoints, YOLO pose with kpt_shape, or "
+                         "`scaledet data synth --task keypoints`)")
+    return dataset.num_keypoints
+
+
+def model_config(s: TrainSettings, num_classes: int):
+    """The run's :class:`~scaledet.models.config.ModelConfig` (a pose model's
+    :class:`~scaledet.models.keypoints.config.PoseConfig`): the preset (with ``weights``, the
+    base checkpoint's config) for ``num_classes`` classes (pose: keypoints), plus
+    ``model_options``."""
+    if s.weights is not None:
+        data = _base_meta(s.weights)["model_config"]
+        if is_pose_config(data):
+            cfg = dataclasses.replace(pose_config_from_dict(data), num_keypoints=num_classes)
+        else:
+            cfg = config_from_dict(upgrade_config(data))
+            cfg = dataclasses.replace(cfg, num_classes=num_classes)
     else:
         cfg = preset(_preset_name(s)).config(num_classes)
     return apply_overrides(cfg, s.model_options) if s.model_options else cfg
@@ -297,9 +329,17 @@ def train_config(s: TrainSettings) -> TrainConfig:
     return TrainConfig(**kwargs)
 
 
-def augment_config(s: TrainSettings) -> AugmentConfig:
-    """The training augmentation: the preset's recipe, then ``augment`` on top."""
+def augment_config(s: TrainSettings) -> AugmentConfig | PoseAugment:
+    """The training augmentation: the preset's recipe, then ``augment`` on top (a pose
+    model's: :class:`~scaledet.data.pose.PoseAugment`)."""
     recipe = preset(_preset_name(s)).recipe
+    if is_pose(s):
+        kwargs = {"scale_range": recipe.scale_range,
+                  **_checked_options(s.augment, PoseAugment, "augment")}
+        try:
+            return PoseAugment(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"augment: {e}") from None
     kwargs: dict[str, Any] = {"mosaic": recipe.mosaic, "scale_range": recipe.scale_range}
     kwargs.update(_checked_options(s.augment, AugmentConfig, "augment"))
     try:
@@ -342,7 +382,7 @@ def _fit(settings: TrainSettings) -> TrainResult:
     if val_ds is None or not len(val_ds):
         _note(f"warning: {s.data} has no val split: no validation, best = last")
     # every bad option fails here, in this process, not in a training rank
-    model_config(s, train_ds.num_classes)
+    model_config(s, num_outputs(s, train_ds))
     train_config(s)
     augment_config(s)
     if s.weights is not None:
@@ -363,7 +403,8 @@ def _fit(settings: TrainSettings) -> TrainResult:
                 raise KeyboardInterrupt from None
             raise
     weights = out / "weights"
-    metrics = {k: v for k, v in (summary["metrics"] or {}).items() if k in METRIC_NAMES}
+    names = POSE_METRIC_NAMES if is_pose(s) else METRIC_NAMES
+    metrics = {k: v for k, v in (summary["metrics"] or {}).items() if k in names}
     return TrainResult(best=weights / "best.safetensors", last=weights / "last.safetensors",
                        metrics=metrics, out=out, epochs=summary["epoch"], steps=summary["step"],
                        minutes=summary["elapsed_s"] / 60, best_map=summary["best_map"],
@@ -384,7 +425,9 @@ def _fit_rank(s: TrainSettings, out: Path, train_ds, val_ds) -> dict[str, Any]:
     if not s.device.startswith("cuda"):
         keep_freed_memory()  # every rank is its own process
     seed_everything(s.seed)  # the model's initial weights come from the seed too
-    model = build_from_config(model_config(s, train_ds.num_classes))
+    pose = is_pose(s)
+    model = build_from_config(model_config(s, num_outputs(s, train_ds)),
+                              flip_index=train_ds.flip_index() if pose else None)
     if s.weights is not None:
         report = start_from_weights(model, s, train_ds.class_names)
         if rank == 0:
@@ -392,9 +435,14 @@ def _fit_rank(s: TrainSettings, out: Path, train_ds, val_ds) -> dict[str, Any]:
     if s.amp == "auto":  # one concrete choice for every rank and for resume
         s.amp = _auto_amp(s, model, out)
     cfg = train_config(s)
-    loader = _loader(train_ds, s, train=True, shard=(rank, world))
+    loader = _loader(train_ds, s, train=True, shard=(rank, world), model=model)
     validator = None
-    if rank == 0 and val_ds is not None and len(val_ds):
+    if rank == 0 and val_ds is not None and len(val_ds) and pose:
+        from scaledet.evaluation.pose import PoseValidator
+
+        validator = PoseValidator(_loader(val_ds, s, train=False, model=model), val_ds,
+                                  resolve_device(cfg.device), s.sigmas)
+    elif rank == 0 and val_ds is not None and len(val_ds):
         from scaledet.evaluation.validator import DetectionValidator
 
         validator = DetectionValidator(_loader(val_ds, s, train=False), val_ds,
@@ -405,8 +453,11 @@ def _fit_rank(s: TrainSettings, out: Path, train_ds, val_ds) -> dict[str, Any]:
         here = f" ({local} on this machine)" if local < world else ""
         procs = f", {world} processes{here}" if world > 1 else ""
         budget = f"{s.epochs} epochs" if s.epochs is not None else f"{s.minutes:.2f} minutes"
-        print(f"training {s.model} on {len(train_ds)} images ({train_ds.num_classes} classes), "
-              f"{len(val_ds) if val_ds else 0} val images, imgsz {s.imgsz}, batch {s.batch}"
+        what = (f"{len(loader.dataset)} people, {model.input_size[0]}x{model.input_size[1]} crops"
+                if pose else f"{train_ds.num_classes} classes")
+        size = "" if pose else f", imgsz {s.imgsz}"
+        print(f"training {s.model} on {len(train_ds)} images ({what}), "
+              f"{len(val_ds) if val_ds else 0} val images{size}, batch {s.batch}"
               f"{procs}, {budget}, device {cfg.device}, amp {_amp_name(cfg)} -> {out}")
         if cfg.plots and not s.resume:
             _plot_labels(train_ds, out / "plots" / "labels.png", s.imgsz)
@@ -426,7 +477,7 @@ def _check_start(s: TrainSettings, train_ds) -> None:
     from scaledet.models.factory import build_from_config
 
     with torch.random.fork_rng(devices=[]):
-        start_from_weights(build_from_config(model_config(s, train_ds.num_classes)), s,
+        start_from_weights(build_from_config(model_config(s, num_outputs(s, train_ds))), s,
                            train_ds.class_names)
 
 
@@ -453,10 +504,19 @@ def start_from_weights(model, s: TrainSettings, class_names) -> str:
     return line
 
 
-def _loader(dataset, s: TrainSettings, train: bool, shard: tuple[int, int] = (0, 1)):
+def _loader(dataset, s: TrainSettings, train: bool, shard: tuple[int, int] = (0, 1),
+            model=None):
     from scaledet.data.loader import build_dataloader
 
     on_gpu = s.device.startswith("cuda")  # then uint8 batches go to float on the GPU
+    if is_pose(s):
+        from scaledet.data.pose import build_pose_loader
+
+        return build_pose_loader(dataset, model.input_size, s.batch, train,
+                                 workers=s.workers if train else min(s.workers, 1),
+                                 augment=augment_config(s) if train else None,
+                                 padding=model.config.box_padding, seed=s.seed, strict=s.strict,
+                                 shard=shard, device=s.device if on_gpu else None)
     return build_dataloader(dataset, imgsz=s.imgsz, batch_size=s.batch, train=train,
                             workers=s.workers if train else min(s.workers, 1), seed=s.seed,
                             strict=s.strict, device=s.device if on_gpu else None, shard=shard,
@@ -483,6 +543,11 @@ def checkpoint_meta(s: TrainSettings, model, dataset) -> dict[str, Any]:
             "class_names": list(dataset.class_names),
             "category_ids": [int(c) for c in dataset.category_ids],
             "imgsz": s.imgsz, "train_settings": asdict(s)}
+    if is_pose(s):
+        meta.update(task="pose", keypoint_names=dataset.keypoint_names,
+                    skeleton=[list(p) for p in dataset.skeleton or []],
+                    flip_index=dataset.flip_index(), sigmas=s.sigmas,
+                    imgsz=model.input_size[0])
     if s.weights is not None:
         meta["base_weights" if s.adapter else "init_weights"] = base_reference(s.weights)
     adapter = getattr(model, "adapter_config", None)
@@ -575,9 +640,18 @@ def bf16_speedup(model, imgsz: int = 320, batch: int = 2, rounds: int = 3) -> fl
     import torch
 
     probe = copy.deepcopy(model).train()
-    images = torch.rand(batch, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
-    box = torch.tensor([[0.2, 0.25, 0.6, 0.7]]) * imgsz
-    targets = [{"boxes": box, "labels": torch.zeros(1, dtype=torch.long)} for _ in range(batch)]
+    gen = torch.Generator().manual_seed(0)
+    if hasattr(probe, "input_size"):  # a pose model: its crops, joints all over them
+        h, w = probe.input_size
+        images = torch.rand(batch, 3, h, w, generator=gen)
+        xy = torch.rand(probe.num_keypoints, 2, generator=gen) * torch.tensor([w - 1.0, h - 1.0])
+        points = torch.cat([xy, torch.full((probe.num_keypoints, 1), 2.0)], 1)
+        targets = [{"keypoints": points} for _ in range(batch)]
+    else:
+        images = torch.rand(batch, 3, imgsz, imgsz, generator=gen)
+        box = torch.tensor([[0.2, 0.25, 0.6, 0.7]]) * imgsz
+        targets = [{"boxes": box, "labels": torch.zeros(1, dtype=torch.long)}
+                   for _ in range(batch)]
 
     def step(bf16: bool) -> float:
         t = time.perf_counter()

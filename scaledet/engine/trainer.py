@@ -532,7 +532,9 @@ class Trainer:
 
         names = self.meta.get("class_names") or []
         try:
-            plot_train_batch(images, targets, list(names), self.out / "plots" / "train_batch.jpg")
+            plot_train_batch(images, targets, list(names), self.out / "plots" / "train_batch.jpg",
+                             skeleton=self.meta.get("skeleton"),
+                             keypoint_names=self.meta.get("keypoint_names"))
         except Exception as e:  # a plot must never stop a training
             tqdm.write(f"warning: could not write plots/train_batch.jpg: {e}")
 

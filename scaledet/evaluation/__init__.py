@@ -26,6 +26,8 @@ __all__ = [
     "load_ground_truth",
     "SegmentationMetrics",
     "metrics_from_confusion",
+    "evaluate_wider",
+    "landmark_nme",
 ]
 
 
@@ -38,6 +40,10 @@ def __getattr__(name: str):
         from scaledet.evaluation.confusion import ConfusionMatrix
 
         return ConfusionMatrix
+    if name in ("evaluate_wider", "landmark_nme"):
+        from scaledet.evaluation import wider_face
+
+        return getattr(wider_face, name)
     if name in ("SegmentationMetrics", "metrics_from_confusion"):
         from scaledet.evaluation import segmentation
 

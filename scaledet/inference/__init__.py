@@ -6,11 +6,12 @@
 """
 
 from scaledet.inference.merge import greedy_nmm, nms_merge, weighted_boxes_fusion
+from scaledet.inference.pose import PoseEstimator
 from scaledet.inference.predictor import Predictor
 from scaledet.inference.results import Result
 from scaledet.inference.slicing import Slicing
 from scaledet.inference.tta import TTA
 from scaledet.plots.draw import draw_detections, save_annotated
 
-__all__ = ["TTA", "Predictor", "Result", "Slicing", "draw_detections", "greedy_nmm",
-           "nms_merge", "save_annotated", "weighted_boxes_fusion"]
+__all__ = ["TTA", "PoseEstimator", "Predictor", "Result", "Slicing", "draw_detections",
+           "greedy_nmm", "nms_merge", "save_annotated", "weighted_boxes_fusion"]

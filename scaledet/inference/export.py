@@ -324,3 +324,143 @@ def _with_nms_threshold(path: str | os.PathLike, conf: float) -> bytes:
             proto.graph.initializer[k].CopyFrom(
                 numpy_helper.from_array(np.array([conf], np.float32), "nms_conf"))
     return proto.SerializeToString()
+
+
+# ---- pose models ---------------------------------------------------------------------------
+
+POSE_COORD_TOLERANCE = 1e-3
+"""Largest joint difference (crop pixels) that counts as the same pose model; the graphs agree
+to about 1e-5 px (RLE, arg-max) and 1e-4 px (DARK, whose Newton step divides by the heatmap's
+curvature), so this leaves room for other runtimes' float rounding."""
+
+
+def adaptive_pool_matrix(size: tuple[int, int], pool: tuple[int, int]) -> Tensor:
+    """``(ph * pw, h * w)`` weights that average a flattened ``(h, w)`` map over
+    ``adaptive_avg_pool2d``'s bins (``floor(i h / ph)`` to ``ceil((i + 1) h / ph)``)."""
+    (h, w), (ph, pw) = size, pool
+
+    def bins(n: int, p: int) -> Tensor:
+        m = torch.zeros(p, n)
+        for i in range(p):
+            lo, hi = (i * n) // p, -((-(i + 1) * n) // p)
+            m[i, lo:hi] = 1.0 / (hi - lo)
+        return m
+
+    return torch.einsum("ik,jl->ijkl", bins(h, ph), bins(w, pw)).reshape(ph * pw, h * w)
+
+
+class FixedPoolRLEHead(nn.Module):
+    """An :class:`~scaledet.models.keypoints.heads.RLEHead` for export: its adaptive average
+    pooling done as a product with :func:`adaptive_pool_matrix` for the one feature size the
+    crops give (the TorchScript exporter cannot size ``adaptive_avg_pool2d`` behind the neck's
+    resizes), then the head itself on the pooled ``(B, C, ph, pw)`` map, where its own pooling
+    is the identity. The flow is never called, so it is not in the graph."""
+
+    def __init__(self, head: nn.Module, feature_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.head = head
+        self.num_keypoints = head.num_keypoints
+        self.register_buffer("weights", adaptive_pool_matrix(feature_size, head.pool), False)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        b, c = x.shape[0], x.shape[1]
+        pooled = torch.matmul(x.flatten(2), self.weights.t())  # (B, C, ph * pw)
+        return self.head(pooled.reshape(b, c, *self.head.pool))
+
+
+class PoseOutputs(nn.Module):
+    """``crops (B, 3, H, W)`` in ``[0, 1]`` -> ``(keypoints (B, K, 2) crop pixels, scores
+    (B, K))``: the :class:`~scaledet.models.keypoints.pose.PoseModel`'s eval forward (its
+    decoding and flip test included), with an RLE head's pooling written for export
+    (:class:`FixedPoolRLEHead`). ``pose`` is a copy-free view: the model's modules are shared,
+    its ``head`` is not changed."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        from scaledet.models.keypoints.heads import RLEHead
+
+        self.model = model
+        self.head = model.head
+        if isinstance(model.head, RLEHead):
+            s = model.strides[-1]
+            h, w = model.input_size
+            self.head = FixedPoolRLEHead(model.head, (-(-h // s), -(-w // s)))
+
+    def forward(self, crops: Tensor) -> tuple[Tensor, Tensor]:
+        original = self.model.head
+        self.model.head = self.head  # only for this call (tracing)
+        try:
+            return self.model(crops)
+        finally:
+            self.model.head = original
+
+
+def export_pose_onnx(model: nn.Module, out: str | os.PathLike, *, batch: int = 1,
+                     opset: int = MIN_OPSET, metadata: dict[str, Any] | None = None) -> Path:
+    """Write a pose model as ONNX: input ``crops`` ``(B, 3, H, W)`` float32 RGB in ``[0, 1]``
+    (``H, W`` the model's ``input_size``, fixed; ``B`` free), outputs ``keypoints``
+    ``(B, K, 2)`` crop pixels (pixel centres at integers) and ``scores`` ``(B, K)``.
+
+    The heatmap head's decoding (DARK or arg-max + quarter offset, as configured) is in the
+    graph; an RLE head's flow is not (inference never runs it). ``batch``: the example's
+    batch. ``metadata``: extra ``key -> value`` entries (JSON for non-strings)."""
+    onnx = import_onnx()
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    wrapper = PoseOutputs(model.eval()).eval()
+    h, w = model.input_size
+    device = model.pixel_mean.device
+    example = torch.rand(batch, 3, h, w, device=device)
+    axes = {"crops": {0: "batch"}, "keypoints": {0: "batch"}, "scores": {0: "batch"}}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # tracer notes on shape arithmetic, which is intended
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (example,), buf, opset_version=opset, dynamo=False,
+                          input_names=["crops"], output_names=["keypoints", "scores"],
+                          dynamic_axes=axes, do_constant_folding=True)
+    proto = onnx.load_from_string(buf.getvalue())
+    config = getattr(model, "config", None)
+    info = {"producer": "scaledet", "task": "pose", "input_size": [h, w],
+            "input": f"crops (B, 3, {h}, {w}) float32 RGB in [0, 1]: a person box widened to "
+                     f"the aspect {w}/{h}, scaled by box_padding and warped to the crop",
+            "outputs": "keypoints (B, K, 2) crop pixels (pixel centres at integers), "
+                       "scores (B, K)",
+            "box_padding": getattr(config, "box_padding", 1.25),
+            **(metadata or {})}
+    for key, value in info.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.checker.check_model(proto)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, out)
+    return out
+
+
+def check_pose_parity(model: nn.Module, path: str | os.PathLike, *,
+                      batches: tuple[int, ...] = (1, 3)) -> list[Parity]:
+    """Run the pose ONNX file ``path`` with onnxruntime against ``model`` on person-like
+    crops (the built-in dataset's images, warped to the crop size) for each batch size in
+    ``batches``: joints within :data:`POSE_COORD_TOLERANCE` crop pixels, scores within
+    ``SCORE_TOLERANCE``. None (a note) when onnxruntime is missing."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return [Parity(True, f"onnxruntime is not installed: output not checked ({INSTALL_HINT})")]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    h, w = model.input_size
+    out = []
+    for b in batches:
+        x = check_images(b, h, w)
+        with torch.no_grad():
+            ref = model.eval()(x)
+        outs = sess.run(None, {"crops": x.numpy()})
+        coord_diff, score_diff = (float((torch.from_numpy(o) - r.float()).abs().max())
+                                  for o, r in zip(outs, ref))
+        ok = coord_diff <= POSE_COORD_TOLERANCE and score_diff <= SCORE_TOLERANCE
+        out.append(Parity(ok, f"onnxruntime vs PyTorch on {b}x3x{h}x{w} crops: max abs "
+                              f"difference keypoints {coord_diff:.1e} px, scores "
+                              f"{score_diff:.1e}{'' if ok else ' (MISMATCH)'}"))
+    return out

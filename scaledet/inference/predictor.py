@@ -6,6 +6,8 @@
     r = results[0]
     r.boxes, r.scores, r.labels, r.class_names      # (K, 4) xyxy original pixels, (K,), (K,)
     r.to_coco(image_id=1); r.to_dict(); r.plot("annotated.jpg")
+    posed = scaledet.load("det.safetensors", pose_weights="pose.safetensors")
+    posed("a.jpg")[0].keypoints                     # (K, J, 3) x, y original pixels, score
     results = predictor("shots/")                   # a folder's images, or "shots/*.jpg"
     for r in predictor.stream("huge_folder/"):      # lazily, a batch at a time
         ...
@@ -15,7 +17,9 @@ bottom/right to ``imgsz x imgsz``), so predictions match what ``scaledet val`` s
 of a batch is letterboxed to the same square on its own, so a result does not depend on the other
 images of the batch. Scale tools: ``tta=TTA(...)`` (image pyramid + flip, merged by WBF or NMS,
 see :mod:`scaledet.inference.tta`) and ``slicing=Slicing(...)`` (tiles over large images, see
-:mod:`scaledet.inference.slicing`).
+:mod:`scaledet.inference.slicing`). With a pose model (``pose_weights``), the detected people are
+then cropped from the original image and their joints added to each result
+(:mod:`scaledet.inference.pose`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from scaledet.ops.device import resolve_device
 from scaledet.plots.draw import draw_detections, save_annotated  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
+    from scaledet.inference.pose import PoseEstimator
     from scaledet.inference.slicing import Slicing
     from scaledet.inference.tta import TTA
 
@@ -62,6 +67,10 @@ class Predictor:
         max_det: detections kept per image (default: the checkpoint's, 100).
         tta: :class:`~scaledet.inference.tta.TTA` test-time augmentation, or None.
         slicing: :class:`~scaledet.inference.slicing.Slicing` sliced inference, or None.
+        pose_weights: a pose checkpoint (``task: "pose"``): every result also carries
+            ``keypoints`` of the posed boxes (:mod:`scaledet.inference.pose`).
+        pose_classes: the detector classes that get a pose (default: ``"person"`` when the
+            detector has that class, else every box; a note on stderr says which).
 
     Calling it (``predictor(images)``) returns a list of :class:`Result`, one per image, for
     any mix of images, files, folders and glob patterns; ``predictor.stream(images)`` takes
@@ -71,35 +80,51 @@ class Predictor:
     def __init__(self, weights: str | os.PathLike, device: str = "cpu", conf: float = 0.25,
                  imgsz: int | None = None, batch_size: int = 8, *, nms: str | None = None,
                  iou: float | None = None, max_det: int | None = None, tta: TTA | None = None,
-                 slicing: Slicing | None = None) -> None:
-        from scaledet.models.checkpoint import model_from_weights
+                 slicing: Slicing | None = None, pose_weights: str | os.PathLike | None = None,
+                 pose_classes: Sequence[str] | None = None) -> None:
+        from scaledet.models.checkpoint import model_from_weights, read_meta
 
         dev = resolve_device(device)
+        if read_meta(weights).get("task") == "pose":
+            raise ValueError(f"{weights}: a pose model's checkpoint, which runs on person crops; "
+                             "give a detector's checkpoint as the weights and this one as "
+                             "pose_weights (--pose-weights)")
         model, meta = model_from_weights(weights, dev)
         model.fuse()  # our own copy: fold BatchNorm into the convs
         n = int(meta.get("model_config", {}).get("num_classes", 0) or 0)
         names = list(meta.get("class_names") or [str(i) for i in range(n)])
         self._setup(model, meta, names, meta.get("category_ids"), dev, conf,
                     imgsz if imgsz is not None else int(meta.get("imgsz", 320)), batch_size,
-                    nms, iou, max_det, tta, slicing)
+                    nms, iou, max_det, tta, slicing, _load_pose(pose_weights, dev, batch_size),
+                    pose_classes)
 
     @classmethod
     def from_model(cls, model: nn.Module, class_names: Sequence[str], *, imgsz: int = 320,
                    device: str = "cpu", conf: float = 0.25, batch_size: int = 8,
                    category_ids: Sequence[int] | None = None, nms: str | None = None,
                    iou: float | None = None, max_det: int | None = None,
-                   tta: TTA | None = None, slicing: Slicing | None = None) -> Predictor:
+                   tta: TTA | None = None, slicing: Slicing | None = None,
+                   pose: PoseEstimator | None = None,
+                   pose_weights: str | os.PathLike | None = None,
+                   pose_classes: Sequence[str] | None = None) -> Predictor:
         """A predictor around an in-memory model (put in eval mode); options as above, and
-        ``category_ids`` (COCO id of each class index, default ``1..C``)."""
+        ``category_ids`` (COCO id of each class index, default ``1..C``); ``pose``: an
+        in-memory :class:`~scaledet.inference.pose.PoseEstimator` (or ``pose_weights``)."""
         self = cls.__new__(cls)
         dev = torch.device(device)
+        if pose is None:
+            pose = _load_pose(pose_weights, dev, batch_size)
+        elif pose_weights is not None:
+            raise ValueError("pose and pose_weights: give one")
         self._setup(model.to(dev).eval(), {}, list(class_names), category_ids, dev, conf,
-                    imgsz, batch_size, nms, iou, max_det, tta, slicing)
+                    imgsz, batch_size, nms, iou, max_det, tta, slicing, pose, pose_classes)
         return self
 
     def _setup(self, model: nn.Module, meta: dict, names: list[str], category_ids, device,
                conf: float, imgsz: int, batch_size: int, nms: str | None, iou: float | None,
-               max_det: int | None, tta: TTA | None, slicing: Slicing | None) -> None:
+               max_det: int | None, tta: TTA | None, slicing: Slicing | None,
+               pose: PoseEstimator | None = None,
+               pose_classes: Sequence[str] | None = None) -> None:
         if not 0.0 <= conf < 1.0:
             raise ValueError(f"conf must be in [0, 1), got {conf}")
         if batch_size < 1:
@@ -123,6 +148,15 @@ class Predictor:
         self.nms: str = getattr(model, "nms", nms or "hard")
         self.iou: float = float(getattr(model, "nms_iou", iou or 0.6))
         self.max_det: int = int(getattr(model, "max_det", max_det or 100))
+        self.pose = pose
+        self.pose_labels: list[int] | None = None  # detector classes posed; None: every box
+        if pose is not None:
+            from scaledet.inference.pose import pose_labels
+
+            self.pose_labels, pose_note = pose_labels(names, pose_classes)
+            print(pose_note, file=sys.stderr)
+        elif pose_classes:
+            raise ValueError("pose_classes (--pose-classes) needs a pose model (pose_weights)")
 
     # ---- the user-facing call ---------------------------------------------------------------
 
@@ -153,18 +187,37 @@ class Predictor:
 
     def _results(self, inputs: list[InputImage]) -> list[Result]:
         dets = self._infer([im.image for im in inputs])
-        return [self.result(d, im) for d, im in zip(dets, inputs)]
+        return [self.result(self._add_keypoints(d, im.image), im) for d, im in zip(dets, inputs)]
 
     def result(self, det: Detections, image: InputImage) -> Result:
         """Wrap one image's detections dict as a :class:`Result`."""
+        pose = self.pose
         return Result(det["boxes"], det["scores"], det["labels"], self.class_names, image.size,
-                      image.path, self.category_ids, image.image)
+                      image.path, self.category_ids, image.image, det.get("keypoints"),
+                      pose.keypoint_names if pose is not None else None,
+                      pose.skeleton if pose is not None else None)
+
+    def _add_keypoints(self, det: Detections, image: Tensor) -> Detections:
+        """With a pose model: ``det["keypoints"]`` ``(K, J, 3)`` (x, y original pixels, score)
+        for the boxes of the posed classes, NaN rows for the others."""
+        if self.pose is None:
+            return det
+        k = self.pose.num_keypoints
+        posed = torch.ones(len(det["labels"]), dtype=torch.bool)
+        if self.pose_labels is not None:
+            posed = torch.isin(det["labels"], torch.tensor(self.pose_labels))
+        keypoints = torch.full((len(posed), k, 3), float("nan"))
+        if posed.any():
+            keypoints[posed] = self.pose(image, det["boxes"][posed])
+        return {**det, "keypoints": keypoints}
 
     def predict(self, images) -> list[Detections]:
         """Like ``__call__`` but returns plain dicts: ``"boxes"`` ``(K, 4)`` float32 xyxy
         original-image pixels, ``"scores"`` ``(K,)``, ``"labels"`` ``(K,)`` int64 class
-        indices, sorted by score."""
-        return self._infer([im.image for im in as_images(images)])
+        indices, sorted by score; with a pose model also ``"keypoints"`` ``(K, J, 3)`` (NaN
+        rows for boxes not posed)."""
+        inputs = [im.image for im in as_images(images)]
+        return [self._add_keypoints(d, im) for d, im in zip(self._infer(inputs), inputs)]
 
     def predict_files(self, paths: Sequence[str | os.PathLike]) -> list[Detections]:
         """``predict`` on image files (EXIF orientation applied), one file at a time."""
@@ -221,6 +274,15 @@ class Predictor:
         boxes = to_original_pixels(det["boxes"][keep].cpu(), scale, size)
         return {"boxes": boxes[order], "scores": scores[order],
                 "labels": det["labels"][keep].long().cpu()[order]}
+
+
+def _load_pose(weights: str | os.PathLike | None, device: torch.device,
+               batch_size: int) -> PoseEstimator | None:
+    if weights is None:
+        return None
+    from scaledet.inference.pose import PoseEstimator
+
+    return PoseEstimator.from_weights(weights, device, batch_size=max(batch_size, 32))
 
 
 def _unflip(det: Detections, width: int) -> Detections:

@@ -26,6 +26,13 @@ class Result:
         path: the image file, when the input was a path.
         category_ids: COCO category id of each class index (default ``1..C``).
         image: the ``(3, H, W)`` uint8 input, kept for :meth:`plot` (not in :meth:`to_dict`).
+        keypoints: with a pose model, ``(K, J, 3)`` float32: each detection's ``J`` joints as
+            ``x, y`` original-image pixels (pixel centres at integers) and the joint's score;
+            rows of boxes that were not posed (not of a posed class) are NaN. None without
+            a pose model.
+        keypoint_names: the ``J`` joint names (``left_*`` / ``right_*`` are drawn in two
+            colours), or None.
+        skeleton: the limbs, as COCO's 1-based joint index pairs, or None.
     """
 
     boxes: Tensor
@@ -36,6 +43,9 @@ class Result:
     path: str | None = None
     category_ids: Sequence[int] | None = None
     image: Tensor | None = field(default=None, repr=False)
+    keypoints: Tensor | None = None
+    keypoint_names: Sequence[str] | None = None
+    skeleton: Sequence[tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -55,12 +65,25 @@ class Result:
     def _name(self, label: int) -> str:
         return self.names[label] if 0 <= label < len(self.names) else str(label)
 
+    @property
+    def posed(self) -> Tensor:
+        """``(K,)`` bool: which detections have keypoints (all False without a pose model)."""
+        if self.keypoints is None:
+            return torch.zeros(len(self), dtype=torch.bool)
+        return ~torch.isnan(self.keypoints).flatten(1).any(1)
+
     def as_dict_of_tensors(self) -> dict[str, Tensor]:
-        """``{"boxes", "scores", "labels"}``: the plain form :class:`Predictor.predict` returns."""
-        return {"boxes": self.boxes, "scores": self.scores, "labels": self.labels}
+        """``{"boxes", "scores", "labels"}`` (and ``"keypoints"`` with a pose model): the
+        plain form :class:`Predictor.predict` returns."""
+        out = {"boxes": self.boxes, "scores": self.scores, "labels": self.labels}
+        if self.keypoints is not None:
+            out["keypoints"] = self.keypoints
+        return out
 
     def to_coco(self, image_id: int) -> list[dict[str, Any]]:
-        """COCO results entries ``{image_id, category_id, bbox [x, y, w, h], score}``."""
+        """COCO results entries ``{image_id, category_id, bbox [x, y, w, h], score}``; a posed
+        detection's also has ``keypoints``, COCO's flat ``[x, y, score] * J`` list (what
+        ``scaledet eval --iou-type keypoints`` and pycocotools read)."""
         return to_coco_results(self.as_dict_of_tensors(), image_id, self._category_ids())
 
     def _category_ids(self) -> Sequence[int]:
@@ -69,20 +92,27 @@ class Result:
         return range(1, len(self.names) + 1)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain Python (JSON-serialisable): boxes as ``[[x1, y1, x2, y2], ...]`` etc."""
-        return {"path": self.path, "image_size": list(self.image_size),
-                "boxes": self.boxes.tolist(), "scores": self.scores.tolist(),
-                "labels": self.labels.tolist(), "class_names": self.class_names}
+        """Plain Python (JSON-serialisable): boxes as ``[[x1, y1, x2, y2], ...]`` etc.; with a
+        pose model ``keypoints`` ``[[[x, y, score] * J] or None per box]``."""
+        out = {"path": self.path, "image_size": list(self.image_size),
+               "boxes": self.boxes.tolist(), "scores": self.scores.tolist(),
+               "labels": self.labels.tolist(), "class_names": self.class_names}
+        if self.keypoints is not None:
+            out["keypoints"] = [k.tolist() if ok else None
+                                for k, ok in zip(self.keypoints, self.posed.tolist())]
+        return out
 
     def plot(self, path: str | os.PathLike | None = None) -> Image.Image:
         """The image with boxes and ``"name 95%"`` labels drawn (PIL's built-in font, nothing
-        downloaded); also saved to ``path`` when given (format from the suffix)."""
+        downloaded), and the skeletons of posed boxes; also saved to ``path`` when given
+        (format from the suffix)."""
         if self.image is None:
             raise ValueError("plot: this Result holds no image (keep_images=False)")
         from scaledet.plots.draw import draw_detections
 
         hwc = self.image.permute(1, 2, 0).contiguous().numpy()
-        im = draw_detections(hwc, self.as_dict_of_tensors(), self.names)
+        im = draw_detections(hwc, self.as_dict_of_tensors(), self.names, skeleton=self.skeleton,
+                             keypoint_names=self.keypoint_names)
         if path is not None:
             os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
             im.save(path)
@@ -92,14 +122,41 @@ class Result:
 def to_coco_results(det: dict[str, Tensor], image_id: int,
                     category_ids: Sequence[int]) -> list[dict[str, Any]]:
     """COCO results entries for a ``{"boxes" (K, 4) xyxy, "scores", "labels"}`` dict; label
-    ``i`` becomes ``category_ids[i]``; bbox is ``[x, y, w, h]`` rounded to 0.01 px."""
+    ``i`` becomes ``category_ids[i]``; bbox is ``[x, y, w, h]`` rounded to 0.01 px. With
+    ``"keypoints"`` ``(K, J, 3)``, each row without NaN adds ``keypoints``: the flat
+    ``[x, y, score] * J`` list of COCO's keypoint results (pixels rounded to 0.01, scores to
+    1e-5)."""
     rows = []
     boxes = det["boxes"].detach().cpu().double().numpy().reshape(-1, 4)
     wh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).round(2)
-    for b, s, lab in zip(wh.tolist(), det["scores"].tolist(), det["labels"].tolist()):
-        rows.append({"image_id": int(image_id), "category_id": int(category_ids[lab]),
-                     "bbox": b, "score": round(float(s), 5)})
+    points = keypoint_lists(det.get("keypoints"), len(wh))
+    for b, s, lab, kp in zip(wh.tolist(), det["scores"].tolist(), det["labels"].tolist(),
+                             points):
+        row = {"image_id": int(image_id), "category_id": int(category_ids[lab]),
+               "bbox": b, "score": round(float(s), 5)}
+        if kp is not None:
+            row["keypoints"] = kp
+        rows.append(row)
     return rows
+
+
+def keypoint_lists(keypoints: Tensor | None, n: int) -> list[list[float] | None]:
+    """Each detection's joints as COCO's flat ``[x, y, score] * J`` list (x, y rounded to 0.01
+    px, scores to 1e-5), or None for a NaN row (not posed) and for all ``n`` without
+    keypoints."""
+    if keypoints is None:
+        return [None] * n
+    k = keypoints.detach().cpu().double().numpy()
+    if len(k) != n:
+        raise ValueError(f"{len(k)} keypoint rows for {n} detections")
+    out: list[list[float] | None] = []
+    for row in k:
+        if np.isnan(row).any():
+            out.append(None)
+            continue
+        row = np.concatenate([row[:, :2].round(2), row[:, 2:].round(5)], axis=1)
+        out.append(row.reshape(-1).tolist())
+    return out
 
 
 def empty_detections() -> dict[str, Tensor]:

@@ -44,8 +44,9 @@ def predict_stream(predictor: Predictor, files: Sequence[Path],
             the positions in ``files``, 1-based.
 
     Returns:
-        ``{"images", "skipped", "errors", "boxes", "annotated", "seconds", "images_per_s",
-        "outputs", "errors_file"}``: ``annotated`` images written to ``images_dir`` by this
+        ``{"images", "skipped", "errors", "boxes", "poses", "annotated", "seconds",
+        "images_per_s", "outputs", "errors_file"}``: ``poses`` the detections with keypoints,
+        ``annotated`` images written to ``images_dir`` by this
         run, ``outputs`` the json and / or Parquet paths, ``errors_file`` the list of
         unreadable images (None when there is none).
     """
@@ -64,7 +65,7 @@ def predict_stream(predictor: Predictor, files: Sequence[Path],
     todo = [(n, f, k) for n, (f, k) in enumerate(zip(files, keys)) if k not in writer.done]
     names = _annotated_names(files)
     stats = {"images": len(files), "skipped": len(files) - len(todo), "errors": 0, "boxes": 0,
-             "annotated": 0}
+             "poses": 0, "annotated": 0}
     bar = tqdm(total=len(files), initial=stats["skipped"], unit="img", dynamic_ncols=True,
                disable=None if progress_bar is None else not progress_bar)
     pending: list[str] = []
@@ -78,6 +79,7 @@ def predict_stream(predictor: Predictor, files: Sequence[Path],
             for (n, f, _), r in zip(good, results):
                 writer.add(ids[n], str(f), r)
                 stats["boxes"] += len(r)
+                stats["poses"] += int(r.posed.sum())
                 if images_dir is not None:
                     r.plot(images_dir / names[n])
                     stats["annotated"] += 1

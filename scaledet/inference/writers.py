@@ -5,7 +5,8 @@ interface (:class:`ResultWriter`): ``add(image_id, path, result)`` queues the
 :class:`~scaledet.inference.results.Result` of one image, ``flush``, ``close``, ``abort``.
 
 * :class:`CocoJsonWriter`: one COCO-results json array ``[{image_id, category_id, bbox [x, y, w,
-  h], score, file_name}, ...]``, appended entry by entry and closed with ``]`` at the end.
+  h], score, file_name}, ...]``, appended entry by entry and closed with ``]`` at the end; with a
+  pose model, posed detections also carry ``keypoints`` (COCO's flat ``[x, y, score] * K``).
 * :class:`ParquetWriter`: a Parquet dataset in the layout Spark writes and Hive, Spark, DuckDB
   (``read_parquet('OUT.parquet/*.parquet')``), pyarrow and pandas read directly: a folder
   ``OUT.parquet/`` of ``part-NNNNN.parquet`` files (one row per box) and a ``_SUCCESS`` marker
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 ROWS_PER_PART = 200_000
 IMAGES_PER_PART = 2000
 PARQUET_COLUMNS = ("image_id", "image_path", "x1", "y1", "x2", "y2", "score", "category_id",
-                   "label_index", "class_name")
+                   "label_index", "class_name", "keypoints")
 
 
 class Progress:
@@ -270,13 +271,22 @@ class ParquetWriter:
 def parquet_schema():
     """The Arrow schema of the Parquet output, one row per box: the one definition every writer
     of it uses (this module, ``--engine ray`` and the Spark helper in
-    :mod:`scaledet.integrations`), so every engine writes the same columns and types."""
+    :mod:`scaledet.integrations`), so every engine writes the same columns and types.
+
+    ``keypoints`` is one ``list<float32>`` column: a posed box's joints flattened as COCO's
+    ``[x, y, score] * K`` (x, y original-image pixels), null for a box without a pose (no pose
+    model, or not of a posed class). One list column rather than ``3 K`` scalar columns
+    (``kpt0_x``, ...): it holds any ``K`` (17 COCO joints, a hand's 21, a custom set) under one
+    name, so the schema is the same with or without a pose model and for every pose model,
+    and the parts of all runs and engines read as one dataset; readers take
+    ``keypoints[3 * j]`` (DuckDB ``keypoints[3 * j + 1]``, 1-based) or reshape it to
+    ``(K, 3)``."""
     pa, _ = import_pyarrow()
     return pa.schema([("image_id", pa.int64()), ("image_path", pa.string()),
                       ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()),
                       ("y2", pa.float32()), ("score", pa.float32()),
                       ("category_id", pa.int64()), ("label_index", pa.int32()),
-                      ("class_name", pa.string())])
+                      ("class_name", pa.string()), ("keypoints", pa.list_(pa.float32()))])
 
 
 def empty_columns() -> dict[str, list]:
@@ -286,7 +296,8 @@ def empty_columns() -> dict[str, list]:
 
 def add_rows(columns: dict[str, list], image_id: int, path: str, result: Result) -> None:
     """Append one image's boxes to ``columns`` (:func:`empty_columns`): xyxy original pixels,
-    the dataset's ``category_id`` (as in the json) and the model's 0-based ``label_index``."""
+    the dataset's ``category_id`` (as in the json), the model's 0-based ``label_index`` and
+    the ``keypoints`` list (None for a box without a pose; see :func:`parquet_schema`)."""
     c = columns
     n = len(result)
     c["image_id"] += [image_id] * n
@@ -298,6 +309,11 @@ def add_rows(columns: dict[str, list], image_id: int, path: str, result: Result)
     c["category_id"] += result.detection_category_ids
     c["label_index"] += result.labels.tolist()
     c["class_name"] += result.class_names
+    if result.keypoints is None:
+        c["keypoints"] += [None] * n
+    else:
+        flat = result.keypoints.flatten(1).tolist()
+        c["keypoints"] += [k if ok else None for k, ok in zip(flat, result.posed.tolist())]
 
 
 def import_pyarrow():

@@ -23,6 +23,7 @@ from scaledet.models.assigners import ATSSAssigner, FCOSAssigner
 from scaledet.models.detr.criterion import SetLossWeights
 from scaledet.models.detr.head import RTDETRHead
 from scaledet.models.detr.matcher import HungarianMatcher
+from scaledet.models.diffusiondet.head import DiffusionDetHead, check_options
 from scaledet.models.heads.centernet import CenterNetHead
 from scaledet.models.heads.dense import PostProcess
 from scaledet.models.heads.fcos import BOX_WEIGHTINGS, FCOSHead
@@ -267,8 +268,68 @@ class RTDETRHeadConfig:
             transformer_lr_scale=self.transformer_lr_scale, refine_scores=self.refine_scores)
 
 
+@dataclass
+class DiffusionDetHeadConfig:
+    """:class:`~scaledet.models.diffusiondet.head.DiffusionDetHead`, boxes denoised from noise
+    (DiffusionDet; ``objective="flow"``: its rectified-flow variant); the fields are its
+    arguments. ``num_boxes``, ``steps``, ``seed``, ``sampler`` (``"ddim"`` for ``ddpm``,
+    ``"euler"`` for ``flow``), ``eta``, ``renewal_threshold`` (0: no renewal) and
+    ``ensemble`` are inference options; ``cost_*`` weigh the matcher, ``weight_*`` the loss."""
+
+    kind: str = "diffusiondet"
+    objective: str = "ddpm"
+    hidden_dim: int = 64
+    num_heads: int = 4
+    num_stages: int = 3
+    ffn_dim: int = 256
+    dynamic_dim: int = 16
+    pooler_size: int = 7
+    sampling_ratio: int = 1
+    num_train_boxes: int = 100
+    signal_scale: float = 2.0
+    num_train_steps: int = 1000
+    schedule: str = "cosine"
+    cost_class: float = 2.0
+    cost_l1: float = 5.0
+    cost_giou: float = 2.0
+    weight_cls: float = 2.0
+    weight_l1: float = 5.0
+    weight_giou: float = 2.0
+    prior_prob: float = 0.01
+    lr_scale: float = 0.05
+    num_boxes: int = 100
+    steps: int = 1
+    seed: int = 0
+    sampler: str = "ddim"
+    eta: float = 0.0
+    renewal_threshold: float = 0.5
+    ensemble: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            check_options(self.objective, self.sampler, self.num_boxes, self.steps, self.eta)
+        except ValueError as e:
+            raise ValueError(f"head.{e}") from None
+
+    def build(self, *, num_classes: int, in_channels: int, strides, act: str
+              ) -> DiffusionDetHead:
+        return DiffusionDetHead(
+            num_classes=num_classes, in_channels=in_channels, strides=strides,
+            hidden_dim=self.hidden_dim, num_heads=self.num_heads, num_stages=self.num_stages,
+            ffn_dim=self.ffn_dim, dynamic_dim=self.dynamic_dim, pooler_size=self.pooler_size,
+            sampling_ratio=self.sampling_ratio,
+            objective=self.objective, num_train_boxes=self.num_train_boxes,
+            signal_scale=self.signal_scale, num_train_steps=self.num_train_steps,
+            schedule=self.schedule,
+            matcher=HungarianMatcher(self.cost_class, self.cost_l1, self.cost_giou),
+            loss_weights=SetLossWeights(self.weight_cls, self.weight_l1, self.weight_giou),
+            prior_prob=self.prior_prob, lr_scale=self.lr_scale, num_boxes=self.num_boxes,
+            steps=self.steps, seed=self.seed, sampler=self.sampler, eta=self.eta,
+            renewal_threshold=self.renewal_threshold or None, ensemble=self.ensemble)
+
+
 HeadConfig = Union[FCOSHeadConfig, CenterNetHeadConfig, YOLOXHeadConfig,  # noqa: UP007
-                   RTDETRHeadConfig]
+                   RTDETRHeadConfig, DiffusionDetHeadConfig]
 """Any head family's config (the type of :attr:`ModelConfig.head`)."""
 
 
@@ -283,8 +344,8 @@ class ModelConfig:
     act: str = "relu"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     neck: NeckConfig = field(default_factory=NeckConfig)
-    head: FCOSHeadConfig | CenterNetHeadConfig | YOLOXHeadConfig | RTDETRHeadConfig = field(
-        default_factory=FCOSHeadConfig)
+    head: (FCOSHeadConfig | CenterNetHeadConfig | YOLOXHeadConfig | RTDETRHeadConfig
+           | DiffusionDetHeadConfig) = field(default_factory=FCOSHeadConfig)
     postprocess: PostProcess = field(default_factory=PostProcess)
 
 

@@ -26,6 +26,7 @@ from scaledet.models.backbones.snet import SNet
 from scaledet.models.config import (
     BackboneConfig,
     CenterNetHeadConfig,
+    DiffusionDetHeadConfig,
     FCOSHeadConfig,
     ModelConfig,
     NeckConfig,
@@ -148,6 +149,23 @@ def detr_n(num_classes: int = 80) -> ModelConfig:
         query_selection="none", num_denoising=0))
 
 
+def diffusiondet_n(num_classes: int = 80) -> ModelConfig:
+    """diffusiondet-n: fcos-n's backbone and neck; DiffusionDet's head (3 dynamic-interaction
+    stages of width 64 on 7x7 RoIs) denoises 100 boxes, trained with the DDPM cosine schedule
+    and the Hungarian set loss; 1 DDIM step with box renewal by default. Class-wise NMS at 0.5
+    as the paper's (it merges the ensemble over steps)."""
+    return ModelConfig(name="diffusiondet-n", num_classes=num_classes, act="silu",
+                       head=DiffusionDetHeadConfig(),
+                       postprocess=PostProcess(nms_iou=0.5, score_thresh=0.0))
+
+
+def flowdet_n(num_classes: int = 80) -> ModelConfig:
+    """flowdet-n: diffusiondet-n's network trained on straight (rectified-flow) paths from
+    noise boxes to objects, sampled with Euler steps."""
+    return dataclasses.replace(diffusiondet_n(num_classes), name="flowdet-n",
+                               head=DiffusionDetHeadConfig(objective="flow", sampler="euler"))
+
+
 def pose_heatmap_n(num_keypoints: int = 17) -> PoseConfig:
     """pose-heatmap-n: fcos-n's backbone and PAN on 128 x 96 person crops, SimpleBaseline's
     heatmap head (one transposed convolution from stride 8 to 4, Gaussian targets of sigma 2
@@ -187,6 +205,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 EXPERIMENTAL: dict[str, Preset] = {p.name: p for p in (
     Preset("centernet-n", centernet_n, Recipe(lr=2e-2), "CenterNet at stride 4, no NMS"),
     Preset("detr-n", detr_n, Recipe(lr=2e-2), "plain DETR baseline of rtdetr-n"),
+    Preset("diffusiondet-n", diffusiondet_n, Recipe(lr=2e-2),
+           "DiffusionDet: boxes denoised from noise (DDPM, DDIM sampling)"),
+    Preset("flowdet-n", flowdet_n, Recipe(lr=2e-2),
+           "diffusiondet-n trained on rectified-flow paths, Euler sampling"),
 )}
 """Architectures that build and train but have no recipe yet that learns well in a short CPU
 budget (benchmarks/RESULTS.md has their numbers); built by name with a warning."""

@@ -1,5 +1,6 @@
 """``scaledet info``: parameters, FLOPs, and the theoretical receptive field and stride of every
-output level of a model preset.
+output level of a model preset; for a top-down pose model, parameters and FLOPs per person crop
+(:func:`format_pose_info`, at the model's ``(H, W)`` crop size rather than a square ``imgsz``).
 
 FLOPs are counted, not estimated: one forward of :meth:`Detector.predict_raw` (network and box
 decoding, no NMS) on a single ``imgsz x imgsz`` image under
@@ -23,6 +24,8 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaledet.models.detector import Detector
+from scaledet.models.keypoints.heads import HeatmapHead
+from scaledet.models.keypoints.pose import PoseModel
 from scaledet.models.sizes import check_imgsz, model_stride
 from scaledet.ops import RFLayer, receptive_field, receptive_field_table
 
@@ -118,3 +121,52 @@ def format_info(model: Detector, imgsz: int, *, layers: bool = False) -> str:
     return "\n".join(lines)
 
 
+
+
+# ---- pose models ---------------------------------------------------------------------------
+
+
+def count_pose_flops(model: PoseModel) -> int:
+    """FLOPs of a pose model's eval forward on one ``(1, 3, H, W)`` crop (``input_size``):
+    network and decoding (DARK's blur convolutions count; RLE's flow never runs), flip test
+    included when configured (eval mode, no grad; the training flag is restored)."""
+    h, w = model.input_size
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 3, h, w, device=model.pixel_mean.device))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def pose_head_text(model: PoseModel) -> str:
+    """``"heatmaps 32x24 (stride 4), DARK decoding"`` or ``"RLE regression (stride-32 level
+    pooled to 4x3)"``: what the head predicts, for ``scaledet info``."""
+    h, w = model.input_size
+    if isinstance(model.head, HeatmapHead):
+        s = model.heatmap_stride
+        return (f"heatmaps {round(h / s)}x{round(w / s)} (stride {s:g}), "
+                f"{'DARK' if model.decode == 'dark' else 'arg-max + quarter offset'} decoding")
+    ph, pw = model.head.pool
+    return f"RLE regression (stride-{model.strides[-1]} level pooled to {ph}x{pw})"
+
+
+def format_pose_info(model: PoseModel) -> str:
+    """The text ``scaledet info`` prints for a top-down pose model: joints, crop size,
+    parameters (the RLE flow's apart: they train but never run at inference) and FLOPs per
+    crop."""
+    h, w = model.input_size
+    name = model.config.name if model.config is not None else type(model.head).__name__
+    total = count_parameters(model)
+    flow = getattr(model.head, "flow", None)
+    flow_params = count_parameters(flow) if flow is not None else 0
+    lines = [f"{name}: {model.num_keypoints} keypoints, {h}x{w} person crops (top-down pose)",
+             f"parameters  {total / 1e6:.3f} M" + (
+                 f" ({flow_params / 1e6:.3f} M of them the RLE flow, used only in training)"
+                 if flow_params else ""),
+             f"FLOPs       {count_pose_flops(model) / 1e9:.3f} G per crop (network + decoding"
+             f"{', flip test' if model.flip_test else ''}; 2 per multiply-add)",
+             f"head        {pose_head_text(model)}"]
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Boxes drawn on images: annotated predictions and the first training batch."""
+"""Boxes and skeletons drawn on images: annotated predictions and the first training batch."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 Detections = dict[str, Tensor]
+
+KEYPOINT_THRESHOLD = 0.3
+"""A predicted joint is drawn when its score is above this (a labelled one when ``v > 0``)."""
+
+# Joint and limb colours: the person's left side, right side, and the middle (nose, eyes'
+# midline, limbs joining the two sides), as the COCO keypoint names say.
+LEFT, RIGHT, MIDDLE = (0, 160, 255), (255, 128, 0), (60, 220, 60)
 
 
 def _colour(label: int) -> tuple[int, int, int]:
@@ -73,10 +80,54 @@ def _text_colour(fill: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
 
 
-def draw_detections(image: np.ndarray, det: Detections, class_names: Sequence[str]) -> Image.Image:
+def _side(name: str | None) -> tuple[int, int, int]:
+    """A joint's colour from its name: ``left_*`` / ``right_*`` or the middle."""
+    n = (name or "").lower()
+    return LEFT if n.startswith("left") else RIGHT if n.startswith("right") else MIDDLE
+
+
+def draw_keypoints(im: Image.Image, keypoints: Any, skeleton: Sequence[Sequence[int]] | None,
+                   keypoint_names: Sequence[str] | None = None,
+                   threshold: float = KEYPOINT_THRESHOLD) -> Image.Image:
+    """Draw people's joints and limbs on ``im`` (in place; returned).
+
+    Args:
+        keypoints: ``(N, K, 3)`` (or ``(K, 3)``) rows ``x, y`` pixels of ``im`` and a score or
+            visibility flag; a joint is drawn when that is above ``threshold`` (and not NaN).
+        skeleton: limbs as COCO's 1-based joint index pairs (None or empty: joints only);
+            a limb is drawn when both its joints are.
+        keypoint_names: the ``K`` names: ``left_*`` joints and limbs in blue, ``right_*`` in
+            orange, the others green (all green without names).
+        threshold: see ``keypoints`` (0 for ground-truth flags: ``v > 0``).
+    """
+    points = torch.as_tensor(keypoints, dtype=torch.float32).detach().cpu()
+    points = points[None] if points.dim() == 2 else points
+    names = list(keypoint_names or [])
+    k = points.shape[1]
+    colours = [_side(names[j] if j < len(names) else None) for j in range(k)]
+    draw = ImageDraw.Draw(im)
+    r = max(2, round(min(im.width, im.height) / 160))
+    for person in points.tolist():
+        shown = [v > threshold and not (math.isnan(x) or math.isnan(y)) for x, y, v in person]
+        for a, b in skeleton or []:
+            i, j = int(a) - 1, int(b) - 1
+            if 0 <= i < k and 0 <= j < k and shown[i] and shown[j]:
+                colour = colours[i] if colours[i] == colours[j] else MIDDLE
+                draw.line([tuple(person[i][:2]), tuple(person[j][:2])], fill=colour, width=r)
+        for (x, y, _), ok, colour in zip(person, shown, colours):
+            if ok:
+                draw.ellipse([x - r, y - r, x + r, y + r], fill=colour, outline=(0, 0, 0))
+    return im
+
+
+def draw_detections(image: np.ndarray, det: Detections, class_names: Sequence[str], *,
+                    skeleton: Sequence[Sequence[int]] | None = None,
+                    keypoint_names: Sequence[str] | None = None) -> Image.Image:
     """Boxes with ``"name 95%"`` labels (``"name"`` when ``det`` has no ``"scores"``, e.g.
     ground truth) drawn on a copy of ``image`` ((H, W, 3) uint8 RGB), using PIL's built-in
-    default font (nothing is downloaded).
+    default font (nothing is downloaded). With ``det["keypoints"]`` ``(N, K, 3)`` (joint
+    scores; NaN rows for boxes not posed), each posed box's skeleton too
+    (:func:`draw_keypoints` with ``skeleton`` and ``keypoint_names``).
 
     Every label stays inside the image, in black or white, whichever reads on its class
     colour. The labels of the most confident boxes are placed first; a label that would cover
@@ -112,6 +163,8 @@ def draw_detections(image: np.ndarray, det: Detections, class_names: Sequence[st
         draw.rectangle([spot[0], spot[1], spot[2] - 1, spot[3] - 1], fill=colour)
         draw.text((spot[0] + 1 - left, spot[1] + 1 - top), text, fill=_text_colour(colour),
                   font=font)
+    if det.get("keypoints") is not None and len(det["keypoints"]):
+        draw_keypoints(im, det["keypoints"], skeleton, keypoint_names)
     return im
 
 
@@ -125,14 +178,21 @@ def save_annotated(image: np.ndarray, det: Detections, class_names: Sequence[str
 
 
 def plot_train_batch(images: Any, targets: list[dict], class_names: list[str],
-                     path: str | Path, max_images: int = 16) -> Path:
+                     path: str | Path, max_images: int = 16, *,
+                     skeleton: Sequence[Sequence[int]] | None = None,
+                     keypoint_names: Sequence[str] | None = None) -> Path:
     """Write the first ``max_images`` of a training batch as one JPEG grid with boxes drawn.
 
     Args:
-        images: ``(B, 3, S, S)`` float in ``[0, 1]`` or uint8 (any device).
+        images: ``(B, 3, H, W)`` float in ``[0, 1]`` or uint8 (any device).
         targets: per image ``boxes (N, 4)`` xyxy pixels of the image and ``labels (N,)``,
-            optionally ``ignore (K, 4)`` regions (drawn grey, unlabelled).
+            optionally ``ignore (K, 4)`` regions (drawn grey, unlabelled); and / or
+            ``keypoints`` ``(K, 3)`` or ``(N, K, 3)``: ``x, y`` pixels of the image and the
+            visibility flag (a pose batch's person crops have keypoints and no boxes): the
+            labelled joints (``v > 0``) and the limbs between them are drawn.
         class_names: names indexed by label.
+        skeleton: limbs as COCO's 1-based joint pairs (None: joints without limbs).
+        keypoint_names: the joint names, for left / right colours.
     """
     images = images[:max_images].detach().cpu()
     if images.dtype != torch.uint8:
@@ -144,7 +204,11 @@ def plot_train_batch(images: Any, targets: list[dict], class_names: list[str],
     for i in range(n):
         t = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in targets[i].items()}
         hwc = np.ascontiguousarray(images[i].permute(1, 2, 0).numpy())
-        tile = draw_detections(hwc, {"boxes": t["boxes"], "labels": t["labels"]}, class_names)
+        boxes = t.get("boxes", torch.zeros(0, 4))
+        labels = t.get("labels", torch.zeros(len(boxes), dtype=torch.int64))
+        tile = draw_detections(hwc, {"boxes": boxes, "labels": labels}, class_names)
+        if t.get("keypoints") is not None:
+            draw_keypoints(tile, t["keypoints"], skeleton, keypoint_names, threshold=0.0)
         draw = ImageDraw.Draw(tile)
         for box in t.get("ignore", torch.zeros(0, 4)).tolist():
             draw.rectangle(box, outline=(160, 160, 160), width=1)

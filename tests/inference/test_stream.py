@@ -71,10 +71,11 @@ def test_json_and_parquet_in_one_run_join_the_same_way(weights_7_8_9, folder, tm
     assert f"Parquet dataset: {dataset}{os.sep}\n" in printed
     table = pq.read_table(dataset)  # the folder, as Spark / Hive / DuckDB read it
     assert table.schema.names == ["image_id", "image_path", "x1", "y1", "x2", "y2", "score",
-                                  "category_id", "label_index", "class_name"]
+                                  "category_id", "label_index", "class_name", "keypoints"]
     assert [str(t) for t in table.schema.types] == ["int64", "string", "float", "float",
                                                     "float", "float", "float", "int64", "int32",
-                                                    "string"]
+                                                    "string", "list<element: float>"]
+    assert table.column("keypoints").null_count == table.num_rows  # no pose model
     coco = json.loads(coco_path.read_text())
     assert table.num_rows == len(coco) > 0
     assert len({c["category_id"] for c in coco}) > 1

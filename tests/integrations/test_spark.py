@@ -38,7 +38,7 @@ def test_spark_rows_equal_the_local_engine(session, weights, images, local_rows)
     assert boxes.schema == sd.spark_schema()
     assert [f.name for f in boxes.schema] == ["image_id", "image_path", "x1", "y1", "x2", "y2",
                                               "score", "category_id", "label_index",
-                                              "class_name"]
+                                              "class_name", "keypoints"]
     rows = [r.asDict() for r in boxes.collect()]
     assert_same_rows(rows, local_rows)
     assert all(r["image_id"] == stable_image_id(r["image_path"]) for r in rows)

@@ -65,8 +65,11 @@ def test_info_command_prints_one_model(capsys):
 def test_info_lists_every_preset_and_layers(capsys):
     assert "layer" in format_info(build("fcos-n", num_classes=2), 64, layers=True)
     assert main(["info", "--imgsz", "64", "--num-classes", "2"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[1:]] == list(PRESETS)
+    detection, pose = capsys.readouterr().out.split("\n\n")
+    assert [line.split()[0] for line in detection.splitlines()[1:]] == list(PRESETS)
+    assert pose.startswith("pose preset")  # pose presets apart, at their crop size
+    assert [line.split()[0] for line in pose.splitlines()[1:]] == ["pose-heatmap-n",
+                                                                    "pose-rle-n"]
 
 
 def test_info_command_errors(capsys):

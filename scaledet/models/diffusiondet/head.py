@@ -1,0 +1,224 @@
+"""DiffusionDet (Chen et al., "DiffusionDet: Diffusion Model for Object Detection", ICCV 2023)
+as a head of scaledet's :class:`~scaledet.models.detector.Detector`, with a rectified-flow
+variant of the same head.
+
+Detection as denoising of a box set. Training: each image's ground truths are padded with
+random boxes to ``N`` (:func:`~scaledet.models.diffusiondet.boxes.pad_boxes`), scaled to the
+signal range, corrupted to a random noise level, and the head — iterative stages of dynamic
+interaction on RoI features of the noisy boxes, conditioned on the noise level
+(:mod:`~scaledet.models.diffusiondet.stage`) — predicts the clean boxes and their classes; the
+set loss with Hungarian matching (:mod:`scaledet.models.detr`) is summed over the stages.
+
+- ``objective="ddpm"``: ``x_t ~ q(x_t | x_0)`` with the cosine schedule at an integer
+  ``t ~ U{0 .. T-1}``; inference samples with DDIM.
+- ``objective="flow"``: the straight path ``x_s = (1 - s) noise + s x_0`` at ``s ~ U(0, 1)``
+  (conditioned on the noise time ``(1 - s) T``); inference takes Euler steps along the
+  velocity the predicted ``x_0`` implies.
+
+Inference starts from ``num_boxes`` Gaussian boxes drawn from a generator seeded with
+``seed`` (so results are reproducible), takes ``steps`` sampler steps with box renewal
+between them and returns the last step's boxes, or with ``ensemble`` every step's boxes
+together for the detector's class-wise NMS (the paper's ensemble over steps). ``num_boxes``,
+``steps``, ``seed``, ``eta``, ``renewal_threshold`` and ``ensemble`` are plain attributes:
+inference options, free to change on a trained model.
+
+Boxes: inputs and outputs in xyxy pixels of the padded input; inside, normalised ``cxcywh``
+and the signal ``(2 b - 1) signal_scale``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import MultiScaleRoIAlign
+
+from scaledet.models.detr.criterion import SetLossWeights, set_loss
+from scaledet.models.detr.matcher import HungarianMatcher
+from scaledet.models.diffusiondet.boxes import (
+    box_to_signal,
+    pad_boxes,
+    signal_to_box,
+    to_normalised,
+    to_pixels,
+)
+from scaledet.models.diffusiondet.sampler import ddim_boxes, draw_noise, euler_boxes
+from scaledet.models.diffusiondet.stage import DenoisingStage, TimeEmbedding
+from scaledet.nn.diffusion import NoiseSchedule, flow_interpolate
+
+OBJECTIVES = ("ddpm", "flow")
+SAMPLERS = {"ddpm": ("ddim",), "flow": ("euler",)}
+
+
+class DiffusionDetHead(nn.Module):
+    """Box-denoising set head; see the module docstring.
+
+    Args:
+        num_classes: foreground classes (sigmoid scores).
+        in_channels: channels of every neck level; ``strides``: their strides, finest first.
+        hidden_dim: width ``d`` of the proposal features; ``num_heads``: self-attention heads.
+        num_stages: iterative refinement stages; ``ffn_dim``, ``dynamic_dim``: their FFN and
+            dynamic-interaction widths; ``pooler_size``: ``S`` of the ``S x S`` RoI crops,
+            each bin the mean of ``sampling_ratio^2`` bilinear samples (1 by default: small
+            objects span few feature cells, so a bin is smaller than a cell, and the CPU
+            backward of ``roi_align`` costs in proportion to the samples).
+        objective: ``"ddpm"`` or ``"flow"``.
+        num_train_boxes: ``N`` of training (ground truths plus padding boxes).
+        signal_scale: the box signal's range ``[-scale, scale]``.
+        num_train_steps: ``T`` of the DDPM schedule (and the flow's time-embedding scale).
+        schedule: the DDPM ``betas`` (``"cosine"`` or ``"linear"``).
+        matcher, loss_weights: Hungarian matcher and set-loss weights.
+        prior_prob: initial foreground probability.
+        lr_scale: learning-rate multiplier of the head (read by the optimizer): attention and
+            dynamic layers want a fraction of the presets' convolutional rate.
+        num_boxes, steps, seed, sampler, eta, renewal_threshold, ensemble: inference options
+            (``sampler``: ``"ddim"`` for ``ddpm``, ``"euler"`` for ``flow``;
+            ``renewal_threshold`` None: no renewal).
+    """
+
+    def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int],
+                 hidden_dim: int = 64, num_heads: int = 4, num_stages: int = 3,
+                 ffn_dim: int = 256, dynamic_dim: int = 16, pooler_size: int = 7,
+                 sampling_ratio: int = 1,
+                 objective: str = "ddpm", num_train_boxes: int = 100,
+                 signal_scale: float = 2.0, num_train_steps: int = 1000,
+                 schedule: str = "cosine", matcher: HungarianMatcher | None = None,
+                 loss_weights: SetLossWeights | None = None, prior_prob: float = 0.01,
+                 lr_scale: float = 0.05, num_boxes: int = 100, steps: int = 1, seed: int = 0,
+                 sampler: str = "ddim", eta: float = 0.0,
+                 renewal_threshold: float | None = 0.5, ensemble: bool = True) -> None:
+        super().__init__()
+        check_options(objective, sampler, num_boxes, steps, eta)
+        self.num_classes, self.strides = num_classes, tuple(int(s) for s in strides)
+        self.objective, self.num_train_boxes = objective, num_train_boxes
+        self.signal_scale = signal_scale
+        self.schedule = NoiseSchedule(num_train_steps, schedule)
+        self.matcher = matcher or HungarianMatcher()
+        self.loss_weights = loss_weights or SetLossWeights()
+        self.num_boxes, self.steps, self.seed, self.sampler = num_boxes, steps, seed, sampler
+        self.eta, self.renewal_threshold, self.ensemble = eta, renewal_threshold, ensemble
+        d = hidden_dim
+        self.input_proj = nn.ModuleList(
+            nn.Identity() if in_channels == d else nn.Conv2d(in_channels, d, 1)
+            for _ in self.strides)
+        self.levels = [str(i) for i in range(len(self.strides))]
+        self.pooler = MultiScaleRoIAlign(self.levels, output_size=pooler_size,
+                                         sampling_ratio=sampling_ratio)
+        self.time_embed = TimeEmbedding(d)
+        self.stages = nn.ModuleList(
+            DenoisingStage(num_classes, d, num_heads, ffn_dim, dynamic_dim, pooler_size,
+                           prior_prob) for _ in range(num_stages))
+        self.lr_scale = lr_scale
+
+    # ---- the Detector interface: forward -> (loss | predict) --------------------------------
+
+    def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor]]:
+        """The neck levels, projected to ``hidden_dim``: the denoising runs in :meth:`loss`
+        (on noised ground truths) and :meth:`predict` (the sampler)."""
+        return ([proj(f) for proj, f in zip(self.input_proj, feats)],)
+
+    def loss(self, feats: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+        """Set loss of every stage's prediction from noised, padded ground truths.
+
+        ``targets``: per image ``boxes (M, 4)`` xyxy pixels, ``labels (M,)``. Returns
+        ``loss_cls`` (varifocal) and ``loss_box`` (L1 + GIoU on normalised ``cxcywh``) summed
+        over the stages, and their sum ``loss``.
+        """
+        size = self._input_size(feats)
+        norm_targets = [{"boxes": to_normalised(t["boxes"], size), "labels": t["labels"]}
+                        for t in targets]
+        x0 = box_to_signal(torch.stack([pad_boxes(t["boxes"], self.num_train_boxes)
+                                        for t in norm_targets]), self.signal_scale)  # (B, N, 4)
+        noise = torch.randn_like(x0)
+        b = x0.shape[0]
+        if self.objective == "ddpm":
+            t = torch.randint(0, self.schedule.num_steps, (b,), device=x0.device)
+            x_t, time = self.schedule.q_sample(x0, t, noise), t.float()
+        else:
+            s = torch.rand(b, device=x0.device)
+            x_t, time = flow_interpolate(noise, x0, s)[0], (1 - s) * self.schedule.num_steps
+        num_boxes = max(float(sum(len(t["labels"]) for t in targets)), 1.0)
+        losses = {"loss_cls": x0.new_zeros(()), "loss_box": x0.new_zeros(())}
+        for logits, boxes in self.denoise(feats, x_t, time, size):
+            pred = to_normalised(boxes, size)  # (B, N, 4) cxcywh
+            indices = self.matcher(logits, pred, norm_targets)
+            terms = set_loss(logits, pred, norm_targets, indices, num_boxes, self.loss_weights)
+            losses["loss_cls"] = losses["loss_cls"] + terms["vfl"]
+            losses["loss_box"] = losses["loss_box"] + terms["l1"] + terms["giou"]
+        losses["loss"] = losses["loss_cls"] + losses["loss_box"]
+        return losses
+
+    @torch.no_grad()
+    def predict(self, feats: list[Tensor]) -> tuple[Tensor, Tensor, list[int]]:
+        """Sample boxes from noise (see the module docstring).
+
+        Returns boxes ``(B, P, 4)`` xyxy pixels of the padded input, scores ``(B, P, C)``
+        (float32) and the candidate counts: ``P = num_boxes`` (``[num_boxes]``), or with the
+        ensemble ``P = steps * num_boxes`` (``[num_boxes] * steps``, one group per step).
+        """
+        size = self._input_size(feats)
+        generator = torch.Generator().manual_seed(int(self.seed))  # on the CPU: same boxes anywhere
+        x = draw_noise((feats[0].shape[0], self.num_boxes, 4), generator,
+                       feats[0].device)  # (B, N, 4)
+
+        def denoise_last(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            logits, boxes = self.denoise(feats, x, t, size)[-1]
+            x0 = box_to_signal(to_normalised(boxes, size), self.signal_scale)
+            return logits.float().sigmoid(), boxes.float(), x0.clamp(-self.signal_scale,
+                                                                       self.signal_scale)
+
+        check_options(self.objective, self.sampler, self.num_boxes, self.steps, self.eta)
+        if self.sampler == "ddim":
+            outs = ddim_boxes(denoise_last, self.schedule, x, self.steps, self.eta,
+                              self.renewal_threshold, generator)
+        else:
+            outs = euler_boxes(denoise_last, self.schedule.num_steps, x, self.steps,
+                               self.renewal_threshold, generator)
+        if not self.ensemble:
+            outs = outs[-1:]
+        boxes = torch.cat([o[0] for o in outs], dim=1)
+        scores = torch.cat([o[1] for o in outs], dim=1)
+        return boxes, scores, [self.num_boxes] * len(outs)
+
+    # ---- the denoiser -----------------------------------------------------------------------
+
+    def denoise(self, feats: list[Tensor], x: Tensor, time: Tensor, size: Tensor
+                ) -> list[tuple[Tensor, Tensor]]:
+        """Every stage's prediction for the box signals ``x`` ``(B, N, 4)`` at noise times
+        ``time`` ``(B,)``: ``(logits (B, N, C), boxes (B, N, 4) xyxy pixels)`` per stage, each
+        stage refining the previous one's (detached) boxes."""
+        boxes = to_pixels(signal_to_box(x.float(), self.signal_scale), size)  # (B, N, 4)
+        time = self.time_embed(time)  # (B, 4 d)
+        level_maps = dict(zip(self.levels, feats))
+        image_shape = [(int(size[1]), int(size[0]))] * x.shape[0]
+        proposals, outs = None, []
+        for stage in self.stages:
+            roi = self.pooler(level_maps, list(boxes.to(feats[0].dtype)), image_shape)
+            logits, refined, proposals = stage(roi, boxes, proposals, time)
+            outs.append((logits, refined))
+            boxes = refined.detach()
+        return outs
+
+    def _input_size(self, feats: Sequence[Tensor]) -> Tensor:
+        """``(W, H, W, H)`` float32 of the padded input, from the finest level."""
+        h, w = feats[0].shape[-2] * self.strides[0], feats[0].shape[-1] * self.strides[0]
+        return torch.tensor([w, h, w, h], dtype=torch.float32, device=feats[0].device)
+
+
+def check_options(objective: str, sampler: str, num_boxes: int, steps: int,
+                  eta: float) -> None:
+    """``ValueError`` naming the option for an unknown objective, a sampler that does not fit
+    the objective, or out-of-range inference numbers."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if sampler not in SAMPLERS[objective]:
+        raise ValueError(f"sampler must be one of {SAMPLERS[objective]} for objective "
+                         f"{objective!r}, got {sampler!r}")
+    if num_boxes < 1 or steps < 1:
+        raise ValueError(f"num_boxes and steps must be at least 1, got {num_boxes}, {steps}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+
+
+__all__ = ["OBJECTIVES", "SAMPLERS", "DiffusionDetHead", "check_options"]

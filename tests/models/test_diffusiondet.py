@@ -1,0 +1,175 @@
+"""DiffusionDet and its flow variant: box padding and renewal keep the set size, sampling is
+deterministic for a seed, configs round-trip, and a tiny model learns to detect shapes."""
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from scaledet.models import build, build_from_config
+from scaledet.models.config import DiffusionDetHeadConfig, apply_overrides
+from scaledet.models.diffusiondet.boxes import (
+    apply_deltas,
+    box_to_signal,
+    pad_boxes,
+    renew_boxes,
+    signal_to_box,
+)
+from scaledet.models.diffusiondet.sampler import ddim_boxes, euler_boxes
+from scaledet.models.factory import EXPERIMENTAL
+from scaledet.nn.diffusion import NoiseSchedule
+from tests.models.test_training import _average_precision_50, _shapes_dataset, train_tiny
+
+
+def _build(name: str, **overrides):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental presets warn
+        return build(name, num_classes=2, **overrides)
+
+
+@pytest.mark.parametrize("m", [0, 3, 100, 130])
+def test_padding_keeps_the_count_and_contains_the_ground_truths(m):
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(m, 4, generator=g) * 0.5 + 0.25
+    boxes = pad_boxes(gt, 100, generator=g)
+    assert boxes.shape == (100, 4)
+    if m <= 100:
+        torch.testing.assert_close(boxes[:m], gt)  # every ground truth, first
+        assert (boxes[m:, 2:] > 0).all()  # padding boxes have a positive size
+    else:
+        assert all((gt == b).all(-1).any() for b in boxes)  # a subset of the ground truths
+        assert len({tuple(b.tolist()) for b in boxes}) == 100
+    signal = box_to_signal(boxes, 2.0)
+    torch.testing.assert_close(signal_to_box(signal, 2.0), boxes.clamp(0, 1))
+
+
+def test_padding_boxes_follow_the_papers_gaussian():
+    boxes = pad_boxes(torch.zeros(0, 4), 20000, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(boxes[:, :2].mean(0), torch.full((2,), 0.5), atol=0.01, rtol=0)
+    torch.testing.assert_close(boxes[:, :2].std(0), torch.full((2,), 1 / 6), atol=0.01, rtol=0)
+
+
+def test_renewal_keeps_the_count_and_refills_low_scores_with_noise():
+    x, noise = torch.zeros(2, 10, 4), torch.ones(2, 10, 4)
+    scores = torch.zeros(2, 10, 3)
+    scores[0, :4, 1] = 0.9
+    out = renew_boxes(x, scores, 0.5, noise)
+    assert out.shape == x.shape
+    assert (out[0, :4] == 0).all() and (out[0, 4:] == 1).all() and (out[1] == 1).all()
+
+
+def test_zero_deltas_keep_the_box_and_deltas_move_it():
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0]])
+    torch.testing.assert_close(apply_deltas(torch.zeros(1, 4), boxes), boxes)
+    moved = apply_deltas(torch.tensor([[2.0, 0.0, 0.0, float(np.log(2.0))]]), boxes)
+    torch.testing.assert_close(moved, torch.tensor([[50.0, 10.0, 90.0, 50.0]]))
+
+
+def _fake_denoiser(target):
+    """A denoiser that always predicts ``target`` (a clean signal, ``(B, N, 4)``), with the
+    score of every box high, and records the times it is called with."""
+    calls = []
+
+    def denoise(x, t):
+        calls.append(t.clone())
+        scores = torch.full((*x.shape[:2], 1), 0.9)
+        return scores, x.clone(), target
+
+    return denoise, calls
+
+
+def test_ddim_and_euler_samplers_land_on_a_constant_prediction():
+    target = torch.rand(1, 5, 4) * 2 - 1
+    schedule = NoiseSchedule(1000, "cosine")
+    denoise, calls = _fake_denoiser(target)
+    x = torch.randn(1, 5, 4)
+    outs = ddim_boxes(denoise, schedule, x, steps=4)
+    assert len(outs) == 4 and [int(c[0]) for c in calls] == [999, 749, 499, 249]
+    # With a fixed x_0 prediction the implied noise stays that of the start (eta = 0): every
+    # step lands on sqrt(abar) x_0 + sqrt(1 - abar) eps at its timestep.
+    a0, a3 = schedule.alpha_bar(999).float(), schedule.alpha_bar(249).float()
+    eps = (x - a0.sqrt() * target) / (1 - a0).sqrt()
+    torch.testing.assert_close(outs[-1][0], a3.sqrt() * target + (1 - a3).sqrt() * eps)
+    denoise, calls = _fake_denoiser(target)
+    outs = euler_boxes(denoise, 1000, torch.randn(1, 5, 4), steps=4)
+    assert [float(c[0]) for c in calls] == [1000.0, 750.0, 500.0, 250.0]
+    # On a straight path to a fixed end point, the state at s = 3/4 is 1/4 of the way left.
+    x = torch.randn(1, 5, 4)
+    outs = euler_boxes(_fake_denoiser(target)[0], 1000, x, steps=4)
+    torch.testing.assert_close(outs[-1][0], 0.25 * x + 0.75 * target)
+
+
+@pytest.fixture(scope="module", params=["diffusiondet-n", "flowdet-n"])
+def tiny(request):
+    torch.manual_seed(0)
+    return _build(request.param, backbone={"widths": (8, 16, 24, 48, 64)},
+                  neck={"channels": 32}).eval()
+
+
+def test_sampling_is_deterministic_for_a_seed_and_differs_for_another(tiny):
+    images = torch.rand(2, 3, 96, 128)
+    tiny.head.steps, tiny.head.seed = 3, 0
+    with torch.no_grad():
+        a = tiny.predict_raw(images)
+        b = tiny.predict_raw(images)
+        tiny.head.seed = 1
+        c = tiny.predict_raw(images)
+    tiny.head.steps, tiny.head.seed = 1, 0
+    assert a[0].shape == (2, 300, 4) and a[1].shape == (2, 300, 2)  # ensemble of 3 steps
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a[0], c[0])
+
+
+def test_boxes_and_steps_are_inference_options(tiny):
+    tiny.head.num_boxes, tiny.head.steps, tiny.head.ensemble = 30, 2, False
+    with torch.no_grad():
+        boxes, scores = tiny.predict_raw(torch.rand(1, 3, 64, 64))
+    tiny.head.num_boxes, tiny.head.steps, tiny.head.ensemble = 100, 1, True
+    assert boxes.shape == (1, 30, 4) and scores.shape == (1, 30, 2)
+
+
+@pytest.mark.parametrize("name", ["diffusiondet-n", "flowdet-n"])
+def test_config_round_trips_and_overrides(name):
+    model = _build(name)
+    assert name in EXPERIMENTAL and isinstance(model.config.head, DiffusionDetHeadConfig)
+    data = dataclasses.asdict(model.config)
+    clone = build_from_config(data)
+    assert clone.config == model.config
+    clone.load_state_dict(model.state_dict())
+    cfg = apply_overrides(model.config, {"head.steps": 4, "head.num_boxes": 300,
+                                         "head.seed": 7})
+    head = build_from_config(cfg).head
+    assert (head.steps, head.num_boxes, head.seed) == (4, 300, 7)
+    assert head.objective == ("flow" if name == "flowdet-n" else "ddpm")
+
+
+def test_a_sampler_that_does_not_fit_the_objective_is_refused():
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        _build("diffusiondet-n", head={"sampler": "euler"})
+    with pytest.raises(ValueError, match="objective must be one of"):
+        DiffusionDetHeadConfig(objective="sde")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["diffusiondet-n", "flowdet-n"])
+def test_tiny_model_learns_to_detect_shapes(name):
+    """200 AdamW steps (batch 8, 96 px) of a narrow model with 2 stages and 50 training boxes
+    on 64 images: about 40 s on one core. Measured (1 sampling step, AP50 on 32 held-out
+    images): diffusiondet-n loss 7.97 -> 6.51, AP50 0.39 (0.46 at 4 steps); flowdet-n
+    7.93 -> 6.32, AP50 0.21 (0.33 at 4 steps).
+    The set head learns far slower than fcos-n's dense head at this budget (one positive per
+    object), hence the low bars; they leave margin for other seeds and platforms."""
+    torch.manual_seed(0)
+    images, targets = _shapes_dataset(64, 96, seed=0)
+    val_images, val_targets = _shapes_dataset(32, 96, seed=1)
+    model = _build(name, backbone={"widths": (8, 16, 24, 48, 64)}, neck={"channels": 32},
+                   head={"num_stages": 2, "num_train_boxes": 50})
+    losses = train_tiny(model, images, targets, steps=200)
+    first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+    model.eval()
+    with torch.no_grad():
+        val_ap50 = _average_precision_50(model(val_images), val_targets, 2)
+    assert last < 0.9 * first, (first, last)
+    assert val_ap50 > 0.1, val_ap50
