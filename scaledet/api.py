@@ -51,11 +51,14 @@ def train(data: str | os.PathLike, *, model: str | None = None, epochs: int | No
 
 
 def val(weights: str | os.PathLike, data: str | os.PathLike, *, split: str = "val",
-        imgsz: int | None = None, batch: int = 16, device: str = "cpu") -> dict[str, float]:
+        imgsz: int | None = None, batch: int = 16, device: str = "cpu",
+        model_options: dict[str, Any] | None = None) -> dict[str, float]:
     """Score a checkpoint on a dataset split: the 12 COCO stats as ``scaledet val`` prints
     them, named ``mAP``, ``mAP50``, ``mAP75``, ``mAP_small`` ... ``AR_large``; for a pose
     checkpoint the 10 OKS stats on the ground-truth person boxes (``mAP`` = OKS AP, ``mAP50``,
-    ``mAP75``, ``mAP_medium``, ``mAP_large``, ``AR`` ... ``AR_large``)."""
+    ``mAP75``, ``mAP_medium``, ``mAP_large``, ``AR`` ... ``AR_large``). ``model_options``: a
+    detector's inference options as ``scaledet val --set`` takes them, e.g.
+    ``{"head.steps": 4, "head.seed": 1}``."""
     from scaledet.evaluation.validator import validate_weights
     from scaledet.models.checkpoint import read_meta
 
@@ -67,7 +70,7 @@ def val(weights: str | os.PathLike, data: str | os.PathLike, *, split: str = "va
         return pose_metrics(result)
 
     result, _ = validate_weights(weights, data, split=split, imgsz=imgsz, batch=batch,
-                                 device=device)
+                                 device=device, model_options=model_options)
     return result.metrics
 
 
@@ -77,7 +80,8 @@ def load(weights: str | os.PathLike | Path, *, merge: bool = False,
     """A :class:`~scaledet.inference.predictor.Predictor` for a ``.safetensors`` checkpoint:
     ``scaledet.load("best.safetensors", conf=0.25)(images)`` -> one ``Result`` per image.
     ``options``: ``device``, ``conf``, ``imgsz``, ``batch_size``, ``nms``, ``iou``,
-    ``max_det``, ``tta``, ``slicing``, ``pose_classes`` (see ``Predictor``).
+    ``max_det``, ``tta``, ``slicing``, ``pose_classes``, ``model_options`` (inference options
+    such as ``{"head.steps": 4}``; see ``Predictor``).
 
     ``pose_weights``: a pose checkpoint (``pose-heatmap-n`` / ``pose-rle-n`` training) run on
     the detected people: each ``Result`` then carries ``keypoints`` ``(K, J, 3)`` (x, y

@@ -111,17 +111,34 @@ def build_parser() -> argparse.ArgumentParser:
              "keypoint dataset with COCO's 17 joints (deterministic for a seed)",
              "  scaledet data synth data/synth --train 800 --val 200 --seed 0\n"
              "  scaledet data synth data/synth_yolo --format yolo\n"
-             "  scaledet data synth data/pose --task keypoints   # --format yolo: YOLO pose\n")
+             "  scaledet data synth data/pose --task keypoints   # --format yolo: YOLO pose\n"
+             "  scaledet data synth data/faces --task faces   # COCO, 5 landmarks per face\n"
+             "  scaledet data synth data/ids --task face-identities --identities 200\n")
     p.add_argument("out", help="output folder")
     p.add_argument("--train", type=int, default=800, help="number of training images")
     p.add_argument("--val", type=int, default=200, help="number of validation images")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
-    p.add_argument("--imgsz", type=int, default=320, help="image side in pixels")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="image side in pixels (default 320; face-identities: crop side, 112)")
     p.add_argument("--format", choices=["coco", "yolo"], default="coco",
                    help="dataset format to write")
-    p.add_argument("--task", choices=["detect", "keypoints"], default="detect",
+    p.add_argument("--task", choices=["detect", "keypoints", "faces", "face-identities"],
+                   default="detect",
                    help="detect: shapes with boxes; keypoints: person figures with 17 COCO "
-                        "joints and skeleton (COCO keypoints json or YOLO pose)")
+                        "joints and skeleton (COCO keypoints json or YOLO pose); faces: "
+                        "synthetic faces at every scale with 5 landmarks (COCO keypoints); "
+                        "face-identities: aligned face crops per identity (train/ID/) and "
+                        "LFW-style verification pairs over disjoint identities (verify/, "
+                        "pairs.txt); --imgsz is then the crop side (default 112)")
+    p.add_argument("--identities", type=int, default=100,
+                   help="face-identities: training identities")
+    p.add_argument("--per-identity", type=int, default=20,
+                   help="face-identities: crops per training identity")
+    p.add_argument("--verify-identities", type=int, default=50,
+                   help="face-identities: verification identities (10 crops each)")
+    p.add_argument("--pairs-per-fold", type=int, default=30,
+                   help="face-identities: matched (and as many mismatched) pairs per fold of "
+                        "the 10 in pairs.txt")
     p = _add(dsub, "check", "scaledet.cli.data:check_command",
              "validate a dataset and print a report (exit 1 on errors; warnings do not fail)",
              "  scaledet data check data/synth\n  scaledet data check my_yolo/data.yaml\n"
@@ -226,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
              "OKS stats on the ground-truth person boxes)",
              "  scaledet val --weights runs/train/weights/best.safetensors --data data/synth\n"
              "  scaledet val --weights runs/pose/weights/best.safetensors --data data/pose\n"
-             "  scaledet val --weights W --data data/synth --json val.json --plots runs/val\n")
+             "  scaledet val --weights W --data data/synth --json val.json --plots runs/val\n"
+             "  scaledet val --weights DIFFUSIONDET --data data/synth --set head.steps=4\n")
     p.add_argument("--weights", required=True, help="a .safetensors checkpoint of scaledet train")
     p.add_argument("--data", required=True, help="COCO folder, YOLO data.yaml or VOC folder")
     p.add_argument("--split", default="val", help="dataset split to score (default: val)")
@@ -238,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write PR curves and the confusion matrix as PNG to DIR")
     p.add_argument("--batch", type=int, default=16, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="inference option of the checkpoint's model, e.g. for diffusiondet-n "
+                        "--set head.steps=4 --set head.num_boxes=300 --set head.seed=1 "
+                        "(repeatable; the head's inference options and postprocess.*; a wrong "
+                        "name lists the valid ones)")
 
     p = _add(sub, "predict", "scaledet.cli.predict:predict_command",
              "run a detector on images or folders: annotated images and COCO-results json "
@@ -249,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
              "  scaledet predict --weights W val/ --json dets.json --gt instances_val.json\n"
              "  scaledet predict --weights W paths.txt --engine ray --workers 2 "
              "--parquet dets.parquet\n"
-             "  scaledet predict --weights DET --pose-weights POSE photos/   # + skeletons\n")
+             "  scaledet predict --weights DET --pose-weights POSE photos/   # + skeletons\n"
+             "  scaledet predict --weights DIFFUSIONDET val/ --set head.steps=4 "
+             "--set head.seed=1\n")
     p.add_argument("--weights", required=True, help="a .safetensors checkpoint of scaledet train")
     p.add_argument("--pose-weights", metavar="POSE.safetensors",
                    help="a pose model's checkpoint (pose-heatmap-n / pose-rle-n) run on the "
@@ -278,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="NMS variant (model, TTA and tile merging)")
     p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=None, help="detections kept per image")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="inference option of the checkpoint's model, e.g. for diffusiondet-n "
+                        "--set head.steps=4 --set head.num_boxes=300 --set head.seed=1 "
+                        "(repeatable; the head's inference options and postprocess.*; a wrong "
+                        "name lists the valid ones)")
     p.add_argument("--tta", metavar="scales=S,S,...[,flip][,snip]",
                    help="image-pyramid TTA, e.g. scales=0.75,1,1.5,flip (snip: SNIP ranges)")
     p.add_argument("--slice", type=int, metavar="TILE", help="sliced inference, TILE px tiles")
@@ -332,6 +362,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--nproc", default="auto", help="training processes (see train --help)")
 
+    # ---- faces ---------------------------------------------------------------------------
+    pf = sub.add_parser("face", help="face recognition: train, verify",
+                        description="face recognition: train an embedding network with a "
+                                    "margin-softmax head, verify pairs (LFW protocol)")
+    fsub = pf.add_subparsers(dest="face_command", metavar="FACE_COMMAND")
+    p = _add(fsub, "train", "scaledet.cli.face:train_command",
+             "train a face embedding network (MobileFaceNet-style) on aligned crops, one folder "
+             "per identity, with a softmax / SphereFace / CosFace / ArcFace head (softmax "
+             "warm-up, then the margin ramps in); validated on LFW pairs",
+             "  scaledet data synth data/ids --task face-identities\n"
+             "  scaledet face train --data data/ids --loss arcface --time 5 --out runs/face\n"
+             "  scaledet face train --data data/ids --loss cosface --imgsz 112 "
+             "--arch mobilefacenet\n")
+    p.add_argument("--data", required=True,
+                   help="folder with train/<identity>/ crops (and verify/ + pairs.txt)")
+    p.add_argument("--loss", choices=["softmax", "sphereface", "cosface", "arcface"],
+                   default="arcface", help="classification head")
+    p.add_argument("--margin", type=float, default=None,
+                   help="the loss's margin (sphereface m1, arcface m2 in radians, cosface m3; "
+                        "default the paper's: 1.35, 0.5, 0.35)")
+    p.add_argument("--scale", type=float, default=32.0, help="logit scale s")
+    p.add_argument("--margin-warmup", type=float, default=0.1,
+                   help="fraction of the run trained without margin (plain softmax)")
+    p.add_argument("--margin-ramp", type=float, default=0.2,
+                   help="fraction of the run over which the margin then grows to full")
+    p.add_argument("--arch", choices=["mobilefacenet", "small"], default="small",
+                   help="mobilefacenet: the paper's network; small: half width, fewer blocks "
+                        "(CPU)")
+    p.add_argument("--imgsz", type=int, default=64,
+                   help="network input side (multiple of 16; crops are resized to it)")
+    p.add_argument("--embedding-dim", type=int, default=128, help="embedding size")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int, default=None, help="number of epochs")
+    g.add_argument("--time", type=float, default=None,
+                   help="wall-clock budget in minutes (default 10 when neither is given)")
+    p.add_argument("--batch", type=int, default=64, help="crops per step")
+    p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate")
+    p.add_argument("--pairs", default=None, help="pairs file (default DATA/pairs.txt)")
+    p.add_argument("--verify-root", default=None, help="crops of --pairs (default DATA/verify)")
+    p.add_argument("--seed", type=int, default=0, help="seeds weights and data order")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--out", default="runs/face", help="run folder (weights/, metrics.csv)")
+    p.add_argument("--exist-ok", action="store_true", help="overwrite the run in --out")
+    p = _add(fsub, "verify", "scaledet.cli.face:verify_command",
+             "score every pair of an LFW pairs.txt on aligned crops (cosine similarity of the "
+             "embeddings): 10-fold accuracy, ROC AUC, TAR at FAR 1e-3 / 1e-4, ROC plot",
+             "  scaledet face verify --weights runs/face/weights/best.safetensors "
+             "--pairs data/ids/pairs.txt --root data/ids/verify\n")
+    p.add_argument("--weights", required=True, help="a checkpoint of scaledet face train")
+    p.add_argument("--pairs", required=True, help="LFW-format pairs.txt")
+    p.add_argument("--root", required=True,
+                   help="folder of aligned crops, ROOT/NAME/NAME_NNNN.{jpg,png}")
+    p.add_argument("--out", default="runs/face_verify", help="roc.png and verification.json")
+    p.add_argument("--batch", type=int, default=64, help="crops per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+
     # ---- models --------------------------------------------------------------------------
     p = _add(sub, "info", "scaledet.cli.info:info_command",
              "parameters, FLOPs (counted), receptive field and stride of each output level",
@@ -364,8 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "_handler", None)
     if handler is None:
         # `scaledet` or `scaledet data` alone: show the relevant help.
-        if args.command == "data":
-            parser.parse_args(["data", "--help"])
+        if args.command in ("data", "face"):
+            parser.parse_args([args.command, "--help"])
         parser.print_help()
         return 2
     module_name, func_name = handler.split(":")

@@ -13,6 +13,7 @@ from typing import Any
 from scaledet.data.images import collect_images
 from scaledet.inference.predictor import Predictor
 from scaledet.inference.stream import predict_stream
+from scaledet.models.options import describe_inference
 from scaledet.models.sizes import check_imgsz, model_stride
 
 
@@ -36,6 +37,9 @@ def predict_command(args: argparse.Namespace) -> int:
         image_ids, note = ground_truth_ids(files, args.gt)
         print(note)
     predictor = predictor_from_args(args)
+    note = describe_inference(predictor.model)
+    if note:
+        print(f"inference: {note}")
     images_dir = None if args.no_images else out
     summary = predict_stream(predictor, files, json_out, parquet=parquet, resume=args.resume,
                              errors=out / "errors.txt", images_dir=images_dir,
@@ -150,7 +154,9 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
 
 def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`Predictor` keywords of ``--device`` / ``--conf`` / ``--tta`` / ``--slice`` /
-    ``--nms`` ... (everything but the weights), as every engine builds its predictors."""
+    ``--nms`` / ``--set`` ... (everything but the weights), as every engine builds its
+    predictors."""
+    from scaledet.cli.train import parse_assignments
     from scaledet.inference.slicing import Slicing
     from scaledet.inference.tta import TTA
 
@@ -176,6 +182,9 @@ def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {"device": args.device, "conf": args.conf, "imgsz": args.imgsz,
                "batch_size": args.batch, "nms": args.nms, "iou": args.iou,
                "max_det": args.max_det, "tta": tta, "slicing": slicing}
+    model_options = parse_assignments(getattr(args, "set", None), "--set")
+    if model_options:
+        options["model_options"] = model_options
     if pose_weights:
         options["pose_weights"] = pose_weights
         if pose_classes:

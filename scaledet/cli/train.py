@@ -112,17 +112,24 @@ def val_command(args: argparse.Namespace) -> int:
     from scaledet.models.checkpoint import read_meta
 
     if read_meta(args.weights).get("task") == "pose":
+        if args.set:
+            raise ValueError(f"--set: {args.weights} is a pose model; --set applies to "
+                             "detectors' inference options")
         return _val_pose(args)
 
     result, validator = validate_weights(args.weights, args.data, split=args.split,
-                                         imgsz=args.imgsz, batch=args.batch, device=args.device)
+                                         imgsz=args.imgsz, batch=args.batch, device=args.device,
+                                         model_options=parse_assignments(args.set, "--set"))
+    if validator.inference_note:
+        print(f"inference: {validator.inference_note}")
     print(result.summary())
     if len(result.category_ids) <= 50:  # longer tables belong in --json
         print(result.per_category_table())
     print(f"{len(validator.dataset)} images, {validator.images_per_second:.1f} images/s")
     if args.json_out:
         payload = {**result.to_dict(), "metrics": result.metrics,
-                   "images_per_second": validator.images_per_second}
+                   "images_per_second": validator.images_per_second,
+                   "inference_options": validator.inference_options}
         path = Path(args.json_out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")

@@ -297,11 +297,12 @@ def num_outputs(s: TrainSettings, dataset) -> int:
     return dataset.num_keypoints
 
 
-def model_config(s: TrainSettings, num_classes: int):
+def model_config(s: TrainSettings, num_classes: int, num_keypoints: int = 0):
     """The run's :class:`~scaledet.models.config.ModelConfig` (a pose model's
     :class:`~scaledet.models.keypoints.config.PoseConfig`): the preset (with ``weights``, the
     base checkpoint's config) for ``num_classes`` classes (pose: keypoints), plus
-    ``model_options``."""
+    ``model_options``. A detector with a keypoint branch (``head.num_keypoints > 0``, e.g.
+    face-n) gets the dataset's ``num_keypoints`` when that is not 0."""
     if s.weights is not None:
         data = _base_meta(s.weights)["model_config"]
         if is_pose_config(data):
@@ -311,7 +312,11 @@ def model_config(s: TrainSettings, num_classes: int):
             cfg = dataclasses.replace(cfg, num_classes=num_classes)
     else:
         cfg = preset(_preset_name(s)).config(num_classes)
-    return apply_overrides(cfg, s.model_options) if s.model_options else cfg
+    cfg = apply_overrides(cfg, s.model_options) if s.model_options else cfg
+    if num_keypoints and getattr(getattr(cfg, "head", None), "num_keypoints", 0):
+        cfg = dataclasses.replace(cfg, head=dataclasses.replace(cfg.head,
+                                                                num_keypoints=num_keypoints))
+    return cfg
 
 
 def train_config(s: TrainSettings) -> TrainConfig:
@@ -382,7 +387,7 @@ def _fit(settings: TrainSettings) -> TrainResult:
     if val_ds is None or not len(val_ds):
         _note(f"warning: {s.data} has no val split: no validation, best = last")
     # every bad option fails here, in this process, not in a training rank
-    model_config(s, num_outputs(s, train_ds))
+    model_config(s, num_outputs(s, train_ds), train_ds.num_keypoints)
     train_config(s)
     augment_config(s)
     if s.weights is not None:
@@ -426,7 +431,7 @@ def _fit_rank(s: TrainSettings, out: Path, train_ds, val_ds) -> dict[str, Any]:
         keep_freed_memory()  # every rank is its own process
     seed_everything(s.seed)  # the model's initial weights come from the seed too
     pose = is_pose(s)
-    model = build_from_config(model_config(s, num_outputs(s, train_ds)),
+    model = build_from_config(model_config(s, num_outputs(s, train_ds), train_ds.num_keypoints),
                               flip_index=train_ds.flip_index() if pose else None)
     if s.weights is not None:
         report = start_from_weights(model, s, train_ds.class_names)
@@ -477,7 +482,8 @@ def _check_start(s: TrainSettings, train_ds) -> None:
     from scaledet.models.factory import build_from_config
 
     with torch.random.fork_rng(devices=[]):
-        start_from_weights(build_from_config(model_config(s, num_outputs(s, train_ds))), s,
+        start_from_weights(build_from_config(model_config(s, num_outputs(s, train_ds),
+                                                          train_ds.num_keypoints)), s,
                            train_ds.class_names)
 
 
@@ -548,6 +554,9 @@ def checkpoint_meta(s: TrainSettings, model, dataset) -> dict[str, Any]:
                     skeleton=[list(p) for p in dataset.skeleton or []],
                     flip_index=dataset.flip_index(), sigmas=s.sigmas,
                     imgsz=model.input_size[0])
+    elif getattr(model.config.head, "num_keypoints", 0):  # a detector with keypoints (face-n)
+        meta.update(keypoint_names=dataset.keypoint_names,
+                    skeleton=[list(p) for p in dataset.skeleton or []])
     if s.weights is not None:
         meta["base_weights" if s.adapter else "init_weights"] = base_reference(s.weights)
     adapter = getattr(model, "adapter_config", None)

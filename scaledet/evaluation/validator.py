@@ -47,11 +47,20 @@ class DetectionValidator:
         self.device = torch.device(device)
         self.amp_dtype = amp_dtype
         self.images_per_second = 0.0
+        # What the last run sampled with (scaledet.models.options): e.g. DiffusionDet's
+        # steps, boxes and noise seed, by dotted name, and that as one line (None: no such
+        # options beyond post-processing).
+        self.inference_options: dict[str, Any] = {}
+        self.inference_note: str | None = None
 
     @torch.no_grad()
     def run(self, model: nn.Module):
         """Evaluate ``model`` (put in eval mode); returns the evaluation package's result."""
+        from scaledet.models.options import current_inference_options, describe_inference
+
         model.eval()
+        self.inference_options = current_inference_options(model)
+        self.inference_note = describe_inference(model)
         self.evaluator.reset()
         self.confusion.reset()
         n, start = 0, time.perf_counter()
@@ -83,21 +92,26 @@ class DetectionValidator:
 
 def validate_weights(weights: str | Path, data: str | Path, *, split: str = "val",
                      imgsz: int | None = None, batch: int = 16, device: str = "cpu",
-                     workers: int = 1) -> tuple[Any, DetectionValidator]:
+                     workers: int = 1, model_options: dict[str, Any] | None = None
+                     ) -> tuple[Any, DetectionValidator]:
     """Score a checkpoint on a dataset split: ``(COCOEvalResult, the validator)``, the latter
     for its confusion matrix and images/s. ``imgsz`` defaults to the training size and is
     rounded up to a multiple of the model's largest stride (with a note on stderr,
     :func:`~scaledet.models.sizes.check_imgsz`); the model must have been trained on the
-    dataset's classes (a ``ValueError`` names both lists)."""
+    dataset's classes (a ``ValueError`` names both lists). ``model_options``: inference
+    options by dotted name (``scaledet val --set``, e.g. ``{"head.steps": 4}``;
+    :func:`~scaledet.models.options.set_inference_options`)."""
     from scaledet.data import load_dataset
     from scaledet.data.loader import build_dataloader
     from scaledet.models.checkpoint import model_from_weights
+    from scaledet.models.options import set_inference_options
     from scaledet.models.sizes import check_imgsz, model_stride
     from scaledet.ops.device import resolve_device
 
     dev = resolve_device(device)
     model, meta = model_from_weights(weights, dev)
     model.fuse()
+    set_inference_options(model, model_options or {}, "model_options (--set)")
     dataset = load_dataset(data, split)
     names = meta.get("class_names")
     if names is not None and list(names) != list(dataset.class_names):

@@ -20,6 +20,12 @@ of 32 with the normalisation mean, exactly as the PyTorch model does). Class nam
 the pre-processing are written into the ONNX metadata. We use the TorchScript-based exporter
 (``dynamo=False``): it needs no extra package and traces this model exactly.
 
+DiffusionDet heads (``diffusiondet-n``, ``flowdet-n``) export their whole sampler, unrolled: the
+graph holds the checkpoint's (or ``--set``'s) number of steps and boxes, the seeded noise as
+constants shared by every image of a batch, box renewal and the ensemble over steps; other
+settings need another export. With a free batch or image size it matches PyTorch at any shape
+(the RoI pooling reads the boxes as one batched tensor and the input size from the traced shape).
+
 :func:`check_parity` runs the written file with onnxruntime against the PyTorch model, for every
 variant: the dense outputs, on the example shape and (``dynamic``) on another batch and a
 non-square size; with ``nms``, the detections, matched box to box. ``onnx`` and ``onnxruntime``

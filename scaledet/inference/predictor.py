@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 
 Detections = dict[str, Tensor]
 
+# Post-processing fields with a keyword (and predict option) of their own: not model_options.
+_OWN_OPTIONS = {"postprocess.score_thresh": "conf (--conf)", "postprocess.nms": "nms (--nms)",
+                "postprocess.nms_iou": "iou (--iou)", "postprocess.max_det": "max_det (--max-det)"}
+
 
 class Predictor:
     """A detector loaded from a scaledet checkpoint, ready for inference.
@@ -71,6 +75,11 @@ class Predictor:
             ``keypoints`` of the posed boxes (:mod:`scaledet.inference.pose`).
         pose_classes: the detector classes that get a pose (default: ``"person"`` when the
             detector has that class, else every box; a note on stderr says which).
+        model_options: inference options of the model's config by dotted name, e.g.
+            ``{"head.steps": 4, "head.num_boxes": 300, "head.seed": 1}`` for DiffusionDet
+            (``scaledet predict --set``; :func:`~scaledet.models.options.set_inference_options`
+            lists the valid names in its error); the post-processing fields that have their
+            own keyword here (``conf``, ``nms``, ``iou``, ``max_det``) are set with those.
 
     Calling it (``predictor(images)``) returns a list of :class:`Result`, one per image, for
     any mix of images, files, folders and glob patterns; ``predictor.stream(images)`` takes
@@ -81,7 +90,8 @@ class Predictor:
                  imgsz: int | None = None, batch_size: int = 8, *, nms: str | None = None,
                  iou: float | None = None, max_det: int | None = None, tta: TTA | None = None,
                  slicing: Slicing | None = None, pose_weights: str | os.PathLike | None = None,
-                 pose_classes: Sequence[str] | None = None) -> None:
+                 pose_classes: Sequence[str] | None = None,
+                 model_options: dict[str, Any] | None = None) -> None:
         from scaledet.models.checkpoint import model_from_weights, read_meta
 
         dev = resolve_device(device)
@@ -96,7 +106,7 @@ class Predictor:
         self._setup(model, meta, names, meta.get("category_ids"), dev, conf,
                     imgsz if imgsz is not None else int(meta.get("imgsz", 320)), batch_size,
                     nms, iou, max_det, tta, slicing, _load_pose(pose_weights, dev, batch_size),
-                    pose_classes)
+                    pose_classes, model_options)
 
     @classmethod
     def from_model(cls, model: nn.Module, class_names: Sequence[str], *, imgsz: int = 320,
@@ -106,7 +116,8 @@ class Predictor:
                    tta: TTA | None = None, slicing: Slicing | None = None,
                    pose: PoseEstimator | None = None,
                    pose_weights: str | os.PathLike | None = None,
-                   pose_classes: Sequence[str] | None = None) -> Predictor:
+                   pose_classes: Sequence[str] | None = None,
+                   model_options: dict[str, Any] | None = None) -> Predictor:
         """A predictor around an in-memory model (put in eval mode); options as above, and
         ``category_ids`` (COCO id of each class index, default ``1..C``); ``pose``: an
         in-memory :class:`~scaledet.inference.pose.PoseEstimator` (or ``pose_weights``)."""
@@ -117,14 +128,16 @@ class Predictor:
         elif pose_weights is not None:
             raise ValueError("pose and pose_weights: give one")
         self._setup(model.to(dev).eval(), {}, list(class_names), category_ids, dev, conf,
-                    imgsz, batch_size, nms, iou, max_det, tta, slicing, pose, pose_classes)
+                    imgsz, batch_size, nms, iou, max_det, tta, slicing, pose, pose_classes,
+                    model_options)
         return self
 
     def _setup(self, model: nn.Module, meta: dict, names: list[str], category_ids, device,
                conf: float, imgsz: int, batch_size: int, nms: str | None, iou: float | None,
                max_det: int | None, tta: TTA | None, slicing: Slicing | None,
                pose: PoseEstimator | None = None,
-               pose_classes: Sequence[str] | None = None) -> None:
+               pose_classes: Sequence[str] | None = None,
+               model_options: dict[str, Any] | None = None) -> None:
         if not 0.0 <= conf < 1.0:
             raise ValueError(f"conf must be in [0, 1), got {conf}")
         if batch_size < 1:
@@ -140,6 +153,14 @@ class Predictor:
         self.conf, self.imgsz, self.batch_size = conf, imgsz, batch_size
         self.tta, self.slicing = tta, slicing
         settings = {"score_thresh": conf, "nms": nms, "nms_iou": iou, "max_det": max_det}
+        if model_options:
+            from scaledet.models.options import set_inference_options
+
+            for key in model_options:
+                if key in _OWN_OPTIONS:
+                    raise ValueError(f"model_options (--set) {key}: set it with the "
+                                     f"predictor's own option {_OWN_OPTIONS[key]}")
+            set_inference_options(model, model_options, "model_options (--set)")
         for name, value in settings.items():
             if value is not None and hasattr(model, name):
                 setattr(model, name, value)
@@ -192,10 +213,11 @@ class Predictor:
     def result(self, det: Detections, image: InputImage) -> Result:
         """Wrap one image's detections dict as a :class:`Result`."""
         pose = self.pose
+        names = pose.keypoint_names if pose is not None else self.meta.get("keypoint_names")
+        skeleton = pose.skeleton if pose is not None else self.meta.get("skeleton")
         return Result(det["boxes"], det["scores"], det["labels"], self.class_names, image.size,
                       image.path, self.category_ids, image.image, det.get("keypoints"),
-                      pose.keypoint_names if pose is not None else None,
-                      pose.skeleton if pose is not None else None)
+                      names, skeleton)
 
     def _add_keypoints(self, det: Detections, image: Tensor) -> Detections:
         """With a pose model: ``det["keypoints"]`` ``(K, J, 3)`` (x, y original pixels, score)
@@ -272,8 +294,12 @@ class Predictor:
         scores = det["scores"][keep].float().cpu()
         order = scores.argsort(descending=True, stable=True)
         boxes = to_original_pixels(det["boxes"][keep].cpu(), scale, size)
-        return {"boxes": boxes[order], "scores": scores[order],
-                "labels": det["labels"][keep].long().cpu()[order]}
+        out = {"boxes": boxes[order], "scores": scores[order],
+               "labels": det["labels"][keep].long().cpu()[order]}
+        if "keypoints" in det:  # a detector with keypoints (face-n): (K, J, 3), x y / scale
+            points = det["keypoints"][keep].float().cpu()[order]
+            out["keypoints"] = torch.cat([points[..., :2] / scale, points[..., 2:]], dim=-1)
+        return out
 
 
 def _load_pose(weights: str | os.PathLike | None, device: torch.device,
@@ -289,4 +315,6 @@ def _unflip(det: Detections, width: int) -> Detections:
     """Boxes found on a left-right mirrored image -> boxes on the image: ``x -> W - x``."""
     b = det["boxes"]
     boxes = torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], dim=1)
-    return {**det, "boxes": boxes}
+    # A detector's keypoints would need their left/right order swapped too, which the
+    # predictor does not know: dropped (TTA and tile merging keep boxes only).
+    return {**{k: v for k, v in det.items() if k != "keypoints"}, "boxes": boxes}

@@ -27,3 +27,19 @@ class PointDistanceCoder:
     def decode(self, points: Tensor, distances: Tensor, strides: Tensor) -> Tensor:
         d = distances * strides.unsqueeze(-1)
         return torch.cat([points - d[..., :2], points + d[..., 2:]], dim=-1)
+
+
+class PointOffsetCoder:
+    """Keypoints <-> stride-normalised offsets from locations (RetinaFace / SCRFD landmarks).
+
+    ``encode(points, keypoints, strides)``: ``points (..., 2)`` location centres (xy pixels),
+    ``keypoints (..., K, 2)`` xy pixels, ``strides (...)`` -> ``(..., K, 2)``
+    ``(x_k - x, y_k - y) / stride``. ``decode`` is its exact inverse (strides are powers of
+    two, so the division and the multiplication do not round).
+    """
+
+    def encode(self, points: Tensor, keypoints: Tensor, strides: Tensor) -> Tensor:
+        return (keypoints - points.unsqueeze(-2)) / strides[..., None, None]
+
+    def decode(self, points: Tensor, offsets: Tensor, strides: Tensor) -> Tensor:
+        return points.unsqueeze(-2) + offsets * strides[..., None, None]

@@ -17,16 +17,18 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 from scaledet.models.assigners import ATSSAssigner, FCOSAssigner
 from scaledet.models.detr.criterion import SetLossWeights
 from scaledet.models.detr.head import RTDETRHead
 from scaledet.models.detr.matcher import HungarianMatcher
 from scaledet.models.diffusiondet.head import DiffusionDetHead, check_options
+from scaledet.models.diffusiondet.matcher import DynamicKMatcher
 from scaledet.models.heads.centernet import CenterNetHead
 from scaledet.models.heads.dense import PostProcess
 from scaledet.models.heads.fcos import BOX_WEIGHTINGS, FCOSHead
+from scaledet.models.heads.fcos_keypoints import KeypointFCOSHead
 from scaledet.models.heads.yolo import YOLOXHead
 from scaledet.models.simota import SimOTAAssigner
 from scaledet.models.tal import TaskAlignedAssigner
@@ -81,13 +83,15 @@ class NeckConfig:
 
 @dataclass
 class ATSSConfig:
-    """:class:`~scaledet.models.assigners.ATSSAssigner`: ``topk`` candidates per level."""
+    """:class:`~scaledet.models.assigners.ATSSAssigner`: ``topk`` candidates per level, each
+    location's square anchor ``anchor_scale`` strides wide."""
 
     kind: str = "atss"
     topk: int = 9
+    anchor_scale: float = 8.0
 
     def build(self) -> ATSSAssigner:
-        return ATSSAssigner(topk=self.topk)
+        return ATSSAssigner(topk=self.topk, anchor_scale=self.anchor_scale)
 
 
 @dataclass
@@ -143,7 +147,11 @@ class SimOTAConfig:
 @dataclass
 class FCOSHeadConfig:
     """:class:`~scaledet.models.heads.fcos.FCOSHead` (FCOS + VarifocalNet scores) and the
-    assigner it trains with; the fields are the head's arguments of the same names."""
+    assigner it trains with; the fields are the head's arguments of the same names.
+    ``num_keypoints > 0`` adds the keypoint branch
+    (:class:`~scaledet.models.heads.fcos_keypoints.KeypointFCOSHead`: that many keypoints per
+    box, losses weighted by ``keypoint_loss_weight`` and ``visibility_loss_weight``); 0 is the
+    plain detector."""
 
     kind: str = "fcos"
     num_convs: int = 1
@@ -158,21 +166,31 @@ class FCOSHeadConfig:
     reg_max: int = 0
     dfl_weight: float = 0.25
     box_weighting: str = "iou"
+    num_keypoints: int = 0
+    keypoint_loss_weight: float = 0.1
+    visibility_loss_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.box_weighting not in BOX_WEIGHTINGS:
             raise ValueError(f"head.box_weighting must be one of {BOX_WEIGHTINGS}, got "
                              f"{self.box_weighting!r}")
+        if self.num_keypoints < 0:
+            raise ValueError(f"head.num_keypoints must be >= 0, got {self.num_keypoints}")
 
     def build(self, *, num_classes: int, in_channels: int, strides: tuple[int, ...],
               act: str) -> FCOSHead:
-        return FCOSHead(num_classes=num_classes, in_channels=in_channels, strides=strides,
-                        num_convs=self.num_convs, depthwise=self.depthwise, norm=self.norm,
-                        act=act, assigner=self.assigner.build(), box_loss=self.box_loss,
-                        box_loss_weight=self.box_loss_weight, vfl_alpha=self.vfl_alpha,
-                        vfl_gamma=self.vfl_gamma, prior_prob=self.prior_prob,
-                        reg_max=self.reg_max, dfl_weight=self.dfl_weight,
-                        box_weighting=self.box_weighting)
+        args = dict(num_classes=num_classes, in_channels=in_channels, strides=strides,
+                    num_convs=self.num_convs, depthwise=self.depthwise, norm=self.norm,
+                    act=act, assigner=self.assigner.build(), box_loss=self.box_loss,
+                    box_loss_weight=self.box_loss_weight, vfl_alpha=self.vfl_alpha,
+                    vfl_gamma=self.vfl_gamma, prior_prob=self.prior_prob,
+                    reg_max=self.reg_max, dfl_weight=self.dfl_weight,
+                    box_weighting=self.box_weighting)
+        if self.num_keypoints:
+            return KeypointFCOSHead(num_keypoints=self.num_keypoints,
+                                    keypoint_loss_weight=self.keypoint_loss_weight,
+                                    visibility_loss_weight=self.visibility_loss_weight, **args)
+        return FCOSHead(**args)
 
 
 @dataclass
@@ -268,13 +286,22 @@ class RTDETRHeadConfig:
             transformer_lr_scale=self.transformer_lr_scale, refine_scores=self.refine_scores)
 
 
+DIFFUSION_MATCHERS = ("hungarian", "dynamic_k")
+
+
 @dataclass
 class DiffusionDetHeadConfig:
     """:class:`~scaledet.models.diffusiondet.head.DiffusionDetHead`, boxes denoised from noise
     (DiffusionDet; ``objective="flow"``: its rectified-flow variant); the fields are its
     arguments. ``num_boxes``, ``steps``, ``seed``, ``sampler`` (``"ddim"`` for ``ddpm``,
     ``"euler"`` for ``flow``), ``eta``, ``renewal_threshold`` (0: no renewal) and
-    ``ensemble`` are inference options; ``cost_*`` weigh the matcher, ``weight_*`` the loss."""
+    ``ensemble`` are inference options; ``cost_*`` weigh the matcher, ``weight_*`` the loss.
+    ``matcher``: ``"hungarian"`` (one-to-one) or ``"dynamic_k"`` (the paper's one-to-many
+    :class:`~scaledet.models.diffusiondet.matcher.DynamicKMatcher`, summing an object's
+    ``dynamic_k_topk`` best IoUs for its number of boxes)."""
+
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "num_boxes", "steps", "seed", "sampler", "eta", "renewal_threshold", "ensemble")
 
     kind: str = "diffusiondet"
     objective: str = "ddpm"
@@ -289,6 +316,8 @@ class DiffusionDetHeadConfig:
     signal_scale: float = 2.0
     num_train_steps: int = 1000
     schedule: str = "cosine"
+    matcher: str = "hungarian"
+    dynamic_k_topk: int = 5
     cost_class: float = 2.0
     cost_l1: float = 5.0
     cost_giou: float = 2.0
@@ -310,6 +339,9 @@ class DiffusionDetHeadConfig:
             check_options(self.objective, self.sampler, self.num_boxes, self.steps, self.eta)
         except ValueError as e:
             raise ValueError(f"head.{e}") from None
+        if self.matcher not in DIFFUSION_MATCHERS:
+            raise ValueError(f"head.matcher must be one of {DIFFUSION_MATCHERS}, got "
+                             f"{self.matcher!r}")
 
     def build(self, *, num_classes: int, in_channels: int, strides, act: str
               ) -> DiffusionDetHead:
@@ -321,11 +353,17 @@ class DiffusionDetHeadConfig:
             objective=self.objective, num_train_boxes=self.num_train_boxes,
             signal_scale=self.signal_scale, num_train_steps=self.num_train_steps,
             schedule=self.schedule,
-            matcher=HungarianMatcher(self.cost_class, self.cost_l1, self.cost_giou),
+            matcher=self.build_matcher(),
             loss_weights=SetLossWeights(self.weight_cls, self.weight_l1, self.weight_giou),
             prior_prob=self.prior_prob, lr_scale=self.lr_scale, num_boxes=self.num_boxes,
             steps=self.steps, seed=self.seed, sampler=self.sampler, eta=self.eta,
             renewal_threshold=self.renewal_threshold or None, ensemble=self.ensemble)
+
+    def build_matcher(self) -> HungarianMatcher | DynamicKMatcher:
+        costs = HungarianMatcher(self.cost_class, self.cost_l1, self.cost_giou)
+        if self.matcher == "dynamic_k":
+            return DynamicKMatcher(costs, candidate_topk=self.dynamic_k_topk)
+        return costs
 
 
 HeadConfig = Union[FCOSHeadConfig, CenterNetHeadConfig, YOLOXHeadConfig,  # noqa: UP007
@@ -448,7 +486,8 @@ def from_dict(cls: type, data: dict, where: str):
     """The dataclass ``cls`` from its ``asdict`` form, checked field by field."""
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be a mapping of fields, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = {k: v for k, v in typing.get_type_hints(cls).items()
+             if typing.get_origin(v) is not ClassVar}  # class constants are not fields
     unknown = sorted(set(data) - set(hints))
     if unknown:
         raise ValueError(f"{where}.{unknown[0]}: not a field of {cls.__name__}; valid: "

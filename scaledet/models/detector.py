@@ -40,7 +40,11 @@ class Detector(nn.Module):
 
     ``model.train(); model(images, targets)`` returns a dict of named scalar losses with
     ``"loss"`` the total to back-propagate; ``model.eval(); model(images)`` returns one dict
-    per image with ``boxes (K, 4)`` xyxy input pixels, ``scores (K,)``, ``labels (K,)`` int64.
+    per image with ``boxes (K, 4)`` xyxy input pixels, ``scores (K,)``, ``labels (K,)`` int64,
+    and, when the head predicts keypoints (its ``predict`` returns them as a fourth output,
+    :class:`~scaledet.models.heads.fcos_keypoints.KeypointFCOSHead`), ``keypoints (K, J, 3)``
+    (``x, y`` input pixels, the point's score). Targets may carry ``keypoints (N, J, 3)``
+    (``x, y`` input pixels, visibility ``v``), passed on to the head.
 
     Args:
         backbone, neck, head: the parts (see the module docstring).
@@ -99,16 +103,18 @@ class Detector(nn.Module):
 
     def predict_raw(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Dense predictions before NMS: boxes ``(B, P, 4)`` xyxy input pixels clipped to the
-        image, scores ``(B, P, C)``. No data-dependent control flow: exportable to ONNX."""
-        boxes, scores, _ = self._predict(images)
+        image, scores ``(B, P, C)``. No data-dependent control flow: exportable to ONNX.
+        (A keypoint head's keypoints are not among these outputs.)"""
+        boxes, scores = self._predict(images)[:2]
         return boxes, scores
 
-    def _predict(self, images: Tensor) -> tuple[Tensor, Tensor, list[int]]:
-        boxes, scores, sizes = self.head.predict(*self.head(self.features(images)))
+    def _predict(self, images: Tensor) -> tuple[Tensor, Tensor, list[int], Tensor | None]:
+        """Clipped boxes, scores, locations per level, keypoints ``(B, P, J, 3)`` or None."""
+        boxes, scores, sizes, *keypoints = self.head.predict(*self.head(self.features(images)))
         h, w = images.shape[-2:]
         boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
                              boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], dim=-1)
-        return boxes, scores, sizes
+        return boxes, scores, sizes, (keypoints[0] if keypoints else None)
 
     def forward(self, images: Tensor, targets: list[dict] | None = None
                 ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
@@ -124,8 +130,8 @@ class Detector(nn.Module):
                 losses["loss_moe"] = MOE_LOSS_WEIGHT * sum(aux)
                 losses["loss"] = losses["loss"] + losses["loss_moe"]
             return losses
-        boxes, scores, sizes = self._predict(images)
-        return postprocess(boxes, scores, sizes, self.postprocess)
+        boxes, scores, sizes, keypoints = self._predict(images)
+        return postprocess(boxes, scores, sizes, self.postprocess, keypoints)
 
 
 def _check_images(images: Tensor) -> None:
@@ -137,7 +143,8 @@ def _check_images(images: Tensor) -> None:
 
 
 def _check_targets(targets: list[dict], images: Tensor, num_classes: int) -> list[dict]:
-    """Validate and move targets to the images' device: boxes float32, labels int64."""
+    """Validate and move targets to the images' device: boxes float32, labels int64, and
+    ``keypoints (N, J, 3)`` float32 when given."""
     if len(targets) != images.shape[0]:
         raise ValueError(f"got {len(targets)} targets for a batch of {images.shape[0]} images")
     out = []
@@ -154,5 +161,12 @@ def _check_targets(targets: list[dict], images: Tensor, num_classes: int) -> lis
         if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
             raise ValueError(f"targets[{i}]: labels must be in 0..{num_classes - 1}, got "
                              f"{int(labels.min())}..{int(labels.max())}")
-        out.append({"boxes": boxes, "labels": labels})
+        checked = {"boxes": boxes, "labels": labels}
+        if t.get("keypoints") is not None:
+            points = torch.as_tensor(t["keypoints"], dtype=torch.float32, device=images.device)
+            if points.dim() != 3 or points.shape[0] != n or points.shape[2] != 3:
+                raise ValueError(f"targets[{i}]: keypoints must be (N, K, 3) for N = {n} "
+                                 f"boxes, got {tuple(points.shape)}")
+            checked["keypoints"] = points
+        out.append(checked)
     return out

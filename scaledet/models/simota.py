@@ -95,15 +95,25 @@ class SimOTAAssigner:
         return neg.sum(dim=1, keepdim=True) + (pos - neg)[:, labels]
 
     def _dynamic_k_matching(self, cost: Tensor, iou: Tensor) -> Tensor:
-        """``(K, N)`` bool: the ``k_n`` cheapest candidates of each ground truth ``n``, each
-        candidate kept for at most one ground truth (its cheapest)."""
-        k = min(self.candidate_topk, iou.shape[0])
-        dynamic_k = iou.topk(k, dim=0).values.sum(dim=0).int().clamp(min=1)  # (N,)
-        rank = cost.argsort(dim=0, stable=True).argsort(dim=0)
-        match = rank < dynamic_k
-        shared = match.sum(dim=1) > 1
-        if bool(shared.any()):
-            cheapest = cost[shared].argmin(dim=1)
-            match[shared] = False
-            match[shared.nonzero().squeeze(1), cheapest] = True
-        return match
+        return dynamic_k_matching(cost, iou, self.candidate_topk)
+
+
+def dynamic_k_matching(cost: Tensor, iou: Tensor, candidate_topk: int) -> Tensor:
+    """SimOTA's selection: ``(K, N)`` bool, the ``k_n`` cheapest of the ``K`` candidates for
+    each of the ``N`` ground truths, ``k_n`` the integer part of the sum of its
+    ``candidate_topk`` largest IoUs (at least 1); a candidate chosen by several ground truths
+    is kept for its cheapest only (so a ground truth can end up with none).
+
+    Args:
+        cost: ``(K, N)`` matching cost; iou: ``(K, N)`` IoU of the predicted boxes.
+    """
+    k = min(candidate_topk, iou.shape[0])
+    dynamic_k = iou.topk(k, dim=0).values.sum(dim=0).int().clamp(min=1)  # (N,)
+    rank = cost.argsort(dim=0, stable=True).argsort(dim=0)
+    match = rank < dynamic_k
+    shared = match.sum(dim=1) > 1
+    if bool(shared.any()):
+        cheapest = cost[shared].argmin(dim=1)
+        match[shared] = False
+        match[shared.nonzero().squeeze(1), cheapest] = True
+    return match

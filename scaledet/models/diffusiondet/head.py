@@ -7,7 +7,9 @@ random boxes to ``N`` (:func:`~scaledet.models.diffusiondet.boxes.pad_boxes`), s
 signal range, corrupted to a random noise level, and the head — iterative stages of dynamic
 interaction on RoI features of the noisy boxes, conditioned on the noise level
 (:mod:`~scaledet.models.diffusiondet.stage`) — predicts the clean boxes and their classes; the
-set loss with Hungarian matching (:mod:`scaledet.models.detr`) is summed over the stages.
+set loss (:mod:`scaledet.models.detr`) is summed over the stages, each matched on its own,
+one-to-one (Hungarian) or, as the paper trains, one object to a dynamic number of boxes
+(:class:`~scaledet.models.diffusiondet.matcher.DynamicKMatcher`).
 
 - ``objective="ddpm"``: ``x_t ~ q(x_t | x_0)`` with the cosine schedule at an integer
   ``t ~ U{0 .. T-1}``; inference samples with DDIM.
@@ -20,7 +22,10 @@ Inference starts from ``num_boxes`` Gaussian boxes drawn from a generator seeded
 between them and returns the last step's boxes, or with ``ensemble`` every step's boxes
 together for the detector's class-wise NMS (the paper's ensemble over steps). ``num_boxes``,
 ``steps``, ``seed``, ``eta``, ``renewal_threshold`` and ``ensemble`` are plain attributes:
-inference options, free to change on a trained model.
+inference options, free to change on a trained model
+(:func:`~scaledet.models.options.set_inference_options`, ``--set head.steps=4`` of ``scaledet
+predict`` / ``val``). The noise is one draw shared by the images of a batch, so an image's
+detections do not depend on the batch it is in.
 
 Boxes: inputs and outputs in xyxy pixels of the padded input; inside, normalised ``cxcywh``
 and the signal ``(2 b - 1) signal_scale``.
@@ -32,7 +37,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import MultiScaleRoIAlign
 
 from scaledet.models.detr.criterion import SetLossWeights, set_loss
 from scaledet.models.detr.matcher import HungarianMatcher
@@ -43,6 +47,8 @@ from scaledet.models.diffusiondet.boxes import (
     to_normalised,
     to_pixels,
 )
+from scaledet.models.diffusiondet.matcher import DynamicKMatcher
+from scaledet.models.diffusiondet.roi import multiscale_roi_align
 from scaledet.models.diffusiondet.sampler import ddim_boxes, draw_noise, euler_boxes
 from scaledet.models.diffusiondet.stage import DenoisingStage, TimeEmbedding
 from scaledet.nn.diffusion import NoiseSchedule, flow_interpolate
@@ -68,13 +74,14 @@ class DiffusionDetHead(nn.Module):
         signal_scale: the box signal's range ``[-scale, scale]``.
         num_train_steps: ``T`` of the DDPM schedule (and the flow's time-embedding scale).
         schedule: the DDPM ``betas`` (``"cosine"`` or ``"linear"``).
-        matcher, loss_weights: Hungarian matcher and set-loss weights.
+        matcher, loss_weights: the training matcher (:class:`HungarianMatcher`, one-to-one,
+            by default; :class:`DynamicKMatcher`, one-to-many) and set-loss weights.
         prior_prob: initial foreground probability.
         lr_scale: learning-rate multiplier of the head (read by the optimizer): attention and
             dynamic layers want a fraction of the presets' convolutional rate.
         num_boxes, steps, seed, sampler, eta, renewal_threshold, ensemble: inference options
             (``sampler``: ``"ddim"`` for ``ddpm``, ``"euler"`` for ``flow``;
-            ``renewal_threshold`` None: no renewal).
+            ``renewal_threshold`` None or 0: no renewal).
     """
 
     def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int],
@@ -83,7 +90,8 @@ class DiffusionDetHead(nn.Module):
                  sampling_ratio: int = 1,
                  objective: str = "ddpm", num_train_boxes: int = 100,
                  signal_scale: float = 2.0, num_train_steps: int = 1000,
-                 schedule: str = "cosine", matcher: HungarianMatcher | None = None,
+                 schedule: str = "cosine",
+                 matcher: HungarianMatcher | DynamicKMatcher | None = None,
                  loss_weights: SetLossWeights | None = None, prior_prob: float = 0.01,
                  lr_scale: float = 0.05, num_boxes: int = 100, steps: int = 1, seed: int = 0,
                  sampler: str = "ddim", eta: float = 0.0,
@@ -102,9 +110,7 @@ class DiffusionDetHead(nn.Module):
         self.input_proj = nn.ModuleList(
             nn.Identity() if in_channels == d else nn.Conv2d(in_channels, d, 1)
             for _ in self.strides)
-        self.levels = [str(i) for i in range(len(self.strides))]
-        self.pooler = MultiScaleRoIAlign(self.levels, output_size=pooler_size,
-                                         sampling_ratio=sampling_ratio)
+        self.pooler_size, self.sampling_ratio = pooler_size, sampling_ratio
         self.time_embed = TimeEmbedding(d)
         self.stages = nn.ModuleList(
             DenoisingStage(num_classes, d, num_heads, ffn_dim, dynamic_dim, pooler_size,
@@ -123,7 +129,8 @@ class DiffusionDetHead(nn.Module):
 
         ``targets``: per image ``boxes (M, 4)`` xyxy pixels, ``labels (M,)``. Returns
         ``loss_cls`` (varifocal) and ``loss_box`` (L1 + GIoU on normalised ``cxcywh``) summed
-        over the stages, and their sum ``loss``.
+        over the stages, and their sum ``loss``. Each stage's terms are divided by its matched
+        pairs (the objects, one-to-one; more with the dynamic-k matcher), at least 1.
         """
         size = self._input_size(feats)
         norm_targets = [{"boxes": to_normalised(t["boxes"], size), "labels": t["labels"]}
@@ -138,11 +145,11 @@ class DiffusionDetHead(nn.Module):
         else:
             s = torch.rand(b, device=x0.device)
             x_t, time = flow_interpolate(noise, x0, s)[0], (1 - s) * self.schedule.num_steps
-        num_boxes = max(float(sum(len(t["labels"]) for t in targets)), 1.0)
         losses = {"loss_cls": x0.new_zeros(()), "loss_box": x0.new_zeros(())}
         for logits, boxes in self.denoise(feats, x_t, time, size):
             pred = to_normalised(boxes, size)  # (B, N, 4) cxcywh
             indices = self.matcher(logits, pred, norm_targets)
+            num_boxes = max(float(sum(len(i) for i, _ in indices)), 1.0)
             terms = set_loss(logits, pred, norm_targets, indices, num_boxes, self.loss_weights)
             losses["loss_cls"] = losses["loss_cls"] + terms["vfl"]
             losses["loss_box"] = losses["loss_box"] + terms["l1"] + terms["giou"]
@@ -159,8 +166,10 @@ class DiffusionDetHead(nn.Module):
         """
         size = self._input_size(feats)
         generator = torch.Generator().manual_seed(int(self.seed))  # on the CPU: same boxes anywhere
-        x = draw_noise((feats[0].shape[0], self.num_boxes, 4), generator,
-                       feats[0].device)  # (B, N, 4)
+        # One draw shared by the images of a batch: an image's detections do not depend on
+        # its place in the batch, and a traced graph's noise fits any batch size.
+        x = draw_noise((1, self.num_boxes, 4), generator, feats[0].device)
+        x = x.expand(feats[0].shape[0], -1, -1)  # (B, N, 4)
 
         def denoise_last(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             logits, boxes = self.denoise(feats, x, t, size)[-1]
@@ -181,6 +190,17 @@ class DiffusionDetHead(nn.Module):
         scores = torch.cat([o[1] for o in outs], dim=1)
         return boxes, scores, [self.num_boxes] * len(outs)
 
+    def describe_inference(self) -> str:
+        """How :meth:`predict` samples, in one line, e.g. ``"ddim sampler, 1 step, 100 boxes,
+        box renewal at score 0.5, ensemble over steps, noise seed 0"``."""
+        renewal = (f"box renewal at score {self.renewal_threshold:g}"
+                   if self.renewal_threshold else "no box renewal")
+        eta = f" (eta {self.eta:g})" if self.sampler == "ddim" and self.eta else ""
+        return (f"{self.sampler} sampler{eta}, {self.steps} step{'s' * (self.steps != 1)}, "
+                f"{self.num_boxes} boxes, {renewal}, "
+                f"{'ensemble over steps' if self.ensemble else 'last step only'}, "
+                f"noise seed {self.seed}")
+
     # ---- the denoiser -----------------------------------------------------------------------
 
     def denoise(self, feats: list[Tensor], x: Tensor, time: Tensor, size: Tensor
@@ -190,20 +210,20 @@ class DiffusionDetHead(nn.Module):
         stage refining the previous one's (detached) boxes."""
         boxes = to_pixels(signal_to_box(x.float(), self.signal_scale), size)  # (B, N, 4)
         time = self.time_embed(time)  # (B, 4 d)
-        level_maps = dict(zip(self.levels, feats))
-        image_shape = [(int(size[1]), int(size[0]))] * x.shape[0]
         proposals, outs = None, []
         for stage in self.stages:
-            roi = self.pooler(level_maps, list(boxes.to(feats[0].dtype)), image_shape)
+            roi = multiscale_roi_align(feats, boxes, self.strides, self.pooler_size,
+                                       self.sampling_ratio)  # (B*N, d, S, S)
             logits, refined, proposals = stage(roi, boxes, proposals, time)
             outs.append((logits, refined))
             boxes = refined.detach()
         return outs
 
     def _input_size(self, feats: Sequence[Tensor]) -> Tensor:
-        """``(W, H, W, H)`` float32 of the padded input, from the finest level."""
-        h, w = feats[0].shape[-2] * self.strides[0], feats[0].shape[-1] * self.strides[0]
-        return torch.tensor([w, h, w, h], dtype=torch.float32, device=feats[0].device)
+        """``(W, H, W, H)`` float32 of the padded input, from the finest level (built from
+        the traced shape, so that an exported graph with a free image size follows it)."""
+        hw = torch._shape_as_tensor(feats[0])[-2:].to(feats[0].device) * self.strides[0]
+        return torch.stack([hw[1], hw[0], hw[1], hw[0]]).float()
 
 
 def check_options(objective: str, sampler: str, num_boxes: int, steps: int,

@@ -33,11 +33,17 @@ def draw_noise(shape: tuple[int, ...], generator: torch.Generator | None,
     return z.to(device=device, dtype=dtype)
 
 
+def _shared_noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Noise like ``x`` ``(B, N, 4)``, one draw shared by the ``B`` images (so an image's
+    result does not depend on its place in the batch, and a traced graph fits any batch)."""
+    return draw_noise((1, *x.shape[1:]), generator, x.device, x.dtype).expand_as(x)
+
+
 def _renew(x: Tensor, scores: Tensor, threshold: float | None,
            generator: torch.Generator | None) -> Tensor:
     if threshold is None or threshold <= 0:
         return x
-    return renew_boxes(x, scores, threshold, draw_noise(x.shape, generator, x.device, x.dtype))
+    return renew_boxes(x, scores, threshold, _shared_noise(x, generator))
 
 
 def ddim_boxes(denoise: Denoise, schedule: NoiseSchedule, x: Tensor, steps: int,
@@ -55,7 +61,7 @@ def ddim_boxes(denoise: Denoise, schedule: NoiseSchedule, x: Tensor, steps: int,
         outs.append((boxes, scores))
         if t_prev < 0:  # the last step's x_0 is the answer
             break
-        z = draw_noise(x.shape, generator, x.device, x.dtype) if eta > 0 else None
+        z = _shared_noise(x, generator) if eta > 0 else None
         x = schedule.ddim_step(x, x0.to(x.dtype), t, t_prev, eta=eta, noise=z, prediction="x0")
         x = _renew(x, scores, renewal_threshold, generator)
     return outs

@@ -193,8 +193,8 @@ class DenseHead(nn.Module):
         return boxes, flatten_levels(cls_maps).float().sigmoid(), sizes
 
 
-def postprocess(boxes: Tensor, scores: Tensor, level_sizes: Sequence[int], cfg: PostProcess
-                ) -> list[dict[str, Tensor]]:
+def postprocess(boxes: Tensor, scores: Tensor, level_sizes: Sequence[int], cfg: PostProcess,
+                keypoints: Tensor | None = None) -> list[dict[str, Tensor]]:
     """Turn dense predictions into final detections, image by image.
 
     Args:
@@ -202,13 +202,19 @@ def postprocess(boxes: Tensor, scores: Tensor, level_sizes: Sequence[int], cfg: 
         scores: ``(B, P, C)`` per-class scores.
         level_sizes: locations per level (``P`` in total), for the per-level top-k.
         cfg: thresholds and NMS method.
+        keypoints: optional ``(B, P, K, 3)`` per-location keypoints (``x, y`` pixels, score).
 
     Returns:
-        One dict per image: ``boxes (K, 4)`` xyxy, ``scores (K,)``, ``labels (K,)`` int64,
-        sorted by descending score, ``K <= cfg.max_det``.
+        One dict per image: ``boxes (D, 4)`` xyxy, ``scores (D,)``, ``labels (D,)`` int64,
+        sorted by descending score, ``D <= cfg.max_det``; with ``keypoints``, also
+        ``keypoints (D, K, 3)``, each detection's row taken from the location its box came
+        from.
     """
     cfg.validate()
-    return [_postprocess_image(b, s, level_sizes, cfg) for b, s in zip(boxes, scores)]
+    if keypoints is None:
+        return [_postprocess_image(b, s, level_sizes, cfg) for b, s in zip(boxes, scores)]
+    return [_postprocess_image(b, s, level_sizes, cfg, k)
+            for b, s, k in zip(boxes, scores, keypoints)]
 
 
 def _candidates(scores: Tensor, level_sizes: Sequence[int], cfg: PostProcess
@@ -231,7 +237,7 @@ def _candidates(scores: Tensor, level_sizes: Sequence[int], cfg: PostProcess
 
 
 def _postprocess_image(boxes: Tensor, scores: Tensor, level_sizes: Sequence[int],
-                       cfg: PostProcess) -> dict[str, Tensor]:
+                       cfg: PostProcess, keypoints: Tensor | None = None) -> dict[str, Tensor]:
     locs, labels, values = _candidates(scores, level_sizes, cfg)
     boxes = boxes[locs]
     if cfg.nms == "hard":
@@ -248,4 +254,7 @@ def _postprocess_image(boxes: Tensor, scores: Tensor, level_sizes: Sequence[int]
                                         sigma=cfg.soft_sigma, iou_threshold=cfg.nms_iou,
                                         score_threshold=max(cfg.score_thresh, _SOFT_MIN_SCORE))
     keep, values = keep[: cfg.max_det], values[: cfg.max_det]
-    return {"boxes": boxes[keep], "scores": values, "labels": labels[keep]}
+    out = {"boxes": boxes[keep], "scores": values, "labels": labels[keep]}
+    if keypoints is not None:
+        out["keypoints"] = keypoints[locs[keep]]  # (D, K, 3)
+    return out

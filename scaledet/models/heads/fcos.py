@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,23 @@ from scaledet.ops import box_iou
 # exp() of the regression is clamped here: distances up to e^10 ~ 22000 strides, never inf.
 _MAX_LOG_DISTANCE = 10.0
 BOX_WEIGHTINGS = ("iou", "uniform", "object", "balanced")
+
+
+@dataclass
+class Positives:
+    """The ``M`` positive locations of a batch after assignment.
+
+    Attributes:
+        image: ``(M,)`` int64 image index in the batch.
+        location: ``(M,)`` int64 location index (flattened levels, see
+            :mod:`~scaledet.models.heads.dense`).
+        object: ``(M,)`` int64 index of the assigned object among the image's (padded)
+            ground truths.
+    """
+
+    image: Tensor
+    location: Tensor
+    object: Tensor
 
 
 class SharedTower(nn.Sequential):
@@ -153,13 +171,22 @@ class FCOSHead(DenseHead):
         that are not positives get no classification loss. Returns ``loss_cls``,
         ``loss_box`` (and ``loss_dfl``) and their sum ``loss``.
         """
+        out, _ = self.dense_losses(cls_maps, reg_maps, targets)
+        out["loss"] = sum(out.values())
+        return out
+
+    def dense_losses(self, cls_maps: list[Tensor], reg_maps: list[Tensor], targets: list[dict]
+                     ) -> tuple[dict[str, Tensor], Positives | None]:
+        """The named losses of :meth:`loss` without their sum, and the positives they were
+        computed on (None when the predictions diverged and every loss is NaN), for a
+        subclass that adds a branch trained on the same locations."""
         points, strides, sizes = self.points(cls_maps)
         logits = flatten_levels(cls_maps).float()
         reg = flatten_levels(reg_maps)
         boxes = self.decode(points, strides, reg)
         if not bool(torch.isfinite(boxes).all()):  # diverged: NaN losses for the trainer's guard
             nan = boxes.sum() * math.nan
-            return {"loss_cls": nan, "loss_box": nan, "loss": nan}
+            return {"loss_cls": nan, "loss_box": nan}, None
         gt_boxes, gt_labels, gt_valid = pad_targets(targets)
         assignment = self.assigner.assign(points, strides, sizes, gt_boxes, gt_labels, gt_valid,
                                           boxes.detach(), logits.detach().sigmoid())
@@ -189,8 +216,7 @@ class FCOSHead(DenseHead):
             target = self.coder.encode(points[p], gt, strides[p])  # (M, 4) in strides
             dfl = distribution_focal_loss(reg[b, p].unflatten(-1, (4, self.reg_max + 1)), target)
             out["loss_dfl"] = self.dfl_weight * (dfl.mean(-1) * weight).sum() / box_norm
-        out["loss"] = sum(out.values())
-        return out
+        return out, Positives(b, p, matched[b, p])
 
     def _box_weights(self, iou: Tensor, object_id: Tensor) -> Tensor:
         """``(M,)`` box-loss weights of the positives (see ``box_weighting``); ``object_id``
