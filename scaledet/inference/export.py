@@ -359,19 +359,21 @@ class FixedPoolRLEHead(nn.Module):
     """An :class:`~scaledet.models.keypoints.heads.RLEHead` for export: its adaptive average
     pooling done as a product with :func:`adaptive_pool_matrix` for the one feature size the
     crops give (the TorchScript exporter cannot size ``adaptive_avg_pool2d`` behind the neck's
-    resizes), then the head itself on the pooled ``(B, C, ph, pw)`` map, where its own pooling
-    is the identity. The flow is never called, so it is not in the graph."""
+    resizes), handed to the head's :meth:`~scaledet.models.keypoints.heads.RLEHead.outputs`
+    with the map itself (an ``"integral"`` readout reads the full map). The flow is never
+    called, so it is not in the graph."""
 
     def __init__(self, head: nn.Module, feature_size: tuple[int, int]) -> None:
         super().__init__()
         self.head = head
         self.num_keypoints = head.num_keypoints
+        self.level = head.level
         self.register_buffer("weights", adaptive_pool_matrix(feature_size, head.pool), False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         b, c = x.shape[0], x.shape[1]
         pooled = torch.matmul(x.flatten(2), self.weights.t())  # (B, C, ph * pw)
-        return self.head(pooled.reshape(b, c, *self.head.pool))
+        return self.head.outputs(x, pooled.reshape(b, c, *self.head.pool))
 
 
 class PoseOutputs(nn.Module):
@@ -388,7 +390,7 @@ class PoseOutputs(nn.Module):
         self.model = model
         self.head = model.head
         if isinstance(model.head, RLEHead):
-            s = model.strides[-1]
+            s = model.strides[model.head.level]
             h, w = model.input_size
             self.head = FixedPoolRLEHead(model.head, (-(-h // s), -(-w // s)))
 

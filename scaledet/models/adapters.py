@@ -81,6 +81,10 @@ from scaledet.nn.rope import apply_rope
 ADAPTER_KINDS = ("lora", "adapter", "prefix", "head")
 
 
+LORA_ALPHA = 8.0
+"""Default LoRA ``alpha`` (scale ``alpha / rank``: 1 at the default rank 8)."""
+
+
 @dataclass(frozen=True)
 class AdapterConfig:
     """How a model is adapted.
@@ -89,7 +93,11 @@ class AdapterConfig:
         kind: one of :data:`ADAPTER_KINDS`.
         rank: LoRA rank ``r``, adapter bottleneck width, or prefix length (unused by
             ``head``).
-        alpha: LoRA scale numerator: the update is ``(alpha / rank) B A`` (None: ``2 rank``).
+        alpha: LoRA scale numerator: the update is ``(alpha / rank) B A`` (None:
+            :data:`LORA_ALPHA`). Fixed while the rank changes, as the LoRA paper sets it: under
+            Adam every entry of ``A`` and ``B`` moves about as fast whatever the rank, so the
+            product ``B A`` grows with ``r`` and ``1 / r`` keeps the update's size, and the
+            learning rate's meaning, the same at every rank.
         full: names of modules trained in full (the rebuilt class layers).
     """
 
@@ -99,6 +107,8 @@ class AdapterConfig:
     full: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", LORA_ALPHA)
         if self.kind not in ADAPTER_KINDS:
             raise ValueError(f"adapter must be one of {', '.join(ADAPTER_KINDS)}, "
                              f"got {self.kind!r}")
@@ -108,7 +118,7 @@ class AdapterConfig:
 
     @property
     def scaling(self) -> float:
-        return (2.0 * self.rank if self.alpha is None else float(self.alpha)) / self.rank
+        return float(self.alpha) / self.rank
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,7 +126,10 @@ class AdapterConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if kwargs.get("alpha") is None:  # written before alpha was stored: it meant 2 rank
+            kwargs["alpha"] = 2.0 * int(kwargs.get("rank", 8))
+        return cls(**kwargs)
 
 
 # ---- layers -----------------------------------------------------------------------------------

@@ -193,10 +193,12 @@ def pose_heatmap_n(num_keypoints: int = 17) -> PoseConfig:
 
 
 def pose_rle_n(num_keypoints: int = 17) -> PoseConfig:
-    """pose-rle-n: the same network with RLE's regression head on the stride-32 level (a
-    4 x 3 pooled grid, one hidden layer of 256): each joint's position and scale, trained with
-    the residual log-likelihood under a RealNVP flow that inference never runs."""
-    return PoseConfig(name="pose-rle-n", num_keypoints=num_keypoints, head=RLEHeadConfig())
+    """pose-rle-n: the same network with RLE's regression head: each joint's position (the
+    soft-argmax of a per-joint map on the stride-8 level, ``head.readout=fc`` for RLE's linear
+    readout of pooled features) and scale (a 4 x 3 pooled grid, one hidden layer of 256),
+    trained with the residual log-likelihood under a RealNVP flow that inference never runs."""
+    return PoseConfig(name="pose-rle-n", num_keypoints=num_keypoints,
+                      head=RLEHeadConfig(readout="integral"))
 
 
 POSE_RECIPE = Recipe(lr=5e-3, warmup_iters=100, mosaic=0.0, scale_range=(0.75, 1.25))

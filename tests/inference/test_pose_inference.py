@@ -254,7 +254,9 @@ def test_onnx_export_matches_pytorch_and_leaves_the_flow_out(name, tmp_path):
     running = sum(p.numel() for n, p in model.named_parameters() if ".flow." not in n)
     assert not any("flow" in i.name for i in proto.graph.initializer)
     if flow is not None:
-        assert flow_params > 50_000 and abs(sizes - running) < flow_params // 10
+        # at most the parameters outside the flow (fewer where the head reads one neck level
+        # and the exporter drops the unused ones); the flow would add its 54k
+        assert flow_params > 50_000 and sizes < running + flow_params // 10
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for b in (1, 3):  # the batch is free
         x = check_images(b, 128, 96)

@@ -235,3 +235,46 @@ def test_rle_head_trains_flow_and_regressor():
     assert any(gr is not None and gr.abs().sum() > 0 for gr in flow_grads)
     assert losses[-1] < losses[0] - 1.0, (losses[0], losses[-1])
     assert (head(feats)[0] - target)[visible].abs().mean() < 0.5 * start  # measured: 0.25 -> 0.06
+
+
+def test_soft_argmax_is_the_expected_cell_centre():
+    from scaledet.models.keypoints.heads import soft_argmax
+
+    maps = torch.full((1, 2, 4, 5), -1e4)
+    maps[0, 0, 1, 3] = 0.0  # one cell: its centre ((3 + 0.5) / 5, (1 + 0.5) / 4)
+    maps[0, 1, 2, 0] = maps[0, 1, 2, 4] = 0.0  # two equal cells: their midpoint
+    out = soft_argmax(maps)
+    torch.testing.assert_close(out[0, 0], torch.tensor([3.5 / 5, 1.5 / 4]))
+    torch.testing.assert_close(out[0, 1], torch.tensor([2.5 / 5, 2.5 / 4]))
+    # brute force on random logits: the probability-weighted mean of the cell centres
+    logits = torch.randn(3, 4, 6, 7)
+    p = torch.softmax(logits.reshape(3, 4, -1), -1).reshape(3, 4, 6, 7)
+    ys, xs = torch.meshgrid((torch.arange(6) + 0.5) / 6, (torch.arange(7) + 0.5) / 7,
+                            indexing="ij")
+    ref = torch.stack([(p * xs).sum((-1, -2)), (p * ys).sum((-1, -2))], -1)
+    torch.testing.assert_close(soft_argmax(logits), ref)
+
+
+def test_rle_head_integral_readout_starts_centred_and_learns_positions():
+    torch.manual_seed(0)
+    head = RLEHead(8, 3, pool=(2, 2), hidden=16, readout="integral")
+    assert head.level == 0 and head.coord is None
+    feats = 0.1 * torch.randn(16, 8, 6, 6)
+    flat = torch.randint(0, 36, (16,))
+    feats[:, 0].view(16, -1)[torch.arange(16), flat] += 4.0  # a bright cell in channel 0
+    mu, _ = head(feats)
+    torch.testing.assert_close(mu, torch.full_like(mu, 0.5), atol=0.01, rtol=0)
+    # joints at the bright cell: learnable by the 1 x 1 map conv
+    target = torch.stack([(flat % 6 + 0.5) / 6, (flat // 6 + 0.5) / 6], -1)[:, None].expand(
+        16, 3, 2)
+    visible = torch.ones(16, 3, dtype=torch.bool)
+    start = (mu - target).abs().mean()
+    opt = torch.optim.Adam(head.parameters(), lr=5e-2)
+    for _ in range(150):
+        loss = head.loss(*head(feats), target, visible)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (head(feats)[0] - target).abs().mean() < 0.5 * start
+    with pytest.raises(ValueError, match="readout"):
+        RLEHead(8, 3, readout="heatmap")

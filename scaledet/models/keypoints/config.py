@@ -46,10 +46,13 @@ class HeatmapHeadConfig:
 
 @dataclass
 class RLEHeadConfig:
-    """:class:`~scaledet.models.keypoints.heads.RLEHead` on the neck's deepest level
-    (stride 32), average-pooled to a ``pool`` ``(rows, cols)`` grid and flattened (RLE's
-    ResNet-50 pools to 1 x 1 over 2048 channels; a 64-channel neck keeps the layout of the
-    crop instead), then ``hidden`` units; ``flow_*`` and ``prior`` are the loss's."""
+    """:class:`~scaledet.models.keypoints.heads.RLEHead`. ``readout="fc"`` (RLE's): on the
+    neck's deepest level (stride 32), average-pooled to a ``pool`` ``(rows, cols)`` grid and
+    flattened (RLE's ResNet-50 pools to 1 x 1 over 2048 channels; a 64-channel neck keeps the
+    layout of the crop instead), then ``hidden`` units, then the joints' positions and scales.
+    ``readout="integral"``: on the finest level (stride 8); positions are the soft-argmax of a
+    map per joint, scales come from the pooled features as above. ``flow_*`` and ``prior``
+    are the loss's."""
 
     kind: str = "rle"
     pool: tuple[int, int] = (4, 3)
@@ -57,11 +60,12 @@ class RLEHeadConfig:
     flow_layers: int = 6
     flow_hidden: int = 64
     prior: str = "laplace"
+    readout: str = "fc"
 
     def build(self, *, in_channels: int, num_keypoints: int, act: str) -> RLEHead:
         return RLEHead(in_channels, num_keypoints, pool=self.pool, hidden=self.hidden,
                        flow_layers=self.flow_layers, flow_hidden=self.flow_hidden,
-                       prior=self.prior)
+                       prior=self.prior, readout=self.readout)
 
 
 @dataclass

@@ -93,6 +93,16 @@ class HeatmapHead(nn.Module):
         raise ValueError(f"method must be 'dark' or 'argmax', got {method!r}")
 
 
+def soft_argmax(maps: Tensor) -> Tensor:
+    """``(B, K, h, w)`` logits -> ``(B, K, 2)`` expected ``(x, y)`` of each map's spatial
+    softmax, in map-normalised units (cell ``j``'s centre at ``(j + 0.5) / w``)."""
+    b, k, h, w = maps.shape
+    prob = torch.softmax(maps.float().reshape(b, k, h * w), -1).reshape(b, k, h, w)
+    xs = (torch.arange(w, device=maps.device, dtype=prob.dtype) + 0.5) / w
+    ys = (torch.arange(h, device=maps.device, dtype=prob.dtype) + 0.5) / h
+    return torch.stack([(prob.sum(2) * xs).sum(-1), (prob.sum(3) * ys).sum(-1)], -1)
+
+
 class RLEHead(nn.Module):
     """Direct regression of joints with a learned residual density (RLE).
 
@@ -106,11 +116,19 @@ class RLEHead(nn.Module):
         flow_layers, flow_hidden: the RealNVP of the loss (RLE: 6 couplings, 64 wide); it starts
             as the identity (a standard normal residual density).
         prior: the fixed residual density ``Q`` of :func:`rle_loss` (``"laplace"``).
+        readout: how ``mu`` is read from the features: ``"fc"`` (RLE's: linear layers on the
+            pooled features, ``sigmoid``) or ``"integral"`` (a 1 x 1 conv gives one map per
+            joint and ``mu`` is the expectation of its spatial softmax, the soft-argmax of
+            integral regression, Sun et al. ECCV 2018; still regression: no heatmap target,
+            only the RLE likelihood). A small network's pooled features keep little of where
+            things are, and the soft-argmax keeps the map's layout; ``sigma`` comes from the
+            pooled features either way. :attr:`level`: the neck level the head reads (the finest
+            for ``"integral"``, the deepest for ``"fc"``).
 
     ``forward``: ``(B, C, h, w) -> (mu, log_sigma)``, both ``(B, K, 2)`` ``(x, y)``:
 
-    - ``mu = sigmoid(.)`` in **crop-normalised** units (``x / crop_width``,
-      ``y / crop_height``; ``(0, 1)`` inside the crop);
+    - ``mu`` in **crop-normalised** units (``(x + 0.5) / crop_width``, likewise ``y``; ``(0, 1)``
+      inside the crop, a map cell's centre at ``(j + 0.5) / w``);
     - ``log_sigma = logsigmoid(.)``, the log of the per-coordinate scale in the same units;
       ``sigma`` is in ``(0, 1)`` (the RLE code's ``sigmoid``), computed in log space for
       stability. ``1 - sigma`` averaged over ``x, y`` is the joint's confidence
@@ -122,10 +140,18 @@ class RLEHead(nn.Module):
 
     def __init__(self, in_channels: int, num_keypoints: int, *, pool: tuple[int, int] = (1, 1),
                  hidden: int = 0, flow_layers: int = 6, flow_hidden: int = 64,
-                 prior: str = "laplace") -> None:
+                 prior: str = "laplace", readout: str = "fc") -> None:
         super().__init__()
+        if readout not in ("fc", "integral"):
+            raise ValueError(f"readout must be 'fc' or 'integral', got {readout!r}")
         self.num_keypoints = num_keypoints
         self.prior = prior
+        self.readout = readout
+        self.level = 0 if readout == "integral" else -1
+        self.maps = nn.Conv2d(in_channels, num_keypoints, 1) if readout == "integral" else None
+        if self.maps is not None:  # uniform maps: every joint starts at the crop's centre
+            nn.init.normal_(self.maps.weight, std=0.001)
+            nn.init.zeros_(self.maps.bias)
         self.pool = (int(pool[0]), int(pool[1]))
         in_channels = in_channels * self.pool[0] * self.pool[1]
         if hidden > 0:
@@ -133,17 +159,25 @@ class RLEHead(nn.Module):
             in_channels = hidden
         else:
             self.fc = nn.Identity()
-        self.coord = nn.Linear(in_channels, num_keypoints * 2)
+        self.coord = nn.Linear(in_channels, num_keypoints * 2) if readout == "fc" else None
         self.sigma = nn.Linear(in_channels, num_keypoints * 2)
-        for layer in (self.coord, self.sigma):
+        for layer in (self.coord, self.sigma) if readout == "fc" else (self.sigma,):
             nn.init.xavier_uniform_(layer.weight, gain=0.01)
             nn.init.zeros_(layer.bias)
         self.flow = RealNVP(2, num_layers=flow_layers, hidden=flow_hidden, zero_init=True)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.outputs(x, F.adaptive_avg_pool2d(x, self.pool))
+
+    def outputs(self, x: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """``forward`` given the input map and its ``(B, C, *pool)`` average pooling (an
+        exporter computes the pooling its own way)."""
         b = x.shape[0]
-        feat = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, self.pool), 1))
-        mu = torch.sigmoid(self.coord(feat)).reshape(b, self.num_keypoints, 2)
+        feat = self.fc(torch.flatten(pooled, 1))
+        if self.maps is None:
+            mu = torch.sigmoid(self.coord(feat)).reshape(b, self.num_keypoints, 2)
+        else:
+            mu = soft_argmax(self.maps(x))
         log_sigma = F.logsigmoid(self.sigma(feat)).reshape(b, self.num_keypoints, 2)
         return mu, log_sigma
 

@@ -84,13 +84,13 @@ class PoseModel(nn.Module):
         return self
 
     def features(self, crops: Tensor) -> Tensor:
-        """The head's input: the first (heatmaps) or last (RLE) neck level."""
+        """The head's input: the first neck level (heatmaps), or the RLE head's ``level``."""
         _check_crops(crops, self.input_size)
         x = (crops - self.pixel_mean) / self.pixel_std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         levels = self.neck(self.backbone(x))
-        return levels[0] if isinstance(self.head, HeatmapHead) else levels[-1]
+        return levels[0] if isinstance(self.head, HeatmapHead) else levels[self.head.level]
 
     def forward(self, crops: Tensor, targets: list[dict] | None = None
                 ) -> dict[str, Tensor] | tuple[Tensor, Tensor]:
