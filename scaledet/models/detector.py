@@ -143,8 +143,9 @@ def _check_images(images: Tensor) -> None:
 
 
 def _check_targets(targets: list[dict], images: Tensor, num_classes: int) -> list[dict]:
-    """Validate and move targets to the images' device: boxes float32, labels int64, and
-    ``keypoints (N, J, 3)`` float32 when given."""
+    """Validate and move targets to the images' device: boxes float32, labels int64, and when
+    given ``keypoints (N, J, 3)`` float32 and ``ignore (K, 4)`` xyxy regions where the heads
+    neither reward nor punish detections (:func:`~scaledet.models.heads.dense.ignore_weight`)."""
     if len(targets) != images.shape[0]:
         raise ValueError(f"got {len(targets)} targets for a batch of {images.shape[0]} images")
     out = []
@@ -168,5 +169,11 @@ def _check_targets(targets: list[dict], images: Tensor, num_classes: int) -> lis
                 raise ValueError(f"targets[{i}]: keypoints must be (N, K, 3) for N = {n} "
                                  f"boxes, got {tuple(points.shape)}")
             checked["keypoints"] = points
+        if t.get("ignore") is not None:  # crowd regions (and SNIPER chips' cut objects)
+            ignore = torch.as_tensor(t["ignore"], dtype=torch.float32, device=images.device)
+            if ignore.dim() != 2 or ignore.shape[1] != 4:
+                raise ValueError(f"targets[{i}]: ignore must be (K, 4) xyxy regions, got "
+                                 f"{tuple(ignore.shape)}")
+            checked["ignore"] = ignore
         out.append(checked)
     return out

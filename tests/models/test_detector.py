@@ -165,3 +165,20 @@ def test_custom_composition_without_config():
     assert model.config is None
     targets = [{"boxes": torch.tensor([[10.0, 20.0, 50.0, 70.0]]), "labels": torch.tensor([0])}]
     assert torch.isfinite(model(torch.rand(1, 3, 96, 96), targets)["loss"])
+
+
+@pytest.mark.parametrize("name", ["fcos-n", "yolo-n"])
+def test_ignore_regions_reach_the_head(name):
+    """A crowd region given to the detector changes the classification loss (the locations
+    inside it are left out), and an image without one trains as before."""
+    torch.manual_seed(0)
+    model = build(name, num_classes=2).train()
+    images = torch.rand(1, 3, 64, 64)
+    target = {"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0]]), "labels": torch.tensor([1])}
+    plain = model(images, [target])["loss"].item()
+    crowd = model(images, [{**target, "ignore": torch.tensor([[24.0, 24.0, 64.0, 64.0]])}])
+    assert crowd["loss"].item() != pytest.approx(plain, rel=1e-6)
+    empty = model(images, [{**target, "ignore": torch.zeros(0, 4)}])["loss"].item()
+    assert empty == pytest.approx(plain, rel=1e-6)
+    with pytest.raises(ValueError, match="ignore"):
+        model(images, [{**target, "ignore": torch.zeros(3)}])
