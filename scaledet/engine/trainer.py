@@ -171,7 +171,11 @@ class Trainer:
         self.train_model = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # a model whose loss leaves some parameters out (a pose head reads one neck level)
+            # says so; DDP then looks for them at every step instead of waiting for their grads
+            unused = bool(getattr(self.model, "has_unused_parameters", False))
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=unused)
             # A 1x1 conv's weight gradient in channels-last has strides (C, 1, C, C), its bucket
             # (C, 1, 1, 1): the same memory order, but DDP warns "may impair performance".
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")

@@ -204,3 +204,18 @@ def test_cli_train_defaults_resolve_nproc_and_workers(tmp_path, monkeypatch):
     assert seen == {"nproc": 1, "workers": 2, "recorded": 1}
     assert main([*base, "--workers", "3", "--out", str(tmp_path / "c")]) == 0
     assert seen == {"nproc": 2, "workers": 3, "recorded": 2}
+
+
+@pytest.mark.parametrize("model", ["pose-heatmap-n", "pose-rle-n"])
+def test_cli_pose_train_with_two_processes(tmp_path, model):
+    """A pose head reads one neck level, so some parameters get no gradient: data-parallel
+    training must still step (DDP told to look for them)."""
+    data = tmp_path / "kp"
+    assert main(["data", "synth", str(data), "--task", "keypoints", "--train", "6", "--val",
+                 "2", "--imgsz", "96"]) == 0
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--model", model, "--epochs", "2", "--batch",
+                 "4", "--workers", "0", "--nproc", "2", "--set", "input_size=[64,64]",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[-1]["mAP"] != ""

@@ -71,6 +71,9 @@ class PoseModel(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), False)
         self.channels_last = channels_last
         self.config = None  # the PoseConfig when built by scaledet.models.build
+        # the head reads one neck level: the layers that only feed the others get no gradient
+        # (data-parallel training has to know, scaledet.engine.trainer)
+        self.has_unused_parameters = True
 
     @property
     def heatmap_stride(self) -> float:
