@@ -1,6 +1,7 @@
 import csv
 import math
 import sys
+import time
 
 import pytest
 import torch
@@ -33,6 +34,25 @@ class _StopAfterOneEpoch(Trainer):
     def finished(self) -> bool:
         return self.epoch >= 1 or super().finished()
 
+
+
+class _Clock:
+    """``time`` as the trainer module sees it, with ``monotonic`` read from ``clock[0]``:
+    patching the real ``time.monotonic`` would also freeze every timeout in the process (a
+    data loader's worker shutdown waits on it, and can hang)."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+
+    def monotonic(self) -> float:
+        return self.clock[0]
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+def _freeze_trainer_clock(monkeypatch, clock: list[float]) -> None:
+    monkeypatch.setattr(trainer_mod, "time", _Clock(clock))
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     straight = _trainer(tmp_path / "a", _cfg())
@@ -101,7 +121,7 @@ def test_persistent_nan_stops_training_with_a_clear_message(tmp_path):
 
 def test_time_budget_stops_and_anneals_the_lr(tmp_path, monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(trainer_mod.time, "monotonic", lambda: clock[0])
+    _freeze_trainer_clock(monkeypatch, clock)
     t = _trainer(tmp_path, _cfg(epochs=None, time_minutes=1.0, warmup_iters=0, min_lr_ratio=0.1))
     lrs = []
     orig_step = t._train_step
@@ -155,7 +175,7 @@ def test_progressive_resizing_switches_to_full_size_once(tmp_path):
 
 def test_mosaic_closing_under_a_time_budget(tmp_path, monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(trainer_mod.time, "monotonic", lambda: clock[0])
+    _freeze_trainer_clock(monkeypatch, clock)
     t = _trainer(tmp_path, _cfg(epochs=None, time_minutes=1.0, close_mosaic=0.15,
                                 eval_interval=0))
     orig_step = t._train_step
