@@ -19,6 +19,7 @@ Per-head masks that leave a row empty in some heads only zero those heads' contr
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -142,9 +143,17 @@ class MultiheadAttention(nn.Module):
             else:
                 empty = None
 
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            scale=1.0 / math.sqrt(self.head_dim))  # (B, H, Nq, d)
+        # CPU's reduced-precision SDPA kernels are several times slower than float32's, so
+        # on CPU attention runs in float32 (autocast off: it would cast back to bf16)
+        reduced = q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
+        with torch.autocast("cpu", enabled=False) if reduced else contextlib.nullcontext():
+            work = torch.float32 if reduced else q.dtype
+            if mask is not None and mask.dtype != torch.bool:
+                mask = mask.to(work)
+            out = F.scaled_dot_product_attention(
+                q.to(work), k.to(work), v.to(work), attn_mask=mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                scale=1.0 / math.sqrt(self.head_dim)).to(q.dtype)  # (B, H, Nq, d)
         if empty is not None:
             out = out.masked_fill(empty[..., None], 0.0)
         b = q.shape[0]

@@ -247,3 +247,32 @@ def test_init_is_xavier_with_zero_bias():
         assert proj.weight.abs().max() <= bound
         assert proj.weight.abs().max() > 0.9 * bound
         assert (proj.bias == 0).all()
+
+
+def test_cpu_autocast_attends_in_float32_and_keeps_the_callers_dtype():
+    """Under CPU bf16 autocast the projections run in bf16 but SDPA in float32 (CPU's bf16
+    kernels are slow); the result matches the float32 module to bf16 precision, is bf16, and
+    an additive float mask works too."""
+    torch.manual_seed(0)
+    mha = MultiheadAttention(32, 4)
+    x = torch.randn(2, 7, 32)
+    bias = torch.randn(7, 7)
+    want = mha(x, attn_mask=bias)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = mha(x, attn_mask=bias)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)
+    seen = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q.dtype, torch.is_autocast_cpu_enabled()))
+        return original(q, k, v, **kw)
+
+    torch.nn.functional.scaled_dot_product_attention = spy
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mha(x, attn_mask=bias)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = original
+    assert seen == [(torch.float32, False)]

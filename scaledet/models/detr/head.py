@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scaledet.models.detr.criterion import SetLossWeights, set_loss
@@ -193,8 +194,8 @@ class RTDETRHead(nn.Module):
     def _run(self, feats: Sequence[Tensor], dn=None) -> dict:
         size = self._input_size(feats)
         shapes = [(f.shape[-2], f.shape[-1]) for f in feats]
-        memory = torch.cat([proj(f).flatten(2).transpose(1, 2)
-                            for proj, f in zip(self.input_proj, feats)], dim=1)  # (B, S, d)
+        memory = torch.cat([_tokens(proj, f) for proj, f in zip(self.input_proj, feats)],
+                           dim=1)  # (B, S, d)
         b = memory.shape[0]
         out: dict = {"size": size}
         k = self._num_matching(feats)
@@ -253,6 +254,17 @@ def _mean_over_ranks(count: int, device: torch.device) -> float:
         torch.distributed.all_reduce(total)
         count = float(total) / torch.distributed.get_world_size()
     return max(float(count), 1.0)
+
+
+def _tokens(proj: nn.Sequential, x: Tensor) -> Tensor:
+    """``proj`` (1x1 conv, BatchNorm) on ``x (B, C, H, W)`` as tokens ``(B, H*W, d)``: the
+    maths of ``proj(x).flatten(2).transpose(1, 2)``, computed on the flattened tokens because
+    BatchNorm's backward on the transposed layout takes a slow path on CPU."""
+    conv, bn = proj
+    if type(conv) is not nn.Conv2d:  # wrapped (e.g. by a LoRA adapter): the module's own maths
+        return proj(x).flatten(2).transpose(1, 2)
+    t = F.linear(x.flatten(2).transpose(1, 2), conv.weight.flatten(1))  # (B, H*W, d)
+    return bn(t.reshape(-1, t.shape[-1], 1, 1)).view_as(t)
 
 
 def _gather(x: Tensor, index: Tensor) -> Tensor:
