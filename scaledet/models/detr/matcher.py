@@ -71,16 +71,25 @@ class HungarianMatcher:
         """
         from scipy.optimize import linear_sum_assignment  # imported here: only set heads need it
 
-        out = []
-        for i, t in enumerate(targets):
-            n = len(t["labels"])
+        counts = [len(t["labels"]) for t in targets]
+        costs = None
+        if sum(counts):
+            # one cost matrix for the whole batch (every query against every object), solved
+            # per image on its block: one call instead of one per image
+            b, q = logits.shape[:2]
+            gt_boxes = torch.cat([t["boxes"] for t in targets])
+            gt_labels = torch.cat([t["labels"] for t in targets])
+            costs = self.cost(logits.flatten(0, 1), boxes.flatten(0, 1), gt_boxes, gt_labels)
+            costs = costs.view(b, q, -1).cpu().double().numpy()  # (B, Q, sum N_i)
+            costs = np.nan_to_num(costs, nan=_BIG, posinf=_BIG, neginf=-_BIG)
+        out, start = [], 0
+        for i, n in enumerate(counts):
             if n == 0:
                 empty = torch.zeros(0, dtype=torch.int64, device=logits.device)
                 out.append((empty, empty))
                 continue
-            c = self.cost(logits[i], boxes[i], t["boxes"], t["labels"]).cpu().double().numpy()
-            c = np.nan_to_num(c, nan=_BIG, posinf=_BIG, neginf=-_BIG)
-            rows, cols = linear_sum_assignment(c)
+            rows, cols = linear_sum_assignment(costs[i, :, start:start + n])
+            start += n
             order = np.argsort(cols, kind="stable")
             out.append((torch.as_tensor(rows[order], dtype=torch.int64, device=logits.device),
                         torch.as_tensor(cols[order], dtype=torch.int64, device=logits.device)))
