@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
              "  scaledet data synth data/synth_yolo --format yolo\n"
              "  scaledet data synth data/pose --task keypoints   # --format yolo: YOLO pose\n"
              "  scaledet data synth data/faces --task faces   # COCO, 5 landmarks per face\n"
-             "  scaledet data synth data/ids --task face-identities --identities 200\n")
+             "  scaledet data synth data/ids --task face-identities --identities 200\n"
+             "  scaledet data synth data/ids --task face-identities --scenes   # + photos\n")
     p.add_argument("out", help="output folder")
     p.add_argument("--train", type=int, default=800, help="number of training images")
     p.add_argument("--val", type=int, default=200, help="number of validation images")
@@ -135,10 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-identity", type=int, default=20,
                    help="face-identities: crops per training identity")
     p.add_argument("--verify-identities", type=int, default=50,
-                   help="face-identities: verification identities (10 crops each)")
+                   help="face-identities: verification identities")
+    p.add_argument("--verify-per-identity", type=int, default=10,
+                   help="face-identities: crops per verification identity")
     p.add_argument("--pairs-per-fold", type=int, default=30,
                    help="face-identities: matched (and as many mismatched) pairs per fold of "
-                        "the 10 in pairs.txt")
+                        "the 10 in pairs.txt (LFW: 300; TAR at FAR 1e-4 needs >= 1000, i.e. "
+                        ">= 10^4 mismatched pairs)")
+    p.add_argument("--scenes", type=int, nargs="?", const=320, default=None, metavar="SIZE",
+                   help="face-identities: also write verify_scenes/, an unaligned SIZE px photo "
+                        "(default 320) of every verification crop, named as the crops (for "
+                        "`scaledet face verify --detector ... --root OUT/verify_scenes`)")
     p = _add(dsub, "check", "scaledet.cli.data:check_command",
              "validate a dataset and print a report (exit 1 on errors; warnings do not fail)",
              "  scaledet data check data/synth\n  scaledet data check my_yolo/data.yaml\n"
@@ -406,14 +414,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/face", help="run folder (weights/, metrics.csv)")
     p.add_argument("--exist-ok", action="store_true", help="overwrite the run in --out")
     p = _add(fsub, "verify", "scaledet.cli.face:verify_command",
-             "score every pair of an LFW pairs.txt on aligned crops (cosine similarity of the "
-             "embeddings): 10-fold accuracy, ROC AUC, TAR at FAR 1e-3 / 1e-4, ROC plot",
+             "score every pair of an LFW pairs.txt on aligned crops, or (--detector) on "
+             "unaligned photos whose face is detected, aligned and embedded first (cosine "
+             "similarity of the embeddings): 10-fold accuracy, ROC AUC, TAR at FAR 1e-3 / "
+             "1e-4, ROC plot; with --detector also per-stage latency and the photos without a "
+             "face (their pairs score -1, so a matched pair counts as wrong)",
              "  scaledet face verify --weights runs/face/weights/best.safetensors "
-             "--pairs data/ids/pairs.txt --root data/ids/verify\n")
+             "--pairs data/ids/pairs.txt --root data/ids/verify\n"
+             "  scaledet face verify --weights EMB --detector runs/facedet/weights/"
+             "best.safetensors --pairs data/ids/pairs.txt --root data/ids/verify_scenes\n")
     p.add_argument("--weights", required=True, help="a checkpoint of scaledet face train")
     p.add_argument("--pairs", required=True, help="LFW-format pairs.txt")
     p.add_argument("--root", required=True,
-                   help="folder of aligned crops, ROOT/NAME/NAME_NNNN.{jpg,png}")
+                   help="folder of aligned crops, ROOT/NAME/NAME_NNNN.{jpg,png} (with "
+                        "--detector: unaligned photos in that layout)")
+    p.add_argument("--detector", default=None, metavar="WEIGHTS",
+                   help="a face detector with five landmarks per box (scaledet train --model "
+                        "face-n): the images under --root are unaligned photos")
+    p.add_argument("--pick", choices=["score", "largest"], default=None,
+                   help="--detector: the face used per photo, the highest-scoring detection "
+                        "(default) or the largest box")
+    p.add_argument("--conf", type=float, default=None,
+                   help="--detector: minimum detection score of a face (default 0.3)")
     p.add_argument("--out", default="runs/face_verify", help="roc.png and verification.json")
     p.add_argument("--batch", type=int, default=64, help="crops per forward pass")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")

@@ -39,14 +39,20 @@ def _synth_faces(args: argparse.Namespace, start: float) -> int:
               f"landmarks) to {out} in {time.perf_counter() - start:.1f} s")
         return 0
     size = 112 if args.imgsz is None else args.imgsz
+    scenes = getattr(args, "scenes", None)
+    per_verify = getattr(args, "verify_per_identity", 10)
     out = make_face_identities(args.out, identities=args.identities,
                                per_identity=args.per_identity,
                                verify_identities=args.verify_identities,
-                               pairs_per_fold=args.pairs_per_fold, seed=args.seed, size=size)
+                               verify_per_identity=per_verify,
+                               pairs_per_fold=args.pairs_per_fold, seed=args.seed, size=size,
+                               scenes=scenes)
+    photos = ("" if scenes is None else
+              f", their unaligned {scenes} px photos in {out / 'verify_scenes'}")
     print(f"wrote {args.identities} x {args.per_identity} training crops, "
-          f"{args.verify_identities} x 10 verification crops ({size} px, aligned) and "
-          f"{out / 'pairs.txt'} ({20 * args.pairs_per_fold} pairs) to {out} in "
-          f"{time.perf_counter() - start:.1f} s")
+          f"{args.verify_identities} x {per_verify} verification crops ({size} px, "
+          f"aligned){photos} and {out / 'pairs.txt'} ({20 * args.pairs_per_fold} pairs) to "
+          f"{out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 

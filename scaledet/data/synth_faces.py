@@ -30,11 +30,17 @@ Outputs (``make_face_dataset``):
 - ``task="face-identities"`` (recognition): ``train/<id>/<id>_<nnnn>.png`` (LFW's layout)
   crops aligned to the five-point template by :func:`scaledet.faces.align`,
   ``verify/<id>/...`` for a *disjoint* set of identities, and ``pairs.txt`` over ``verify`` in
-  LFW's format (10 folds of ``per_fold`` matched then ``per_fold`` mismatched pairs).
+  LFW's format (10 folds of ``per_fold`` matched then ``per_fold`` mismatched pairs). With
+  ``scenes``: also ``verify_scenes/<id>/<id>_<nnnn>.jpg``, the *unaligned* photo of each verify
+  crop (the same face, pose, expression and lighting, pasted at a moderate size on a textured
+  background; ``synth_identity_scene``), named as the crops so that ``pairs.txt`` serves both,
+  and ``verify_scenes/faces.json`` with each photo's true box and landmarks.
 
 Deterministic: identity ``i`` of the set with code ``c`` is drawn from
-``numpy.random.default_rng((seed, c, i, 2))``, its image ``n`` from ``(seed, c, i, n, 3)``,
-detection image ``i`` of a split from ``(seed, split, i, 4)``, the pairs from ``(seed, 5)``;
+``numpy.random.default_rng((seed, c, i, 2))``, its image ``n`` from ``(seed, c, i, n, 3)``
+(the photo of a verify scene takes its nuisances from there too, its layout from
+``(seed, c, i, n, 6)``), detection image ``i`` of a split from ``(seed, split, i, 4)``, the pairs
+from ``(seed, 5)``;
 the training and verification sets use different codes, so they never share a person.
 
 What it can and cannot tell: the set checks that the machinery works (landmarks, alignment,
@@ -44,6 +50,7 @@ cartoons, so absolute accuracies say nothing about real photographs.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,9 +73,10 @@ from scaledet.faces.align import align
 
 __all__ = ["FaceIdentity", "FaceNuisance", "RenderedFace", "make_face_dataset",
            "make_face_identities", "random_identity", "random_nuisance", "render_face",
-           "synth_face_crop", "synth_face_scene"]
+           "synth_face_crop", "synth_face_scene", "synth_identity_scene"]
 
 MIN_FACE = 8.0  # smallest face height in a detection scene (px)
+SCENE_FACE = (0.25, 0.45)  # face height in a verify scene, as fractions of its side
 SUPERSAMPLE = 4
 _TRAIN_CODE, _VERIFY_CODE = 10, 11
 
@@ -358,15 +366,46 @@ def synth_face_crop(identity: FaceIdentity, rng: np.random.Generator, size: int 
     return crop, face.landmarks
 
 
+def synth_identity_scene(identity: FaceIdentity, nuisance: FaceNuisance,
+                         rng: np.random.Generator, imgsz: int = 320
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An unaligned photo of one person: ``identity`` with ``nuisance`` (pose, expression,
+    lighting, occluder, blur), ``SCENE_FACE`` of the side tall (log-uniform), wholly inside a
+    textured ``imgsz`` square (gradient, hatching, lines as the detection scenes), then pixel
+    noise. Returns ``(image (imgsz, imgsz, 3) uint8 RGB, box (4,) xyxy, landmarks (5, 2))``,
+    pixels (pixel centres at integers)."""
+    canvas = Image.fromarray(_background(rng, imgsz))
+    for _ in range(rng.integers(0, 3)):
+        _draw_hatching(rng, canvas)
+    for _ in range(rng.integers(1, 5)):
+        _draw_line(rng, canvas)
+    lo, hi = SCENE_FACE
+    height = math.exp(_u(rng, math.log(lo * imgsz), math.log(hi * imgsz)))
+    face = render_face(identity, nuisance, height)
+    side = face.rgb.shape[0]
+    x0 = int(rng.integers(0, max(imgsz - side, 0) + 1))
+    y0 = int(rng.integers(0, max(imgsz - side, 0) + 1))
+    w = min(side, imgsz - x0)
+    a = face.alpha[:w, :w].astype(np.float64)[..., None] / 255.0
+    region = np.asarray(canvas, dtype=np.float64)[y0:y0 + w, x0:x0 + w]
+    blended = a * face.rgb[:w, :w] + (1 - a) * region
+    canvas.paste(Image.fromarray(blended.round().astype(np.uint8)), (x0, y0))
+    box = np.clip(face.box + [x0, y0, x0, y0], 0, imgsz)
+    return _add_noise(rng, np.asarray(canvas)), box, face.landmarks + [x0, y0]
+
+
 def make_face_identities(out: str | Path, identities: int = 100, per_identity: int = 20,
                          verify_identities: int = 50, verify_per_identity: int = 10,
                          pairs_per_fold: int = 30, folds: int = 10, seed: int = 0,
-                         size: int = 112) -> Path:
+                         size: int = 112, scenes: int | None = None) -> Path:
     """Write the recognition set to the (empty) folder ``out``: ``train/`` (``identities``
     people × ``per_identity`` aligned crops), ``verify/`` (a disjoint set of
     ``verify_identities`` people × ``verify_per_identity``) and ``pairs.txt`` over ``verify``
     (``folds`` folds of ``pairs_per_fold`` matched then ``pairs_per_fold`` mismatched pairs,
-    LFW's format). Returns ``out``."""
+    LFW's format). ``scenes``: also write ``verify_scenes/`` (the unaligned ``scenes`` px photo
+    of every verify crop, ``synth_identity_scene``) and ``verify_scenes/faces.json``
+    (``{"<id>/<id>_<nnnn>.jpg": {"box": xyxy, "landmarks": [[x, y] * 5]}}``). The crops do not
+    depend on ``scenes``. Returns ``out``."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty folder; remove it or pick another")
@@ -377,6 +416,8 @@ def make_face_identities(out: str | Path, identities: int = 100, per_identity: i
                          f"{verify_identities} x {verify_per_identity}")
     if size < 16:
         raise ValueError(f"crop size must be at least 16 px, got {size}")
+    if scenes is not None and scenes < 64:
+        raise ValueError(f"scene side must be at least 64 px, got {scenes}")
     for folder, code, n_id, n_img in (("train", _TRAIN_CODE, identities, per_identity),
                                       ("verify", _VERIFY_CODE, verify_identities,
                                        verify_per_identity)):
@@ -388,9 +429,32 @@ def make_face_identities(out: str | Path, identities: int = 100, per_identity: i
                 crop, _ = synth_face_crop(identity, np.random.default_rng((seed, code, i, n, 3)),
                                           size)
                 Image.fromarray(crop).save(out / folder / name / f"{name}_{n:04d}.png")
+    if scenes is not None:
+        _write_scenes(out / "verify_scenes", seed, verify_identities, verify_per_identity,
+                      scenes)
     _write_pairs(out / "pairs.txt", np.random.default_rng((seed, 5)), verify_identities,
                  verify_per_identity, pairs_per_fold, folds)
     return out
+
+
+def _write_scenes(folder: Path, seed: int, n_id: int, n_img: int, imgsz: int) -> None:
+    """The unaligned photo of every verify crop (see ``make_face_identities``)."""
+    truth = {}
+    for i in range(n_id):
+        identity = random_identity(np.random.default_rng((seed, _VERIFY_CODE, i, 2)))
+        name = _identity_name(_VERIFY_CODE, i)
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for n in range(1, n_img + 1):
+            # the crop's nuisances: synth_face_crop draws them first from this generator
+            nuisance = random_nuisance(np.random.default_rng((seed, _VERIFY_CODE, i, n, 3)))
+            image, box, landmarks = synth_identity_scene(
+                identity, nuisance, np.random.default_rng((seed, _VERIFY_CODE, i, n, 6)), imgsz)
+            rel = f"{name}/{name}_{n:04d}.jpg"
+            Image.fromarray(image).save(folder / rel, quality=JPEG_QUALITY)
+            truth[rel] = {"box": np.round(box, 3).tolist(),
+                          "landmarks": np.round(landmarks, 3).tolist()}
+    rows = ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in truth.items())
+    (folder / "faces.json").write_text("{\n" + rows + "\n}\n", encoding="utf-8")
 
 
 def _identity_name(code: int, i: int) -> str:
