@@ -17,8 +17,10 @@ ONE_THREAD_DIRS = {"engine", "inference"}
 
 @pytest.fixture(autouse=True)
 def _one_thread(request):
-    """Tiny models are slower with several threads, badly so on a loaded machine."""
-    if request.path.parent.name not in ONE_THREAD_DIRS:
+    """Tiny models are slower with several threads, badly so on a loaded machine. Applies to
+    the folders in ``ONE_THREAD_DIRS`` and to modules that set ``ONE_THREAD = True``."""
+    if (request.path.parent.name not in ONE_THREAD_DIRS
+            and not getattr(request.module, "ONE_THREAD", False)):
         yield
         return
     n = torch.get_num_threads()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from PIL import Image
 
 from scaledet.cli import main
@@ -20,12 +19,7 @@ SYNTH = ["--task", "face-identities", "--identities", "2", "--per-identity", "2"
          "--imgsz", "32"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ONE_THREAD = True  # tiny models (tests/conftest.py)
 
 
 def _files(root):

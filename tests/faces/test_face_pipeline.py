@@ -19,13 +19,7 @@ from scaledet.inference.faces import MIN_SCORE, FacePipeline, verify_pairs
 from scaledet.inference.predictor import Predictor
 from tests.faces.face_models import plain_detector, rigged_face_detector, tiny_embedder
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ONE_THREAD = True  # tiny models (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
