@@ -115,6 +115,13 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, imgsz: int = 320, b
             "outputs": "detections (K, 7) [image, x1, y1, x2, y2, score, class]" if nms else
                        "boxes (B, P, 4) xyxy input pixels, scores (B, P, C)",
             **(metadata or {})}
+    return _save(proto, info, out)
+
+
+def _save(proto, info: dict, out: str | os.PathLike) -> Path:
+    """Write ``info`` into the model's metadata (JSON for non-strings), check it, save it."""
+    onnx = import_onnx()
+
     for key, value in info.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
@@ -437,14 +444,7 @@ def export_pose_onnx(model: nn.Module, out: str | os.PathLike, *, batch: int = 1
                        "scores (B, K)",
             "box_padding": getattr(config, "box_padding", 1.25),
             **(metadata or {})}
-    for key, value in info.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-    onnx.checker.check_model(proto)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, out)
-    return out
+    return _save(proto, info, out)
 
 
 def check_pose_parity(model: nn.Module, path: str | os.PathLike, *,
