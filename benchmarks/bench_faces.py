@@ -3,12 +3,21 @@ detect + align + embed.
 
 1. **Detection** (``--det-minutes`` or ``--det-epochs``): ``face-n`` trained with
    ``scaledet.train`` on ``scaledet data synth --task faces`` scenes (model selection on its
-   ``val`` split), scored on a separate ``test`` split: COCO box mAP (``scaledet.val``),
-   WIDER-style AP on easy / medium / hard (keep lists by face height, easy >= 50, medium >= 30,
-   hard >= 10 px: ``derive_setting_lists``, *not* the official lists) and the landmark NME
-   (inter-ocular) of the test faces found at IoU >= 0.5 by a detection scoring >= ``--conf``,
-   beside two references on the same faces: the training set's mean layout placed in the
-   true box, and in the detected box.
+   ``val`` split; ``--det-real-faces F``: a fraction ``F`` of its train / val faces are real
+   LFW training faces, as ``--real-faces``), scored on a separate ``test`` split: COCO box mAP
+   (``scaledet.val``), WIDER-style AP on easy / medium / hard (keep lists by face height,
+   easy >= 50, medium >= 30, hard >= 10 px: ``derive_setting_lists``, *not* the official
+   lists), recall at ``--conf`` and the landmark NME (inter-ocular) of the test faces found at
+   IoU >= 0.5 by a detection scoring >= ``--conf``, beside two references on the same faces:
+   the training set's mean layout placed in the true box, and in the detected box.
+   Beside it, the same detector on **real faces** (``--real-test`` scenes of
+   ``scaledet data synth --task real-faces``: scikit-image's held-out LFW faces 70-99, 12-96
+   px, among its 100 non-face patches; :mod:`scaledet.data.real_faces`): COCO box mAP / AP50,
+   the WIDER-style AP by face height, recall at ``--conf`` (IoU >= 0.5) overall and by height
+   (10-30, 30-50, >= 50 px), confident detections that found no face per image, and the
+   fraction of non-face patches that drew one. No landmarks there. ``--real-only WEIGHTS``
+   does just this for an existing detector (with ``--det-data``: its test split beside it)
+   and writes ``OUT/report_real.json``; ``--no-real`` skips it.
 2. **Recognition** (``--rec-minutes`` or ``--rec-epochs``, one seed): the embedder of
    ``scaledet face train`` (``--arch``, ``--imgsz``) trained with softmax, SphereFace, CosFace
    and ArcFace on ``--task face-identities`` crops, without validation on the verify pairs (so
@@ -26,8 +35,12 @@ detect + align + embed.
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/bench_faces.py --threads 1 \\
         --det-minutes 15 --rec-minutes 10 --out runs/bench_faces
 
-Data is generated under ``OUT/data`` unless ``--det-data`` / ``--rec-data`` name existing sets
-(a detection set with a ``test`` split; a recognition set written with ``--scenes``). Results
+    python benchmarks/bench_faces.py --real-only runs/bench_faces/det/weights/best.safetensors \\
+        --out runs/bench_faces --det-data runs/bench_faces/data/faces
+
+Data is generated under ``OUT/data`` unless ``--det-data`` / ``--rec-data`` / ``--real-data``
+name existing sets (a detection set with a ``test`` split; a recognition set written with
+``--scenes``; a real-face set of ``--task real-faces``). Results
 go to ``OUT/report.json`` and the printed tables; measurements belong in
 ``benchmarks/RESULTS.md``.
 """
@@ -58,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--det-val", type=int, default=200)
     g.add_argument("--det-test", type=int, default=300)
     g.add_argument("--det-imgsz", type=int, default=320)
+    g.add_argument("--det-real-faces", type=float, default=0.0, metavar="FRACTION",
+                   help="fraction of the generated train / val faces replaced by LFW training "
+                        "faces 0-69 (data in OUT/data/faces_lfwFRACTION; the test split stays "
+                        "synthetic)")
     g.add_argument("--det-minutes", type=float, default=15.0)
     g.add_argument("--det-epochs", type=int, default=None, help="instead of --det-minutes")
     g.add_argument("--det-batch", type=int, default=16)
@@ -65,7 +82,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="face-n config override as `scaledet train --set`, e.g. "
                         "head.keypoint_loss_weight=0.5 (repeatable)")
     g.add_argument("--conf", type=float, default=0.3,
-                   help="detection score of a face for the NME and the pipeline")
+                   help="detection score of a face for the NME, the recall and the pipeline")
+    g.add_argument("--real-data", default=None,
+                   help="existing real-face set (scaledet data synth --task real-faces)")
+    g.add_argument("--real-test", type=int, default=300, help="real-face test scenes")
+    g.add_argument("--no-real", action="store_true", help="skip the real-face scoring")
+    g.add_argument("--real-only", default=None, metavar="WEIGHTS",
+                   help="only score this face detector on the real-face scenes (and on "
+                        "--det-data's test split when given), write OUT/report_real.json")
     g = ap.add_argument_group("recognition")
     g.add_argument("--rec-data", default=None, help="existing face-identities set (--scenes)")
     g.add_argument("--identities", type=int, default=300)
@@ -97,11 +121,13 @@ def make_data(args: argparse.Namespace, out: Path) -> tuple[Path, Path]:
     printed."""
     from scaledet.data.synth_faces import make_face_dataset, make_face_identities
 
-    det = Path(args.det_data) if args.det_data else out / "data" / "faces"
+    name = f"faces_lfw{args.det_real_faces:g}" if args.det_real_faces else "faces"
+    det = Path(args.det_data) if args.det_data else out / "data" / name
     if not args.det_data and not det.exists():
         start = time.perf_counter()
         make_face_dataset(det, {"train": args.det_train, "val": args.det_val,
-                                "test": args.det_test}, seed=args.seed, imgsz=args.det_imgsz)
+                                "test": args.det_test}, seed=args.seed, imgsz=args.det_imgsz,
+                          real_faces=args.det_real_faces)
         print(f"face scenes: {args.det_train} / {args.det_val} / {args.det_test} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     rec = Path(args.rec_data) if args.rec_data else out / "data" / "ids"
@@ -120,6 +146,21 @@ def make_data(args: argparse.Namespace, out: Path) -> tuple[Path, Path]:
         raise SystemExit(f"{rec}: no verify_scenes/ (write it with `scaledet data synth "
                          "--task face-identities --scenes`)")
     return det, rec
+
+
+def make_real_data(args: argparse.Namespace, out: Path) -> Path:
+    """The real-face test scenes (generated unless ``--real-data`` names them)."""
+    from scaledet.data.real_faces import make_real_face_dataset
+
+    if args.real_data:
+        return Path(args.real_data)
+    real = out / "data" / "real_faces"
+    if not real.exists():
+        start = time.perf_counter()
+        make_real_face_dataset(real, args.real_test, seed=args.seed, imgsz=args.det_imgsz)
+        print(f"real-face scenes: {args.real_test} ({time.perf_counter() - start:.0f} s)",
+              flush=True)
+    return real
 
 
 # ---- detection ------------------------------------------------------------------------------
@@ -179,20 +220,43 @@ def place(layout, boxes):
     return boxes[:, None, :2] + layout[None] * (boxes[:, None, 2:] - boxes[:, None, :2])
 
 
-def evaluate_detector(args: argparse.Namespace, weights: Path, data: Path) -> dict:
-    """COCO mAP, WIDER-style AP by face height and landmark NME on the test split."""
+HEIGHT_BINS = ((10.0, 30.0), (30.0, 50.0), (50.0, float("inf")))
+"""Face height ranges (px) of the recall by size: the WIDER-style lists' edges, disjoint."""
+
+
+def recall_by_height(heights, hit) -> dict:
+    """Recall overall and per ``HEIGHT_BINS`` range (faces below 10 px only count overall):
+    ``{"recall": r, "recall_10-30px": ..., "recall_30-50px": ..., "recall_50px+": ...}``,
+    None where a range has no face."""
+    import numpy as np
+
+    heights, hit = np.asarray(heights, dtype=np.float64), np.asarray(hit, dtype=bool)
+    out = {"recall": float(hit.mean()) if len(hit) else None}
+    for lo, hi in HEIGHT_BINS:
+        name = f"recall_{lo:g}px+" if hi == float("inf") else f"recall_{lo:g}-{hi:g}px"
+        inside = (heights >= lo) & (heights < hi)
+        out[name] = float(hit[inside].mean()) if inside.any() else None
+    return out
+
+
+def score_detector(args: argparse.Namespace, weights: Path, data: Path, split: str = "test"
+                   ) -> tuple[dict, list]:
+    """COCO box mAP, WIDER-style AP by face height, recall at ``--conf`` and the detections
+    scoring >= ``--conf`` that found no face, per image (``false_per_image``), on ``split``:
+    ``(metrics, [(record, boxes, scores, keypoints, sure, found)] per image)`` with ``sure``
+    the detections scoring >= ``--conf`` and ``found`` (``match``) the one that found each
+    face."""
     import numpy as np
 
     import scaledet
     from scaledet.data import load_dataset
     from scaledet.data.wider_face import image_key
-    from scaledet.evaluation.wider_face import evaluate_wider, landmark_nme
+    from scaledet.evaluation.wider_face import evaluate_wider
 
-    coco = scaledet.val(weights, data, split="test")
-    test = load_dataset(data, "test")
-    layout = mean_layout(load_dataset(data, "train"))
+    coco = scaledet.val(weights, data, split=split)
+    test = load_dataset(data, split)
     predictor = scaledet.load(weights, conf=0.01, max_det=300)
-    preds, kp_pred, kp_gt, gt_box, det_box = {}, [], [], [], []
+    preds, rows, heights, hits, false = {}, [], [], [], 0
     for record in test.records:
         det = predictor.predict(test.image_root / record.file_name)[0]
         boxes, scores = det["boxes"].double().numpy(), det["scores"].double().numpy()
@@ -200,26 +264,113 @@ def evaluate_detector(args: argparse.Namespace, weights: Path, data: Path) -> di
                                                    scores]
         sure = scores >= args.conf
         found = match(boxes[sure], scores[sure], record.boxes)
+        rows.append((record, boxes, scores, det.get("keypoints"), sure, found))
+        heights.append(record.boxes[:, 3] - record.boxes[:, 1])
+        hits.append(found >= 0)
+        false += int(sure.sum()) - int((found >= 0).sum())
+    wider = evaluate_wider(test, preds)
+    metrics = {"coco_mAP": coco["mAP"], "coco_mAP50": coco["mAP50"],
+               "coco_mAP_small": coco["mAP_small"],
+               **{f"wider_{k}": v for k, v in wider.items()},
+               **recall_by_height(np.concatenate(heights or [[]]),
+                                  np.concatenate(hits or [[]])),
+               "false_per_image": false / max(len(rows), 1)}
+    return metrics, rows
+
+
+def evaluate_detector(args: argparse.Namespace, weights: Path, data: Path) -> dict:
+    """COCO mAP, WIDER-style AP by face height, recall and landmark NME on the test split."""
+    import numpy as np
+
+    from scaledet.data import load_dataset
+    from scaledet.evaluation.wider_face import landmark_nme
+
+    out, rows = score_detector(args, weights, data)
+    layout = mean_layout(load_dataset(data, "train"))
+    kp_pred, kp_gt, gt_box, det_box = [], [], [], []
+    for record, boxes, _, keypoints, sure, found in rows:
         hit = found >= 0
         if hit.any():
-            kp_pred.append(det["keypoints"][sure][found[hit], :, :2].double().numpy())
+            kp_pred.append(keypoints[sure][found[hit], :, :2].double().numpy())
             kp_gt.append(record.keypoints[hit])
             gt_box.append(record.boxes[hit])
             det_box.append(boxes[sure][found[hit]])
-    wider = evaluate_wider(test, preds)
-    out = {"coco_mAP": coco["mAP"], "coco_mAP50": coco["mAP50"],
-           "coco_mAP_small": coco["mAP_small"], **{f"wider_{k}": v for k, v in wider.items()}}
     if kp_gt:
         gt = np.concatenate(kp_gt)
         visible = gt[..., 2] > 0
         out.update(
-            faces_found=len(gt), faces=sum(len(r.boxes) for r in test.records),
+            faces_found=len(gt), faces=sum(len(r[0].boxes) for r in rows),
             nme=landmark_nme(np.concatenate(kp_pred), gt, visible),
             nme_mean_layout_true_box=landmark_nme(place(layout, np.concatenate(gt_box)), gt,
                                                   visible),
             nme_mean_layout_detected_box=landmark_nme(place(layout, np.concatenate(det_box)),
                                                       gt, visible))
     return out
+
+
+def distractor_hits(boxes, distractors, iou: float = 0.5) -> int:
+    """How many of the non-face patches ``distractors`` (M, 4) xyxy some box of ``boxes``
+    (D, 4) overlaps at IoU >= ``iou``."""
+    import numpy as np
+    import torch
+
+    from scaledet.ops import box_iou
+
+    if not len(boxes) or not len(distractors):
+        return 0
+    overlap = box_iou(torch.as_tensor(np.asarray(boxes), dtype=torch.float64),
+                      torch.as_tensor(np.asarray(distractors), dtype=torch.float64)).numpy()
+    return int((overlap >= iou).any(0).sum())
+
+
+def evaluate_real(args: argparse.Namespace, weights: Path, data: Path) -> dict:
+    """The detector on the real-face scenes: ``score_detector``'s numbers and the fraction of
+    non-face patches that drew a detection scoring >= ``--conf`` that found no face
+    (``distractors_hit``, IoU >= 0.5)."""
+    import numpy as np
+
+    out, rows = score_detector(args, weights, data)
+    truth_file = data / "real_faces_test.json"
+    truth = json.loads(truth_file.read_text(encoding="utf-8")) if truth_file.is_file() else {}
+    hit, patches = 0, 0
+    for record, boxes, _, _, sure, found in rows:
+        unmatched = np.setdiff1d(np.arange(int(sure.sum())), found[found >= 0])
+        if record.file_name in truth:
+            distractors = [d[:4] for d in truth[record.file_name]["distractors"]]
+            patches += len(distractors)
+            hit += distractor_hits(boxes[sure][unmatched], distractors)
+    out.update(faces=sum(len(r[0].boxes) for r in rows), images=len(rows),
+               distractors_hit=hit / patches if patches else None)
+    return out
+
+
+def real_only(args: argparse.Namespace, out: Path, report: dict) -> dict:
+    """``--real-only``: score an existing detector on the real-face scenes (and on
+    ``--det-data``'s test split), print the table, write ``OUT/report_real.json``."""
+    weights = Path(args.real_only)
+    if not weights.is_file():
+        raise SystemExit(f"--real-only: {weights} is not a file (a face-n .safetensors)")
+    report["weights"] = str(weights)
+    if args.det_data:
+        report["detection"] = evaluate_detector(args, weights, Path(args.det_data))
+    report["detection_real"] = evaluate_real(args, weights, make_real_data(args, out))
+    detection_table(report)
+    (out / "report_real.json").write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {out / 'report_real.json'}")
+    return report
+
+
+def detection_table(report: dict) -> None:
+    """The synthetic and the real-face rows side by side, on the columns both have."""
+    rows = []
+    for key, name in (("detection", "synthetic test"), ("detection_real", "LFW real faces")):
+        if key in report:
+            rows.append({"set": name, **report[key]})
+    keys = ["set", "coco_mAP", "coco_mAP50", "wider_easy", "wider_medium", "wider_hard",
+            "recall", "recall_10-30px", "recall_30-50px", "recall_50px+", "false_per_image",
+            "distractors_hit"]
+    table(f"face-n: COCO box mAP, WIDER-style AP by face height, recall at conf "
+          f"{report['args']['conf']:g} (IoU >= 0.5)", [{k: r.get(k) for k in keys} for r in rows])
 
 
 # ---- recognition ----------------------------------------------------------------------------
@@ -321,7 +472,10 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {"machine": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "threads": args.threads,
                     "args": vars(args)}
+    if args.real_only:
+        return real_only(args, out, report)
     det_data, rec_data = make_data(args, out)
+    real_data = None if args.no_real else make_real_data(args, out)
 
     det_weights = out / "det" / "weights" / "best.safetensors"
     if not args.skip_det:
@@ -331,6 +485,10 @@ def main(argv: list[str] | None = None) -> dict:
     report["detection"] = evaluate_detector(args, det_weights, det_data)
     table("face-n on the test split (WIDER-style lists by face height; NME inter-ocular)",
           [{k: v for k, v in report["detection"].items()}])
+    if real_data is not None:
+        report["detection_real"] = evaluate_real(args, det_weights, real_data)
+        detection_table(report)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
 
     report["recognition"] = {}
     losses = args.losses.split(",")

@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
              "  scaledet data synth data/pose --task keypoints   # --format yolo: YOLO pose\n"
              "  scaledet data synth data/faces --task faces   # COCO, 5 landmarks per face\n"
              "  scaledet data synth data/ids --task face-identities --identities 200\n"
-             "  scaledet data synth data/ids --task face-identities --scenes   # + photos\n")
+             "  scaledet data synth data/ids --task face-identities --scenes   # + photos\n"
+             "  scaledet data synth data/faces --task faces --real-faces 0.3   # + LFW faces\n"
+             "  scaledet data synth data/real --task real-faces --test 300   # held-out LFW\n")
     p.add_argument("out", help="output folder")
     p.add_argument("--train", type=int, default=800, help="number of training images")
     p.add_argument("--val", type=int, default=200, help="number of validation images")
@@ -123,14 +125,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image side in pixels (default 320; face-identities: crop side, 112)")
     p.add_argument("--format", choices=["coco", "yolo"], default="coco",
                    help="dataset format to write")
-    p.add_argument("--task", choices=["detect", "keypoints", "faces", "face-identities"],
+    p.add_argument("--task", choices=["detect", "keypoints", "faces", "face-identities",
+                                      "real-faces"],
                    default="detect",
                    help="detect: shapes with boxes; keypoints: person figures with 17 COCO "
                         "joints and skeleton (COCO keypoints json or YOLO pose); faces: "
                         "synthetic faces at every scale with 5 landmarks (COCO keypoints); "
                         "face-identities: aligned face crops per identity (train/ID/) and "
                         "LFW-style verification pairs over disjoint identities (verify/, "
-                        "pairs.txt); --imgsz is then the crop side (default 112)")
+                        "pairs.txt); --imgsz is then the crop side (default 112); "
+                        "real-faces: a test split only (--test images) of scikit-image's "
+                        "held-out LFW faces 70-99 pasted at 12-96 px among its 100 non-face "
+                        "patches on textured backgrounds (COCO boxes, landmarks unlabelled)")
+    p.add_argument("--test", type=int, default=300,
+                   help="real-faces: number of test images (the only split it writes)")
+    p.add_argument("--real-faces", type=float, default=0.0, metavar="FRACTION",
+                   help="faces: fraction of the train and val faces replaced by real LFW "
+                        "faces 0-69 (landmarks unlabelled, so the landmark loss skips them; "
+                        "never 70-99, the real-faces test set's); 0 writes the purely "
+                        "synthetic set")
     p.add_argument("--identities", type=int, default=100,
                    help="face-identities: training identities")
     p.add_argument("--per-identity", type=int, default=20,

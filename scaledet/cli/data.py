@@ -12,7 +12,10 @@ def synth_command(args: argparse.Namespace) -> int:
     from scaledet.data.synth import make_synthetic_dataset
 
     start = time.perf_counter()
-    if args.task in ("faces", "face-identities"):
+    if getattr(args, "real_faces", 0.0) and args.task != "faces":
+        raise ValueError(f"--real-faces mixes LFW faces into --task faces, not --task "
+                         f"{args.task}")
+    if args.task in ("faces", "face-identities", "real-faces"):
         return _synth_faces(args, start)
     imgsz = 320 if args.imgsz is None else args.imgsz
     out = make_synthetic_dataset(args.out, n_train=args.train, n_val=args.val, seed=args.seed,
@@ -29,14 +32,28 @@ def _synth_faces(args: argparse.Namespace, start: float) -> int:
     if args.format != "coco":
         raise ValueError(f"--task {args.task} writes COCO / image folders only, not "
                          f"--format {args.format}")
+    real = getattr(args, "real_faces", 0.0)
+    if args.task == "real-faces":
+        from scaledet.data.real_faces import LFW_TEST, make_real_face_dataset
+
+        imgsz = 320 if args.imgsz is None else args.imgsz
+        n = getattr(args, "test", 300)
+        out = make_real_face_dataset(args.out, n, seed=args.seed, imgsz=imgsz)
+        print(f"wrote {n} test images of LFW faces {LFW_TEST[0]}-{LFW_TEST[-1]} ({imgsz} px, "
+              f"coco, no landmarks) to {out} in {time.perf_counter() - start:.1f} s "
+              f"(score: scaledet val --weights W --data {out} --split test)")
+        return 0
     if args.task == "faces":
         imgsz = 320 if args.imgsz is None else args.imgsz
         if imgsz < 64:
             raise ValueError(f"--imgsz must be at least 64, got {imgsz}")
+        if not 0.0 <= real <= 1.0:
+            raise ValueError(f"--real-faces must be a fraction in [0, 1], got {real}")
         out = make_face_dataset(args.out, {"train": args.train, "val": args.val},
-                                seed=args.seed, imgsz=imgsz)
+                                seed=args.seed, imgsz=imgsz, real_faces=real)
+        mixed = f", {real:g} of the faces real (LFW)" if real else ""
         print(f"wrote {args.train} train + {args.val} val face images ({imgsz} px, coco, 5 "
-              f"landmarks) to {out} in {time.perf_counter() - start:.1f} s")
+              f"landmarks{mixed}) to {out} in {time.perf_counter() - start:.1f} s")
         return 0
     size = 112 if args.imgsz is None else args.imgsz
     scenes = getattr(args, "scenes", None)

@@ -27,6 +27,8 @@ Outputs (``make_face_dataset``):
   is the face outline's extent (forehead to chin, cheek to cheek, not the hair or ears), its
   ``keypoints`` flags 2 visible, 1 covered by an occluder or a later face, 0 outside the image.
   Face heights are log-uniform from ``MIN_FACE`` px to ``0.8 * imgsz`` (a third below 32 px).
+  ``real_faces=f``: a fraction ``f`` of the train / val faces are real LFW training faces
+  instead (:mod:`scaledet.data.real_faces`; box = the pasted square, landmarks ``v = 0``).
 - ``task="face-identities"`` (recognition): ``train/<id>/<id>_<nnnn>.png`` (LFW's layout)
   crops aligned to the five-point template by :func:`scaledet.faces.align`,
   ``verify/<id>/...`` for a *disjoint* set of identities, and ``pairs.txt`` over ``verify`` in
@@ -39,13 +41,14 @@ Outputs (``make_face_dataset``):
 Deterministic: identity ``i`` of the set with code ``c`` is drawn from
 ``numpy.random.default_rng((seed, c, i, 2))``, its image ``n`` from ``(seed, c, i, n, 3)``
 (the photo of a verify scene takes its nuisances from there too, its layout from
-``(seed, c, i, n, 6)``), detection image ``i`` of a split from ``(seed, split, i, 4)``, the pairs
-from ``(seed, 5)``;
+``(seed, c, i, n, 6)``), detection image ``i`` of a split from ``(seed, split, i, 4)`` (its
+LFW faces, with ``real_faces``, from ``(seed, split, i, 8)``), the pairs from ``(seed, 5)``;
 the training and verification sets use different codes, so they never share a person.
 
 What it can and cannot tell: the set checks that the machinery works (landmarks, alignment,
 margins, the protocol) and compares methods on a clean, controllable problem; the faces are
-cartoons, so absolute accuracies say nothing about real photographs.
+cartoons, so absolute accuracies say nothing about real photographs
+(:mod:`scaledet.data.real_faces` scores a detector on held-out real faces).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from scaledet.data.coco import write_coco_json
+from scaledet.data.real_faces import LFW_TRAIN, lfw_subset, tint_patch
 from scaledet.data.records import DetectionDataset, DetectionRecord
 from scaledet.data.synth import (
     _SPLIT_CODES,
@@ -79,6 +83,7 @@ MIN_FACE = 8.0  # smallest face height in a detection scene (px)
 SCENE_FACE = (0.25, 0.45)  # face height in a verify scene, as fractions of its side
 SUPERSAMPLE = 4
 _TRAIN_CODE, _VERIFY_CODE = 10, 11
+_MIXED_SPLITS = ("train", "val")  # the splits that make_face_dataset(real_faces=...) mixes
 
 
 @dataclass(frozen=True)
@@ -479,11 +484,34 @@ def _write_pairs(path: Path, rng: np.random.Generator, n_id: int, n_img: int, pe
 
 # ---- detection: faces at every scale in scenes -----------------------------------------------
 
-def synth_face_scene(rng: np.random.Generator, imgsz: int = 320
+def _lfw_face(index: int, skin, height: float) -> RenderedFace:
+    """LFW face ``index`` as a :class:`RenderedFace` in the patch ``render_face`` would draw for
+    ``height``: a ``round(height)`` square tinted to ``skin`` at the patch's centre (alpha 255
+    there, 0 around), box = the square, no landmarks (zeros), no occluder."""
+    side = int(math.ceil(1.7 * height)) + 4
+    s = max(1, int(round(height)))
+    o = (side - s) // 2
+    rgb = np.zeros((side, side, 3), dtype=np.uint8)
+    alpha = np.zeros((side, side), dtype=np.uint8)
+    rgb[o:o + s, o:o + s] = tint_patch(lfw_subset()[index], s, skin)
+    alpha[o:o + s, o:o + s] = 255
+    return RenderedFace(rgb, alpha, np.zeros((5, 2)), np.array([o, o, o + s, o + s], float),
+                        np.zeros(5, dtype=bool), np.zeros((side, side), dtype=bool))
+
+
+def synth_face_scene(rng: np.random.Generator, imgsz: int = 320, real_faces: float = 0.0,
+                     real_rng: np.random.Generator | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One scene: ``(imgsz, imgsz, 3)`` uint8 RGB, face boxes ``(N, 4)`` xyxy pixels and
     keypoints ``(N, 5, 3)`` float32 (``x, y`` pixels, ``v``: 2 visible, 1 covered, 0 outside).
-    1-8 faces; height log-uniform in ``[MIN_FACE, 32)`` for a third, ``[32, 0.8 imgsz]`` else."""
+    1-8 faces; height log-uniform in ``[MIN_FACE, 32)`` for a third, ``[32, 0.8 imgsz]`` else.
+
+    ``real_faces`` > 0: each face is, with that chance (drawn from ``real_rng``), replaced by an
+    LFW training face (``scaledet.data.real_faces.LFW_TRAIN``, drawn from ``real_rng``) tinted
+    to the drawn identity's skin: a square as tall as the synthetic face would have been, at its
+    centre, whose box is the square and whose landmarks are unlabelled (``v = 0``). Every draw
+    from ``rng`` stays the same, so the rest of the scene does not change; with 0 ``real_rng``
+    is not used."""
     canvas = Image.fromarray(_background(rng, imgsz))
     for _ in range(rng.integers(0, 3)):
         _draw_hatching(rng, canvas)
@@ -491,13 +519,22 @@ def synth_face_scene(rng: np.random.Generator, imgsz: int = 320
         _draw_line(rng, canvas)
     owner = np.full((imgsz, imgsz), -1, dtype=np.int32)
     occluded = np.zeros((imgsz, imgsz), dtype=bool)
+    if not 0.0 <= real_faces <= 1.0:
+        raise ValueError(f"real_faces must be a fraction in [0, 1], got {real_faces}")
+    if real_faces > 0 and real_rng is None:
+        raise ValueError("real_faces > 0 needs real_rng, the generator of the LFW draws")
     faces = []
     for j in range(int(rng.integers(1, 9))):
         small = rng.random() < 1 / 3
         lo, hi = (MIN_FACE, 32.0) if small else (32.0, max(32.0, 0.8 * imgsz))
         height = math.exp(_u(rng, math.log(lo), math.log(hi)))
         identity = random_identity(rng)
-        face = render_face(identity, random_nuisance(rng), height)
+        nuisance = random_nuisance(rng)
+        real = real_faces > 0 and real_rng.random() < real_faces
+        if real:
+            face = _lfw_face(int(real_rng.choice(LFW_TRAIN)), identity.skin, height)
+        else:
+            face = render_face(identity, nuisance, height)
         side = face.rgb.shape[0]
         x0 = int(rng.integers(-side // 4, max(imgsz - 3 * side // 4, -side // 4 + 1)))
         y0 = int(rng.integers(-side // 4, max(imgsz - 3 * side // 4, -side // 4 + 1)))
@@ -514,9 +551,9 @@ def synth_face_scene(rng: np.random.Generator, imgsz: int = 320
         sl = (slice(y0 + py0, y0 + py1), slice(x0 + px0, x0 + px1))
         owner[sl][head] = j
         occluded[sl][head] = face.occluder[py0:py1, px0:px1][head]
-        faces.append((j, face.landmarks + [x0, y0], face.box + [x0, y0, x0, y0]))
+        faces.append((j, face.landmarks + [x0, y0], face.box + [x0, y0, x0, y0], not real))
     boxes, keypoints = [], []
-    for j, lm, box in faces:
+    for j, lm, box, labelled in faces:
         clipped = np.clip(box, 0, imgsz)
         if (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]) < 0.5 * (
                 (box[2] - box[0]) * (box[3] - box[1])):
@@ -524,7 +561,7 @@ def synth_face_scene(rng: np.random.Generator, imgsz: int = 320
         ij = np.floor(lm + 0.5).astype(int)
         inside = (lm[:, 0] >= 0) & (lm[:, 0] < imgsz) & (lm[:, 1] >= 0) & (lm[:, 1] < imgsz)
         kp = np.zeros((5, 3), dtype=np.float32)
-        for k in np.flatnonzero(inside):
+        for k in np.flatnonzero(inside & labelled):
             x, y = np.clip(ij[k], 0, imgsz - 1)
             covered = owner[y, x] != j or occluded[y, x]
             kp[k] = (lm[k, 0], lm[k, 1], 1 if covered else 2)
@@ -538,26 +575,40 @@ def synth_face_scene(rng: np.random.Generator, imgsz: int = 320
 
 
 def make_face_dataset(out: str | Path, splits: dict[str, int], seed: int = 0,
-                      imgsz: int = 320) -> Path:
+                      imgsz: int = 320, real_faces: float = 0.0) -> Path:
     """Write the detection set (COCO with five keypoints per face, see the module docstring)
-    to the (empty) folder ``out``; ``splits`` maps split names to image counts."""
+    to the (empty) folder ``out``; ``splits`` maps split names to image counts.
+
+    ``real_faces``: the fraction of faces in the ``train`` and ``val`` splits replaced by LFW
+    training faces (``synth_face_scene``; landmarks unlabelled, so the landmark losses skip
+    them); the LFW draws of image ``i`` come from ``(seed, split code, i, 8)``. Other splits
+    (``test``) never get one. 0 (the default) writes exactly the set without the option."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty folder; remove it or pick another")
+    if not 0.0 <= real_faces <= 1.0:
+        raise ValueError(f"real_faces must be a fraction in [0, 1], got {real_faces}")
+    if real_faces > 0:
+        lfw_subset()  # fail before writing anything when scikit-image is missing
     for split, n in splits.items():
         image_dir = out / "images" / split
         image_dir.mkdir(parents=True, exist_ok=True)
         records = []
+        mix = real_faces if split in _MIXED_SPLITS else 0.0
         for i in range(n):
-            rng = np.random.default_rng((seed, _SPLIT_CODES.get(split, 3), i, 4))
-            image, boxes, keypoints = synth_face_scene(rng, imgsz)
+            code = _SPLIT_CODES.get(split, 3)
+            rng = np.random.default_rng((seed, code, i, 4))
+            real_rng = np.random.default_rng((seed, code, i, 8)) if mix > 0 else None
+            image, boxes, keypoints = synth_face_scene(rng, imgsz, mix, real_rng)
             name = f"{i:06d}.jpg"
             Image.fromarray(image).save(image_dir / name, quality=JPEG_QUALITY)
             records.append(DetectionRecord(i + 1, name, imgsz, imgsz, boxes,
                                            np.zeros(len(boxes), dtype=np.int64),
                                            keypoints=keypoints))
-        ds = DetectionDataset(records, ["face"], image_root=image_dir,
-                              source=f"synthetic faces {split} (seed {seed})",
+        source = f"synthetic faces {split} (seed {seed})"
+        if mix > 0:
+            source += f", {mix:g} of the faces LFW {LFW_TRAIN[0]}-{LFW_TRAIN[-1]}"
+        ds = DetectionDataset(records, ["face"], image_root=image_dir, source=source,
                               keypoint_names=list(FACE_LANDMARK_NAMES),
                               skeleton=list(FACE_SKELETON), flip_idx=list(FACE_FLIP_IDX),
                               num_keypoints=len(FACE_LANDMARK_NAMES))

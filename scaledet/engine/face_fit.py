@@ -51,7 +51,7 @@ def load_crops(paths: list[Path], size: int) -> torch.Tensor:
         image = read_image(p)
         if image.shape[:2] != (size, size):
             image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-        out[i] = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        out[i] = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy
     return out
 
 
