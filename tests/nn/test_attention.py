@@ -266,7 +266,7 @@ def test_cpu_autocast_attends_in_float32_and_keeps_the_callers_dtype():
     original = torch.nn.functional.scaled_dot_product_attention
 
     def spy(q, k, v, **kw):
-        seen.append((q.dtype, torch.is_autocast_cpu_enabled()))
+        seen.append((q.dtype, torch.is_autocast_enabled("cpu")))
         return original(q, k, v, **kw)
 
     torch.nn.functional.scaled_dot_product_attention = spy
