@@ -5,6 +5,7 @@
 >>> results = predictor(["a.jpg", "b.png"])
 """
 
+from scaledet.inference.faces import FacePipeline
 from scaledet.inference.merge import greedy_nmm, nms_merge, weighted_boxes_fusion
 from scaledet.inference.pose import PoseEstimator
 from scaledet.inference.predictor import Predictor
@@ -13,5 +14,5 @@ from scaledet.inference.slicing import Slicing
 from scaledet.inference.tta import TTA
 from scaledet.plots.draw import draw_detections, save_annotated
 
-__all__ = ["TTA", "PoseEstimator", "Predictor", "Result", "Slicing", "draw_detections",
+__all__ = ["TTA", "FacePipeline", "PoseEstimator", "Predictor", "Result", "Slicing", "draw_detections",
            "greedy_nmm", "nms_merge", "save_annotated", "weighted_boxes_fusion"]
