@@ -377,13 +377,12 @@ def detection_table(report: dict) -> None:
 
 def train_embedder(args: argparse.Namespace, data: Path, loss: str, out: Path) -> tuple[Path,
                                                                                        dict]:
-    from scaledet.cli.face import _embedding
     from scaledet.engine.face_fit import FaceTrainSettings, fit_face
+    from scaledet.faces.embedding import embedding_config
     from scaledet.faces.recognizer import MarginRecipe
 
-    arch = argparse.Namespace(arch=args.arch, imgsz=args.imgsz, embedding_dim=128)
     settings = FaceTrainSettings(
-        data=str(data), out=str(out), embedding=_embedding(arch),
+        data=str(data), out=str(out), embedding=embedding_config(args.arch, args.imgsz, 128),
         recipe=MarginRecipe(loss=loss), epochs=args.rec_epochs,
         time_minutes=None if args.rec_epochs else args.rec_minutes, batch=args.batch,
         seed=args.seed, progress=False, plots=False,

@@ -17,13 +17,9 @@ from scaledet.cli import CLIError
 
 
 def _embedding(args: argparse.Namespace):
-    from scaledet.faces.embedding import EmbeddingConfig
+    from scaledet.faces.embedding import embedding_config
 
-    small = ((2, 64, 2, 2), (4, 128, 1, 2), (2, 128, 2, 1), (4, 128, 1, 2), (2, 128, 1, 1))
-    if args.arch == "mobilefacenet":
-        return EmbeddingConfig(input_size=args.imgsz, embedding_dim=args.embedding_dim)
-    return EmbeddingConfig(input_size=args.imgsz, embedding_dim=args.embedding_dim, width=0.5,
-                           stages=small, head_channels=256)
+    return embedding_config(args.arch, args.imgsz, args.embedding_dim)
 
 
 def train_command(args: argparse.Namespace) -> int:

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from scaledet.models.layers import DepthwiseConv2d
 
-__all__ = ["MOBILEFACENET_STAGES", "EmbeddingConfig", "FaceEmbedder"]
+__all__ = ["EMBEDDING_ARCHS", "MOBILEFACENET_STAGES", "EmbeddingConfig", "FaceEmbedder",
+           "embedding_config"]
 
 MOBILEFACENET_STAGES = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2),
                         (2, 128, 2, 1))
@@ -193,3 +194,21 @@ class FaceEmbedder(nn.Module):
         out = [self(images[i:i + batch]) for i in range(0, len(images), batch)]
         self.train(was)
         return torch.cat(out) if out else images.new_zeros(0, self.cfg.embedding_dim)
+
+
+EMBEDDING_ARCHS = ("small", "mobilefacenet")
+SMALL_STAGES = ((2, 64, 2, 2), (4, 128, 1, 2), (2, 128, 2, 1), (4, 128, 1, 2), (2, 128, 1, 1))
+"""``small``: MobileFaceNet at half width with fewer blocks, for CPU budgets and small crops."""
+
+
+def embedding_config(arch: str = "small", input_size: int = 112,
+                     embedding_dim: int = 128) -> EmbeddingConfig:
+    """The embedder ``scaledet face train --arch`` builds: ``"mobilefacenet"`` (the paper's
+    network) or ``"small"`` (:data:`SMALL_STAGES`, width 0.5, a 256-channel head), for
+    ``input_size`` px aligned crops and ``embedding_dim``-d embeddings."""
+    if arch == "mobilefacenet":
+        return EmbeddingConfig(input_size=input_size, embedding_dim=embedding_dim)
+    if arch == "small":
+        return EmbeddingConfig(input_size=input_size, embedding_dim=embedding_dim, width=0.5,
+                               stages=SMALL_STAGES, head_channels=256)
+    raise ValueError(f"arch must be one of {EMBEDDING_ARCHS}, got {arch!r}")

@@ -12,6 +12,7 @@ from scaledet.cli import main
 from scaledet.data.synth_faces import make_face_identities
 from scaledet.engine.face_fit import FaceTrainSettings, embedding_scorer, evaluate_pairs, fit_face
 from scaledet.faces import EmbeddingConfig, FaceEmbedder
+from scaledet.faces.embedding import embedding_config
 from scaledet.faces.recognizer import FaceRecognizer, MarginRecipe, load_face_embedder
 
 TINY = dict(input_size=32, width=1.0, stem_channels=32, head_channels=128,
@@ -41,6 +42,16 @@ def test_config_errors():
         EmbeddingConfig(input_size=100)
     with pytest.raises(ValueError, match="multiply to 16"):
         EmbeddingConfig(stages=((2, 64, 1, 2), (2, 64, 1, 1)))
+
+
+def test_embedding_config_archs():
+    """face train's --arch: mobilefacenet is the paper's network, small a lighter one."""
+    assert embedding_config("mobilefacenet", 112, 128) == EmbeddingConfig()
+    small = FaceEmbedder(embedding_config("small", 64, 128))
+    assert small(torch.rand(2, 3, 64, 64)).shape == (2, 128)
+    assert sum(p.numel() for p in small.parameters()) < 0.5e6
+    with pytest.raises(ValueError, match="arch must be one of"):
+        embedding_config("resnet")
 
 
 def test_margin_recipe_warmup_then_ramp():
