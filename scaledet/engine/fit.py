@@ -612,12 +612,28 @@ def _auto_amp(s: TrainSettings, model, out: Path) -> str:
     machine is sure to hold the run's files), shared with the other ranks, and recorded in the
     checkpoints so that ``resume`` keeps it. On a CPU with bf16 instructions the choice is
     timed (:func:`bf16_speedup`), not read off the flags: some such CPUs train slower with
-    bf16 than with fp32. Pin ``amp`` for bit-identical repeats."""
-    return distributed.on_rank0(_choose_amp, s, model, out)
+    bf16 than with fp32. Every rank runs that timing (a head's loss may all-reduce across
+    ranks, e.g. the set heads' box count, so the ranks must step together); rank 0's
+    measurement decides. Pin ``amp`` for bit-identical repeats."""
+    choice = distributed.on_rank0(_resumed_or_untimed_amp, s, out)
+    if choice != "time":
+        return choice
+    import torch
+
+    size = max(int(s.imgsz), 256)  # tiny inputs time the overheads, not the convs
+    key = (s.model, repr(getattr(model, "config", None)), size, torch.get_num_threads())
+    if distributed.world_size() > 1:  # every rank must time (see above): no cache
+        speedup = bf16_speedup(model, size)
+    else:
+        if key not in _BF16_SPEEDUPS:
+            _BF16_SPEEDUPS[key] = bf16_speedup(model, size)
+        speedup = _BF16_SPEEDUPS[key]
+    return distributed.on_rank0(_timed_amp, speedup)
 
 
-def _choose_amp(s: TrainSettings, model, out: Path) -> str:
-    """Rank 0's part of :func:`_auto_amp`: the resumed run's choice, else a new one."""
+def _resumed_or_untimed_amp(s: TrainSettings, out: Path) -> str:
+    """Rank 0's part of :func:`_auto_amp`: the resumed run's choice, the device's choice where
+    no timing is needed, else ``"time"``."""
     import torch
 
     from scaledet.models.checkpoint import load_weights
@@ -631,15 +647,16 @@ def _choose_amp(s: TrainSettings, model, out: Path) -> str:
     device = resolve_device(s.device)
     dtype = resolve_amp("auto", device)
     if dtype == torch.bfloat16 and device.type == "cpu":
-        size = max(int(s.imgsz), 256)  # tiny inputs time the overheads, not the convs
-        key = (s.model, repr(getattr(model, "config", None)), size, torch.get_num_threads())
-        if key not in _BF16_SPEEDUPS:
-            _BF16_SPEEDUPS[key] = bf16_speedup(model, size)
-        speedup = _BF16_SPEEDUPS[key]
-        dtype = torch.bfloat16 if speedup > 1.0 else None
-        print(f"amp auto: bf16 autocast trains {speedup:.2f}x as fast as fp32 on this CPU"
-              f" -> {'bf16' if dtype else 'fp32'}")
+        return "time"
     return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def _timed_amp(speedup: float) -> str:
+    """Rank 0's decision from its bf16 speedup."""
+    choice = "bf16" if speedup > 1.0 else "off"
+    print(f"amp auto: bf16 autocast trains {speedup:.2f}x as fast as fp32 on this CPU"
+          f" -> {'bf16' if choice == 'bf16' else 'fp32'}")
+    return choice
 
 
 def bf16_speedup(model, imgsz: int = 320, batch: int = 2, rounds: int = 3) -> float:

@@ -2,6 +2,8 @@
 exactly like one process on the whole batch, and ``scaledet train --nproc 2`` must work."""
 
 import csv
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from torch import nn
 from scaledet.cli import main
 from scaledet.engine import distributed
 from scaledet.engine.trainer import TrainConfig, Trainer
+from scaledet.ops.device import resolve_amp
 from tests.engine.dummy import TinyLoader
 
 
@@ -219,3 +222,21 @@ def test_cli_pose_train_with_two_processes(tmp_path, model):
                  "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[-1]["mAP"] != ""
+
+
+def test_cli_rtdetr_train_with_two_processes_and_amp_auto(tmp_path):
+    """The set head's loss all-reduces its box count across ranks, so ``--amp auto``'s timing
+    must run on every rank (run on rank 0 alone it waited for the others forever). Run as a
+    subprocess with a timeout: a hang fails the test instead of the suite."""
+    data = tmp_path / "synth"
+    assert main(["data", "synth", str(data), "--train", "8", "--val", "2", "--imgsz", "96"]) == 0
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "scaledet.cli", "train", "--data", str(data), "--model",
+           "rtdetr-n", "--imgsz", "96", "--epochs", "1", "--batch", "4", "--workers", "0",
+           "--nproc", "2", "--amp", "auto", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if resolve_amp("auto", torch.device("cpu")) == torch.bfloat16:  # the timed path ran
+        assert done.stdout.count("amp auto:") == 1
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1"]
