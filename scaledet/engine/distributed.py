@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -268,6 +269,24 @@ def _worker(local_rank: int, nproc: int, port: int, device_type: str, fn: Callab
         dist.destroy_process_group()
 
 
+@contextmanager
+def _main_script_not_rerun() -> Iterator[None]:
+    """A spawned child re-runs the parent's main script from its ``__file__``; a script read
+    from standard input (``python - <<EOF``) has ``__file__ == "<stdin>"``, no file to re-run,
+    and the children hang. Hide such a name while the children start: they need nothing from
+    the main script (``fn`` must be importable from a module, as spawn requires anyway)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.isfile(path):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 def launch(fn: Callable[..., Any], nproc: int, args: tuple = (), device_type: str = "cpu") -> Any:
     """Run ``fn(*args)`` in ``nproc`` processes joined in one process group; return rank 0's
     result. ``nproc == 1``: call ``fn`` here. Started by ``torchrun`` (:func:`torchrun_env`) or in
@@ -289,7 +308,8 @@ def launch(fn: Callable[..., Any], nproc: int, args: tuple = (), device_type: st
         return fn(*args)
     with tempfile.TemporaryDirectory(prefix="scaledet-launch-") as tmp:
         result = Path(tmp) / "rank0.pkl"
-        mp.start_processes(_worker, args=(nproc, _free_port(), device_type, fn, args,
-                                          str(result)), nprocs=nproc, join=True,
-                           start_method="spawn")
+        with _main_script_not_rerun():
+            mp.start_processes(_worker, args=(nproc, _free_port(), device_type, fn, args,
+                                              str(result)), nprocs=nproc, join=True,
+                               start_method="spawn")
         return pickle.loads(result.read_bytes())  # written by our own rank 0 just now

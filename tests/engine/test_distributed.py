@@ -92,6 +92,17 @@ def test_launch_rejects_bad_nproc():
         distributed.launch(print, 0)
 
 
+def test_launch_from_a_script_read_on_stdin(tmp_path):
+    """``python - <<EOF``: the main script has no file for the spawned ranks to re-run (they
+    used to fail looking for ``<stdin>`` and leave the launch waiting)."""
+    script = ("import os\nfrom scaledet.engine.distributed import launch\n"
+              "print(launch(os.getpid, 2) != os.getpid())\n")
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"  # rank 0's pid, not this process's
+
+
 def test_cli_train_with_two_processes(tmp_path, capsys):
     data = tmp_path / "synth"
     assert main(["data", "synth", str(data), "--train", "8", "--val", "4", "--imgsz", "64"]) == 0
