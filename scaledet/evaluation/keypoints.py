@@ -42,6 +42,7 @@ for boxes (:func:`~scaledet.evaluation.coco.match_images`). A ``segmentation`` o
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -312,6 +313,30 @@ def _sigma_table(sigmas: Sequence[float] | None, categories: list[dict], joints:
     return table
 
 
+def _keypoint_entries(data: list, gt: KeypointGroundTruth, source: str) -> list:
+    """``data`` without the box-only detections of classes that have no keypoints (those of a
+    multi-class detector's predictions beside a pose model's people), with a warning that
+    counts them; a detection of a keypoint category without keypoints is an error."""
+    has = [isinstance(d, dict) and "keypoints" in d for d in data]
+    if all(has):
+        return data
+    missing = [i for i, h in enumerate(has) if not h]
+    cats = _int_array(_column([data[i] for i in missing], "category_id", source, "detection"),
+                      source, "detection", "category_id")
+    ids = gt.coco.category_ids
+    known = np.isin(cats, ids)
+    joints = np.zeros(len(cats), np.int64)
+    joints[known] = gt.joints[np.searchsorted(ids, cats[known])]
+    if (joints > 0).any():
+        j = int(np.argmax(joints > 0))
+        raise ValueError(f"{source}: detection {missing[j]} has no 'keypoints', but category "
+                         f"{int(cats[j])} of {gt.source} has {joints[j]} keypoints")
+    warnings.warn(f"{source}: {len(missing)} of {len(data)} detections have no keypoints "
+                  "(classes without keypoints); left out of the keypoint evaluation",
+                  stacklevel=3)
+    return [d for d, h in zip(data, has) if h]
+
+
 def read_keypoint_results(results: list | str | Path, gt: KeypointGroundTruth
                           ) -> tuple[DetectionArrays, np.ndarray, ImageMatch]:
     """Validate keypoint results (``[{image_id, category_id, keypoints, score}, ...]`` or a json
@@ -327,6 +352,7 @@ def read_keypoint_results(results: list | str | Path, gt: KeypointGroundTruth
         raise ValueError(f"{source}: expected a list of keypoint detections "
                          "[{image_id, category_id, keypoints, score}, ...]")
     what = "detection"
+    data = _keypoint_entries(data, gt, source)
     img = _int_array(_column(data, "image_id", source, what), source, what, "image_id")
     cat = _int_array(_column(data, "category_id", source, what), source, what, "category_id")
     flat, lengths = _keypoint_lists(_column(data, "keypoints", source, what), source, what)

@@ -51,6 +51,18 @@ def test_matches_pycocotools_larger_problem():
     _assert_same_as_pycocotools(evaluate_keypoints(gt, dets), pycocotools_keypoint_eval(gt, dets))
 
 
+def test_box_only_detections_of_other_classes_are_left_out_with_a_warning():
+    """A multi-class detector's predict json: people with keypoints, cars without; the cars'
+    category is not in a person-keypoint ground truth. pycocotools' loadRes refuses such a
+    file; the evaluation is that of the keypoint detections alone."""
+    gt, dets, sigmas = make_keypoint_case(4)
+    cars = [{"image_id": d["image_id"], "category_id": 99, "bbox": [1.0, 2.0, 30.0, 20.0],
+             "score": 0.9} for d in dets[:5]]
+    with pytest.warns(UserWarning, match=f"5 of {len(dets) + 5} detections have no keypoints"):
+        result = evaluate_keypoints(gt, cars + dets, sigmas=sigmas)
+    _assert_same_as_pycocotools(result, pycocotools_keypoint_eval(gt, dets, sigmas))
+
+
 def test_sigmas_from_the_category_equal_sigmas_given():
     gt, dets, sigmas = make_keypoint_case(3, joints=5)
     for category in gt["categories"]:
