@@ -267,6 +267,7 @@ class RTDETRHeadConfig:
     proposal_loss_weight: float = 1.0
     transformer_lr_scale: float = 0.05
     refine_scores: bool = False
+    feature_grad_scale: float = 1.0
 
     def build(self, *, num_classes: int, in_channels: int, strides, act: str) -> RTDETRHead:
         proposals = None
@@ -283,7 +284,8 @@ class RTDETRHeadConfig:
             matcher=HungarianMatcher(self.cost_class, self.cost_l1, self.cost_giou),
             loss_weights=SetLossWeights(self.weight_vfl, self.weight_l1, self.weight_giou),
             proposal_loss_weight=self.proposal_loss_weight,
-            transformer_lr_scale=self.transformer_lr_scale, refine_scores=self.refine_scores)
+            transformer_lr_scale=self.transformer_lr_scale, refine_scores=self.refine_scores,
+            feature_grad_scale=self.feature_grad_scale)
 
 
 DIFFUSION_MATCHERS = ("hungarian", "dynamic_k")

@@ -61,6 +61,10 @@ class RTDETRHead(nn.Module):
         transformer_lr_scale: learning-rate multiplier of everything but the dense proposal
             head (read by the optimizer from ``lr_scale``): the presets' learning rate suits
             convolutions trained from scratch, attention layers need a smaller one.
+        feature_grad_scale: the share of the decoder's gradient that reaches the neck features
+            (through the memory projection); 0 stops it there, so that the backbone and neck
+            learn from the dense head's one-to-many loss alone, as the dense detector they
+            come from, and the decoder learns on top of them. Forward values are unchanged.
     """
 
     def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int],
@@ -72,7 +76,7 @@ class RTDETRHead(nn.Module):
                  matcher: HungarianMatcher | None = None,
                  loss_weights: SetLossWeights | None = None,
                  proposal_loss_weight: float = 1.0, transformer_lr_scale: float = 0.05,
-                 refine_scores: bool = False) -> None:
+                 refine_scores: bool = False, feature_grad_scale: float = 1.0) -> None:
         super().__init__()
         if query_selection not in QUERY_SELECTIONS:
             raise ValueError(f"query_selection must be one of {QUERY_SELECTIONS}, "
@@ -85,6 +89,9 @@ class RTDETRHead(nn.Module):
         self.matcher = matcher or HungarianMatcher()
         self.loss_weights = loss_weights or SetLossWeights()
         self.proposal_loss_weight = proposal_loss_weight
+        if not 0.0 <= feature_grad_scale <= 1.0:
+            raise ValueError(f"feature_grad_scale must be in [0, 1], got {feature_grad_scale}")
+        self.feature_grad_scale = feature_grad_scale
         d = hidden_dim
         self.input_proj = nn.ModuleList(
             nn.Sequential(nn.Conv2d(in_channels, d, 1, bias=False), nn.BatchNorm2d(d))
@@ -194,8 +201,8 @@ class RTDETRHead(nn.Module):
     def _run(self, feats: Sequence[Tensor], dn=None) -> dict:
         size = self._input_size(feats)
         shapes = [(f.shape[-2], f.shape[-1]) for f in feats]
-        memory = torch.cat([_tokens(proj, f) for proj, f in zip(self.input_proj, feats)],
-                           dim=1)  # (B, S, d)
+        memory = torch.cat([_tokens(proj, _scale_grad(f, self.feature_grad_scale))
+                            for proj, f in zip(self.input_proj, feats)], dim=1)  # (B, S, d)
         b = memory.shape[0]
         out: dict = {"size": size}
         k = self._num_matching(feats)
@@ -254,6 +261,15 @@ def _mean_over_ranks(count: int, device: torch.device) -> float:
         torch.distributed.all_reduce(total)
         count = float(total) / torch.distributed.get_world_size()
     return max(float(count), 1.0)
+
+
+def _scale_grad(x: Tensor, scale: float) -> Tensor:
+    """``x`` in the forward pass, ``scale`` times its gradient in the backward pass."""
+    if scale == 1.0 or not x.requires_grad:
+        return x
+    if scale == 0.0:
+        return x.detach()
+    return x * scale + x.detach() * (1.0 - scale)
 
 
 def _tokens(proj: nn.Sequential, x: Tensor) -> Tensor:
