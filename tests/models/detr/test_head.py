@@ -68,3 +68,34 @@ def test_optimizer_gives_the_transformer_a_smaller_learning_rate(model):
     assert lr_of[id(model.backbone.stem[0].weight)] == pytest.approx(0.02) if hasattr(
         model.backbone, "stem") else True
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_feature_grad_scale_scales_the_decoders_gradient_into_the_features():
+    """0: the neck features learn from the dense proposal loss alone; s: s times the decoder's
+    gradient; the losses themselves do not change."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 128, 128)
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [70.0, 64.0, 120.0, 100.0]]),
+                "labels": torch.tensor([1, 2])},
+               {"boxes": torch.tensor([[30.0, 30.0, 90.0, 80.0]]), "labels": torch.tensor([0])}]
+    base = build("rtdetr-n", num_classes=3).train()
+    with torch.no_grad():
+        feats = [f.detach() for f in base.features(images)]
+    grads, values = {}, {}
+    for scale in (1.0, 0.25, 0.0):
+        head = build("rtdetr-n", num_classes=3, head={"feature_grad_scale": scale}).head.train()
+        head.load_state_dict(base.head.state_dict())
+        inputs = [f.clone().requires_grad_(True) for f in feats]
+        torch.manual_seed(1)  # the same denoising noise in every run
+        losses = head.loss(inputs, targets)
+        decoder = losses["loss_cls"] + losses["loss_box"] + losses["loss_dn"]
+        got = torch.autograd.grad(decoder, inputs, allow_unused=True)  # None: not reached
+        grads[scale] = [torch.zeros_like(f) if g is None else g for f, g in zip(inputs, got)]
+        values[scale] = float(losses["loss"])
+    assert all(float(g.abs().max()) == 0.0 for g in grads[0.0])
+    assert float(grads[1.0][0].abs().max()) > 0
+    for g1, gs in zip(grads[1.0], grads[0.25]):
+        torch.testing.assert_close(gs, 0.25 * g1, rtol=1e-4, atol=1e-7)
+    assert values[0.0] == pytest.approx(values[1.0], rel=1e-6)
+    with pytest.raises(ValueError, match="feature_grad_scale"):
+        build("rtdetr-n", num_classes=3, head={"feature_grad_scale": 2.0})
