@@ -300,7 +300,9 @@ class DiffusionDetHeadConfig:
     ``ensemble`` are inference options; ``cost_*`` weigh the matcher, ``weight_*`` the loss.
     ``matcher``: ``"hungarian"`` (one-to-one) or ``"dynamic_k"`` (the paper's one-to-many
     :class:`~scaledet.models.diffusiondet.matcher.DynamicKMatcher`, summing an object's
-    ``dynamic_k_topk`` best IoUs for its number of boxes)."""
+    ``dynamic_k_topk`` best IoUs for its number of boxes). ``aux_loss_weight > 0`` trains the
+    dense head ``aux_head`` beside the stages (Co-DETR's auxiliary head; not used at
+    inference)."""
 
     INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (
         "num_boxes", "steps", "seed", "sampler", "eta", "renewal_threshold", "ensemble")
@@ -335,6 +337,8 @@ class DiffusionDetHeadConfig:
     eta: float = 0.0
     renewal_threshold: float = 0.5
     ensemble: bool = True
+    aux_head: FCOSHeadConfig = field(default_factory=FCOSHeadConfig)
+    aux_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
         try:
@@ -359,7 +363,11 @@ class DiffusionDetHeadConfig:
             loss_weights=SetLossWeights(self.weight_cls, self.weight_l1, self.weight_giou),
             prior_prob=self.prior_prob, lr_scale=self.lr_scale, num_boxes=self.num_boxes,
             steps=self.steps, seed=self.seed, sampler=self.sampler, eta=self.eta,
-            renewal_threshold=self.renewal_threshold or None, ensemble=self.ensemble)
+            renewal_threshold=self.renewal_threshold or None, ensemble=self.ensemble,
+            aux_head=(self.aux_head.build(num_classes=num_classes, in_channels=self.hidden_dim,
+                                          strides=strides, act=act)
+                      if self.aux_loss_weight > 0 else None),
+            aux_loss_weight=self.aux_loss_weight)
 
     def build_matcher(self) -> HungarianMatcher | DynamicKMatcher:
         costs = HungarianMatcher(self.cost_class, self.cost_l1, self.cost_giou)

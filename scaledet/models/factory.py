@@ -174,7 +174,7 @@ def diffusiondet_n(num_classes: int = 80) -> ModelConfig:
     Class-wise NMS at 0.5 as the paper's (it merges the ensemble over steps and the
     duplicates the one-to-many matching trains)."""
     return ModelConfig(name="diffusiondet-n", num_classes=num_classes, act="silu",
-                       head=DiffusionDetHeadConfig(matcher="dynamic_k"),
+                       head=DiffusionDetHeadConfig(matcher="dynamic_k", aux_head=_fcos_n_head()),
                        postprocess=PostProcess(nms_iou=0.5, score_thresh=0.0))
 
 
@@ -183,7 +183,8 @@ def flowdet_n(num_classes: int = 80) -> ModelConfig:
     noise boxes to objects, sampled with Euler steps."""
     return dataclasses.replace(diffusiondet_n(num_classes), name="flowdet-n",
                                head=DiffusionDetHeadConfig(objective="flow", sampler="euler",
-                                                           matcher="dynamic_k"))
+                                                           matcher="dynamic_k",
+                                                           aux_head=_fcos_n_head()))
 
 
 def pose_heatmap_n(num_keypoints: int = 17) -> PoseConfig:

@@ -321,3 +321,29 @@ def test_onnx_export_matches_with_a_free_batch_and_image_size(name, tmp_path):
     path = export_onnx(model, tmp_path / "m.onnx", imgsz=96, dynamic=True)
     checks = check_parity(model, path, imgsz=96, batch=1, dynamic=True)
     assert len(checks) == 2 and all(c.ok for c in checks), [c.text for c in checks]
+
+
+def test_auxiliary_dense_head_trains_beside_the_stages_and_leaves_inference_alone():
+    torch.manual_seed(0)
+    model = _build("diffusiondet-n", head={"aux_loss_weight": 2.0})
+    images = torch.rand(2, 3, 96, 128)
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[40.0, 30.0, 90.0, 80.0]]), "labels": torch.tensor([0])}]
+    model.train()
+    torch.manual_seed(1)
+    losses = model(images, targets)
+    feats = model.head(model.features(images))[0]
+    aux = model.head.aux_head
+    expected = 2.0 * aux.loss(*aux(feats), targets)["loss"]
+    torch.testing.assert_close(losses["loss_aux"], expected)
+    torch.testing.assert_close(losses["loss"], losses["loss_cls"] + losses["loss_box"] + expected)
+    assert "loss_aux" not in _build("diffusiondet-n")(images, targets)  # weight 0: no head
+    model.eval()
+    with torch.no_grad():
+        before = model(images)
+        for p in aux.parameters():
+            p.normal_()
+        after = model(images)
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a["boxes"], b["boxes"])
+        torch.testing.assert_close(a["scores"], b["scores"])

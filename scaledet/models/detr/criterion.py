@@ -14,6 +14,17 @@ from scaledet.losses.focal import varifocal_loss
 from scaledet.ops import box_convert, box_iou
 
 
+def mean_over_ranks(count: float, device: torch.device) -> float:
+    """A per-batch count (objects, matched pairs) averaged over the data-parallel ranks, at
+    least 1: the set loss's normaliser, alike on every rank as DETR's (a rank with few objects
+    would otherwise weigh each of them more). Every rank must call it (an all-reduce)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        total = torch.tensor([float(count)], device=device)
+        torch.distributed.all_reduce(total)
+        count = float(total) / torch.distributed.get_world_size()
+    return max(float(count), 1.0)
+
+
 @dataclass
 class SetLossWeights:
     """Weights of the set loss terms (RT-DETR's: 1, 5, 2)."""

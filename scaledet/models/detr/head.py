@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scaledet.models.detr.criterion import SetLossWeights, set_loss
+from scaledet.models.detr.criterion import SetLossWeights, mean_over_ranks, set_loss
 from scaledet.models.detr.decoder import MLP, Decoder, inverse_sigmoid
 from scaledet.models.detr.denoising import make_denoising_queries
 from scaledet.models.detr.matcher import HungarianMatcher
@@ -150,7 +150,7 @@ class RTDETRHead(nn.Module):
         dn = make_denoising_queries(norm_targets, self.num_classes, self._num_matching(feats),
                                     self.num_denoising, self.label_noise, self.box_noise)
         out = self._run(feats, dn)
-        num_boxes = _mean_over_ranks(sum(len(t["labels"]) for t in targets), feats[0].device)
+        num_boxes = mean_over_ranks(sum(len(t["labels"]) for t in targets), feats[0].device)
         losses = {"loss_cls": 0.0, "loss_box": 0.0, "loss_dn": 0.0}
         for logits, boxes in out["layers"]:
             if dn is not None:
@@ -251,16 +251,6 @@ class RTDETRHead(nn.Module):
             return sum(set_loss(logits, boxes, norm_targets, indices, num_boxes,
                                 self.loss_weights).values())
         return 0.0
-
-
-def _mean_over_ranks(count: int, device: torch.device) -> float:
-    """Objects per image batch averaged over the data-parallel ranks (at least 1), so every
-    rank normalises its loss alike, as DETR does."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        total = torch.tensor([float(count)], device=device)
-        torch.distributed.all_reduce(total)
-        count = float(total) / torch.distributed.get_world_size()
-    return max(float(count), 1.0)
 
 
 def _scale_grad(x: Tensor, scale: float) -> Tensor:

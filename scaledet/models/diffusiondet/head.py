@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from scaledet.models.detr.criterion import SetLossWeights, set_loss
+from scaledet.models.detr.criterion import SetLossWeights, mean_over_ranks, set_loss
 from scaledet.models.detr.matcher import HungarianMatcher
 from scaledet.models.diffusiondet.boxes import (
     box_to_signal,
@@ -79,6 +79,11 @@ class DiffusionDetHead(nn.Module):
         prior_prob: initial foreground probability.
         lr_scale: learning-rate multiplier of the head (read by the optimizer): attention and
             dynamic layers want a fraction of the presets' convolutional rate.
+        aux_head: a dense head (:class:`~scaledet.models.heads.fcos.FCOSHead`) trained beside
+            the stages with its own one-to-many assignment, as Co-DETR's auxiliary heads: the
+            backbone and neck get thousands of positives per image from the first step
+            instead of the stages' few, and learn as fast as the dense detector's; it has no
+            part in inference. ``aux_loss_weight`` weighs its loss.
         num_boxes, steps, seed, sampler, eta, renewal_threshold, ensemble: inference options
             (``sampler``: ``"ddim"`` for ``ddpm``, ``"euler"`` for ``flow``;
             ``renewal_threshold`` None or 0: no renewal).
@@ -95,7 +100,8 @@ class DiffusionDetHead(nn.Module):
                  loss_weights: SetLossWeights | None = None, prior_prob: float = 0.01,
                  lr_scale: float = 0.05, num_boxes: int = 100, steps: int = 1, seed: int = 0,
                  sampler: str = "ddim", eta: float = 0.0,
-                 renewal_threshold: float | None = 0.5, ensemble: bool = True) -> None:
+                 renewal_threshold: float | None = 0.5, ensemble: bool = True,
+                 aux_head: nn.Module | None = None, aux_loss_weight: float = 1.0) -> None:
         super().__init__()
         check_options(objective, sampler, num_boxes, steps, eta)
         self.num_classes, self.strides = num_classes, tuple(int(s) for s in strides)
@@ -116,6 +122,9 @@ class DiffusionDetHead(nn.Module):
             DenoisingStage(num_classes, d, num_heads, ffn_dim, dynamic_dim, pooler_size,
                            prior_prob) for _ in range(num_stages))
         self.lr_scale = lr_scale
+        self.aux_head, self.aux_loss_weight = aux_head, aux_loss_weight
+        if aux_head is not None:
+            aux_head.lr_scale = 1.0  # convolutions: the presets' full rate
 
     # ---- the Detector interface: forward -> (loss | predict) --------------------------------
 
@@ -130,7 +139,9 @@ class DiffusionDetHead(nn.Module):
         ``targets``: per image ``boxes (M, 4)`` xyxy pixels, ``labels (M,)``. Returns
         ``loss_cls`` (varifocal) and ``loss_box`` (L1 + GIoU on normalised ``cxcywh``) summed
         over the stages, and their sum ``loss``. Each stage's terms are divided by its matched
-        pairs (the objects, one-to-one; more with the dynamic-k matcher), at least 1.
+        pairs (the objects, one-to-one; more with the dynamic-k matcher) averaged over the
+        data-parallel ranks, at least 1. With an auxiliary dense head, its weighted loss is
+        ``loss_aux``, part of ``loss``.
         """
         size = self._input_size(feats)
         norm_targets = [{"boxes": to_normalised(t["boxes"], size), "labels": t["labels"]}
@@ -149,11 +160,14 @@ class DiffusionDetHead(nn.Module):
         for logits, boxes in self.denoise(feats, x_t, time, size):
             pred = to_normalised(boxes, size)  # (B, N, 4) cxcywh
             indices = self.matcher(logits, pred, norm_targets)
-            num_boxes = max(float(sum(len(i) for i, _ in indices)), 1.0)
+            num_boxes = mean_over_ranks(sum(len(i) for i, _ in indices), x0.device)
             terms = set_loss(logits, pred, norm_targets, indices, num_boxes, self.loss_weights)
             losses["loss_cls"] = losses["loss_cls"] + terms["vfl"]
             losses["loss_box"] = losses["loss_box"] + terms["l1"] + terms["giou"]
-        losses["loss"] = losses["loss_cls"] + losses["loss_box"]
+        if self.aux_head is not None:
+            dense = self.aux_head.loss(*self.aux_head(feats), targets)["loss"]
+            losses["loss_aux"] = self.aux_loss_weight * dense
+        losses["loss"] = sum(losses.values())
         return losses
 
     @torch.no_grad()
