@@ -219,7 +219,9 @@ def fit_face(s: FaceTrainSettings) -> dict[str, Any]:
                       close_mosaic=0.0, amp="off", ema_tau=200.0)
     loader = FaceLoader(data, min(s.batch, len(data.labels)), seed=s.seed)
     meta = {**model.meta(), "class_names": list(data.names)}
-    trainer = Trainer(model, loader, cfg, s.out, evaluate=evaluate, meta=meta)
+    names = ("verification_accuracy", "accuracy_std", "auc", "tar@far=0.001", "tar@far=0.0001")
+    trainer = Trainer(model, loader, cfg, s.out, evaluate=evaluate, meta=meta,
+                      metric_names=names)
     model.progress = trainer.progress  # the margin schedule follows the run
     summary = trainer.fit()
     summary.update(identities=len(data.names), history=list(trainer.history),

@@ -466,7 +466,8 @@ def _fit_rank(s: TrainSettings, out: Path, train_ds, val_ds) -> dict[str, Any]:
               f"{procs}, {budget}, device {cfg.device}, amp {_amp_name(cfg)} -> {out}")
         if cfg.plots and not s.resume:
             _plot_labels(train_ds, out / "plots" / "labels.png", s.imgsz)
-    trainer = Trainer(model, loader, cfg, out, evaluate=validator, meta=meta)
+    trainer = Trainer(model, loader, cfg, out, evaluate=validator, meta=meta,
+                      metric_names=POSE_METRIC_NAMES if pose else None)
     summary = trainer.fit(resume=s.resume)
     if getattr(loader, "num_skipped", 0):
         print(loader.summary())

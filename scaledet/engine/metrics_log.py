@@ -4,6 +4,7 @@ to the checkpoint's epoch when a run resumes."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,15 @@ ROW_KEYS = ("epoch", "step", "elapsed_s", "lr", "images_per_s")
 
 
 class MetricsLog:
-    """Columns: epoch, step, elapsed_s, lr, the loss terms, images_per_s, the 12 COCO metrics
-    (:data:`~scaledet.evaluation.coco.METRIC_NAMES`, empty where the epoch was not
-    validated), val_images_per_s. The first row fixes the columns; a resumed run appends to
-    the same file."""
+    """Columns: epoch, step, elapsed_s, lr, the loss terms, images_per_s, the validation
+    metrics ``metric_names`` (by default the 12 COCO box metrics,
+    :data:`~scaledet.evaluation.coco.METRIC_NAMES`; a pose or face run passes its own), empty
+    where the epoch was not validated, val_images_per_s. The first row fixes the columns; a
+    resumed run appends to the same file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, metric_names: Sequence[str] = METRIC_NAMES) -> None:
         self.path = Path(path)
+        self.metric_names = tuple(metric_names)
 
     def append(self, row: dict[str, Any], loss_keys: list[str]) -> None:
         path = self.path
@@ -29,7 +32,7 @@ class MetricsLog:
                 fields = next(csv.reader(f))
             mode = "a"
         else:
-            fields = [*ROW_KEYS[:4], *loss_keys, "images_per_s", *METRIC_NAMES,
+            fields = [*ROW_KEYS[:4], *loss_keys, "images_per_s", *self.metric_names,
                       "val_images_per_s"]
             mode = "w"
         with path.open(mode, newline="") as f:

@@ -28,7 +28,7 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -140,17 +140,21 @@ class Trainer:
         evaluate: ``evaluate(model) -> dict`` with at least ``"mAP"``; the model passed is the
             EMA model in eval mode. None: no validation, ``best`` is the last.
         meta: JSON-safe metadata stored in every checkpoint (model preset/config, class names...).
+        metric_names: the keys of ``evaluate``'s dict that ``metrics.csv`` keeps, in order
+            (None: the 12 COCO box metrics).
     """
 
     def __init__(self, model: nn.Module, train_loader: Iterable, cfg: TrainConfig,
                  out: str | Path, evaluate: Callable[[nn.Module], dict] | None = None,
-                 meta: dict[str, Any] | None = None) -> None:
+                 meta: dict[str, Any] | None = None,
+                 metric_names: Sequence[str] | None = None) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
         self.out = Path(out)
         self.weights_dir = self.out / "weights"
-        self.metrics_log = MetricsLog(self.out / "metrics.csv")
+        self.metrics_log = (MetricsLog(self.out / "metrics.csv") if metric_names is None
+                            else MetricsLog(self.out / "metrics.csv", metric_names))
         self.loader = train_loader
         self.steps_per_epoch = len(train_loader)
         if self.steps_per_epoch == 0:

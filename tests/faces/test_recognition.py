@@ -4,6 +4,8 @@ and verification accuracy on *held-out* identities beats a measured threshold.""
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -101,6 +103,10 @@ def test_tiny_recognition_training_generalises_to_new_identities(tmp_path):
     assert history[-6:].mean() < 0.8 * history[:6].mean()  # the loss falls
     acc = summary["metrics"]["verification_accuracy"]
     assert summary["metrics"]["mAP"] == acc
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        last = list(csv.DictReader(f))[-1]  # the verification numbers, not empty box columns
+    assert float(last["verification_accuracy"]) == pytest.approx(acc, abs=1e-5)
+    assert float(last["auc"]) == pytest.approx(summary["metrics"]["auc"], abs=1e-5)
     assert acc >= ACCURACY_FLOOR, (acc, before.protocol.accuracy)
     # the CLI's verify reproduces it from the best checkpoint
     assert main(["face", "verify", "--weights", summary["weights"], "--pairs",
