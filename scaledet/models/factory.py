@@ -171,10 +171,14 @@ def diffusiondet_n(num_classes: int = 80) -> ModelConfig:
     and the set loss under the paper's dynamic-k matching (several boxes per object: it
     learns far faster than with one-to-one Hungarian matching, see
     ``tests/models/test_diffusiondet.py``); 1 DDIM step with box renewal by default.
+    In training, fcos-n's dense head on the same neck (Co-DETR's auxiliary head, weight 1,
+    not used at inference) gives the backbone and neck the dense head's many positives: the
+    stages' few matched boxes alone train the features far more slowly.
     Class-wise NMS at 0.5 as the paper's (it merges the ensemble over steps and the
     duplicates the one-to-many matching trains)."""
     return ModelConfig(name="diffusiondet-n", num_classes=num_classes, act="silu",
-                       head=DiffusionDetHeadConfig(matcher="dynamic_k", aux_head=_fcos_n_head()),
+                       head=DiffusionDetHeadConfig(matcher="dynamic_k", aux_head=_fcos_n_head(),
+                                                   aux_loss_weight=1.0),
                        postprocess=PostProcess(nms_iou=0.5, score_thresh=0.0))
 
 
@@ -184,7 +188,8 @@ def flowdet_n(num_classes: int = 80) -> ModelConfig:
     return dataclasses.replace(diffusiondet_n(num_classes), name="flowdet-n",
                                head=DiffusionDetHeadConfig(objective="flow", sampler="euler",
                                                            matcher="dynamic_k",
-                                                           aux_head=_fcos_n_head()))
+                                                           aux_head=_fcos_n_head(),
+                                                           aux_loss_weight=1.0))
 
 
 def pose_heatmap_n(num_keypoints: int = 17) -> PoseConfig:
