@@ -48,7 +48,7 @@ from scaledet.models.diffusiondet.boxes import (
     to_pixels,
 )
 from scaledet.models.diffusiondet.matcher import DynamicKMatcher
-from scaledet.models.diffusiondet.roi import multiscale_roi_align
+from scaledet.models.diffusiondet.roi import multiscale_roi_align, multiscale_roi_sample
 from scaledet.models.diffusiondet.sampler import ddim_boxes, draw_noise, euler_boxes
 from scaledet.models.diffusiondet.stage import DenoisingStage, TimeEmbedding
 from scaledet.nn.diffusion import NoiseSchedule, flow_interpolate
@@ -67,8 +67,8 @@ class DiffusionDetHead(nn.Module):
         num_stages: iterative refinement stages; ``ffn_dim``, ``dynamic_dim``: their FFN and
             dynamic-interaction widths; ``pooler_size``: ``S`` of the ``S x S`` RoI crops,
             each bin the mean of ``sampling_ratio^2`` bilinear samples (1 by default: small
-            objects span few feature cells, so a bin is smaller than a cell, and the CPU
-            backward of ``roi_align`` costs in proportion to the samples).
+            objects span few feature cells, so a bin is smaller than a cell, and the RoI
+            pooling's cost grows with the samples).
         objective: ``"ddpm"`` or ``"flow"``.
         num_train_boxes: ``N`` of training (ground truths plus padding boxes).
         signal_scale: the box signal's range ``[-scale, scale]``.
@@ -226,12 +226,22 @@ class DiffusionDetHead(nn.Module):
         time = self.time_embed(time)  # (B, 4 d)
         proposals, outs = None, []
         for stage in self.stages:
-            roi = multiscale_roi_align(feats, boxes, self.strides, self.pooler_size,
-                                       self.sampling_ratio)  # (B*N, d, S, S)
+            roi = self._roi_features(feats, boxes)  # (B*N, S*S, d)
             logits, refined, proposals = stage(roi, boxes, proposals, time)
             outs.append((logits, refined))
             boxes = refined.detach()
         return outs
+
+    def _roi_features(self, feats: list[Tensor], boxes: Tensor) -> Tensor:
+        """RoI features ``(B*N, S*S, d)`` of ``boxes`` ``(B, N, 4)`` xyxy pixels: the sparse
+        product of :func:`multiscale_roi_sample`, or ``roi_align`` (same numbers) in a graph
+        traced for export, which has no sparse operators."""
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            roi = multiscale_roi_align(feats, boxes, self.strides, self.pooler_size,
+                                       self.sampling_ratio)  # (B*N, d, S, S)
+            return roi.flatten(2).transpose(1, 2)
+        return multiscale_roi_sample(feats, boxes, self.strides, self.pooler_size,
+                                     self.sampling_ratio)
 
     def _input_size(self, feats: Sequence[Tensor]) -> Tensor:
         """``(W, H, W, H)`` float32 of the padded input, from the finest level (built from

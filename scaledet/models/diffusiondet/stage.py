@@ -111,7 +111,7 @@ class DenoisingStage(nn.Module):
         """One refinement.
 
         Args:
-            roi: ``(B*N, d, S, S)`` RoI features of ``boxes``.
+            roi: ``(B*N, S*S, d)`` RoI features of ``boxes``, cell-major.
             boxes: ``(B, N, 4)`` xyxy pixels, the stage's input boxes.
             proposals: ``(B, N, d)`` features of the previous stage, None at the first.
             time: ``(B, 4 d)`` time embedding.
@@ -121,7 +121,6 @@ class DenoisingStage(nn.Module):
             object features ``(B, N, d)`` for the next stage.
         """
         b, n = boxes.shape[:2]
-        roi = roi.flatten(2).transpose(1, 2)  # (B*N, S*S, d)
         if proposals is None:
             proposals = roi.mean(1).view(b, n, -1)  # (B, N, d)
         q = self.norm1(proposals + self.self_attn(proposals, proposals, proposals))  # (B, N, d)
