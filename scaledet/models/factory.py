@@ -167,11 +167,15 @@ def detr_n(num_classes: int = 80) -> ModelConfig:
 
 AUX_LOSS_WEIGHT = 16.0
 """Weight of the auxiliary dense head's loss in diffusiondet-n and flowdet-n."""
+TRAIN_BOXES = 50
+"""Boxes per image in diffusiondet-n's and flowdet-n's training (ground truths + padding)."""
 
 
 def diffusiondet_n(num_classes: int = 80) -> ModelConfig:
     """diffusiondet-n: fcos-n's backbone and neck; DiffusionDet's head (3 dynamic-interaction
-    stages of width 64 on 7x7 RoIs) denoises 100 boxes, trained with the DDPM cosine schedule
+    stages of width 64 on 7x7 RoIs) denoises 100 boxes (50 per image in training: the stages'
+    cost grows with the boxes, and on a CPU budget more epochs beat more boxes per image),
+    trained with the DDPM cosine schedule
     and the set loss under the paper's dynamic-k matching (several boxes per object: it
     learns far faster than with one-to-one Hungarian matching, see
     ``tests/models/test_diffusiondet.py``); 1 DDIM step with box renewal by default.
@@ -184,7 +188,8 @@ def diffusiondet_n(num_classes: int = 80) -> ModelConfig:
     duplicates the one-to-many matching trains)."""
     return ModelConfig(name="diffusiondet-n", num_classes=num_classes, act="silu",
                        head=DiffusionDetHeadConfig(matcher="dynamic_k", aux_head=_fcos_n_head(),
-                                                   aux_loss_weight=AUX_LOSS_WEIGHT),
+                                                   aux_loss_weight=AUX_LOSS_WEIGHT,
+                                                   num_train_boxes=TRAIN_BOXES),
                        postprocess=PostProcess(nms_iou=0.5, score_thresh=0.0))
 
 
@@ -195,7 +200,8 @@ def flowdet_n(num_classes: int = 80) -> ModelConfig:
                                head=DiffusionDetHeadConfig(objective="flow", sampler="euler",
                                                            matcher="dynamic_k",
                                                            aux_head=_fcos_n_head(),
-                                                           aux_loss_weight=AUX_LOSS_WEIGHT))
+                                                           aux_loss_weight=AUX_LOSS_WEIGHT,
+                                                           num_train_boxes=TRAIN_BOXES))
 
 
 def pose_heatmap_n(num_keypoints: int = 17) -> PoseConfig:
