@@ -44,6 +44,7 @@ from scaledet.engine.metrics_log import ROW_KEYS, MetricsLog
 from scaledet.engine.optim import build_optimizer, enable_grad_checkpointing
 from scaledet.engine.runtime import StopRequest, rng_state, seed_everything, set_rng_state
 from scaledet.engine.schedule import WarmupCosine
+from scaledet.evaluation.coco import METRIC_NAMES
 from scaledet.models.adapters import checkpoint_state
 from scaledet.models.checkpoint import save_weights, to_jsonable
 from scaledet.ops.device import resolve_amp, resolve_device
@@ -153,8 +154,7 @@ class Trainer:
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
         self.out = Path(out)
         self.weights_dir = self.out / "weights"
-        self.metrics_log = (MetricsLog(self.out / "metrics.csv") if metric_names is None
-                            else MetricsLog(self.out / "metrics.csv", metric_names))
+        self.metrics_log = MetricsLog(self.out / "metrics.csv", metric_names or METRIC_NAMES)
         self.loader = train_loader
         self.steps_per_epoch = len(train_loader)
         if self.steps_per_epoch == 0:

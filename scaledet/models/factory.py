@@ -196,12 +196,9 @@ def diffusiondet_n(num_classes: int = 80) -> ModelConfig:
 def flowdet_n(num_classes: int = 80) -> ModelConfig:
     """flowdet-n: diffusiondet-n's network trained on straight (rectified-flow) paths from
     noise boxes to objects, sampled with Euler steps."""
-    return dataclasses.replace(diffusiondet_n(num_classes), name="flowdet-n",
-                               head=DiffusionDetHeadConfig(objective="flow", sampler="euler",
-                                                           matcher="dynamic_k",
-                                                           aux_head=_fcos_n_head(),
-                                                           aux_loss_weight=AUX_LOSS_WEIGHT,
-                                                           num_train_boxes=TRAIN_BOXES))
+    cfg = diffusiondet_n(num_classes)
+    return dataclasses.replace(cfg, name="flowdet-n", head=dataclasses.replace(
+        cfg.head, objective="flow", sampler="euler"))
 
 
 def pose_heatmap_n(num_keypoints: int = 17) -> PoseConfig:
