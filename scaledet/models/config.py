@@ -32,6 +32,7 @@ from scaledet.models.heads.fcos_keypoints import KeypointFCOSHead
 from scaledet.models.heads.yolo import YOLOXHead
 from scaledet.models.simota import SimOTAAssigner
 from scaledet.models.tal import TaskAlignedAssigner
+from scaledet.nn.diffusion import FLOW_TIMES
 
 # ---- parts ------------------------------------------------------------------------------------
 
@@ -300,7 +301,9 @@ class DiffusionDetHeadConfig:
     ``ensemble`` are inference options; ``cost_*`` weigh the matcher, ``weight_*`` the loss.
     ``matcher``: ``"hungarian"`` (one-to-one) or ``"dynamic_k"`` (the paper's one-to-many
     :class:`~scaledet.models.diffusiondet.matcher.DynamicKMatcher`, summing an object's
-    ``dynamic_k_topk`` best IoUs for its number of boxes). ``aux_loss_weight > 0`` trains the
+    ``dynamic_k_topk`` best IoUs for its number of boxes). ``flow_time``: the flow objective's
+    training-time distribution (``"uniform"``, ``"logit_normal"``, ``"cosmap"``; see
+    :func:`~scaledet.nn.diffusion.flow_times`). ``aux_loss_weight > 0`` trains the
     dense head ``aux_head`` beside the stages (Co-DETR's auxiliary head; not used at
     inference)."""
 
@@ -309,6 +312,7 @@ class DiffusionDetHeadConfig:
 
     kind: str = "diffusiondet"
     objective: str = "ddpm"
+    flow_time: str = "uniform"
     hidden_dim: int = 64
     num_heads: int = 4
     num_stages: int = 3
@@ -345,6 +349,9 @@ class DiffusionDetHeadConfig:
             check_options(self.objective, self.sampler, self.num_boxes, self.steps, self.eta)
         except ValueError as e:
             raise ValueError(f"head.{e}") from None
+        if self.flow_time not in FLOW_TIMES:
+            raise ValueError(f"head.flow_time must be one of {FLOW_TIMES}, got "
+                             f"{self.flow_time!r}")
         if self.matcher not in DIFFUSION_MATCHERS:
             raise ValueError(f"head.matcher must be one of {DIFFUSION_MATCHERS}, got "
                              f"{self.matcher!r}")
@@ -356,7 +363,8 @@ class DiffusionDetHeadConfig:
             hidden_dim=self.hidden_dim, num_heads=self.num_heads, num_stages=self.num_stages,
             ffn_dim=self.ffn_dim, dynamic_dim=self.dynamic_dim, pooler_size=self.pooler_size,
             sampling_ratio=self.sampling_ratio,
-            objective=self.objective, num_train_boxes=self.num_train_boxes,
+            objective=self.objective, flow_time=self.flow_time,
+            num_train_boxes=self.num_train_boxes,
             signal_scale=self.signal_scale, num_train_steps=self.num_train_steps,
             schedule=self.schedule,
             matcher=self.build_matcher(),

@@ -22,7 +22,14 @@ from scaledet.nn.activations import (
     squared_relu,
 )
 from scaledet.nn.attention import MultiheadAttention
-from scaledet.nn.diffusion import NoiseSchedule, ddim_timesteps, euler_sample, flow_interpolate
+from scaledet.nn.diffusion import (
+    FLOW_TIMES,
+    NoiseSchedule,
+    ddim_timesteps,
+    euler_sample,
+    flow_interpolate,
+    flow_times,
+)
 from scaledet.nn.gau import GAU
 from scaledet.nn.linear_attention import LinearAttention, elu_feature_map, linear_attention
 from scaledet.nn.moe import MoEFeedForward
@@ -30,6 +37,7 @@ from scaledet.nn.rope import RotaryEmbedding1D, RotaryEmbedding2D, apply_rope
 
 __all__ = [
     "FFN_KINDS",
+    "FLOW_TIMES",
     "GAU",
     "FeedForward",
     "GLUFeedForward",
@@ -46,6 +54,7 @@ __all__ = [
     "euler_sample",
     "feed_forward",
     "flow_interpolate",
+    "flow_times",
     "linear_attention",
     "squared_relu",
 ]

@@ -28,7 +28,7 @@ step, its variance the DDPM posterior variance :attr:`NoiseSchedule.posterior_va
 
 **Rectified flow / flow matching** (Liu et al. 2022, Lipman et al. 2022). A straight path from
 noise ``x_0`` at ``t = 0`` to data ``x_1`` at ``t = 1``: ``x_t = (1 - t) x_0 + t x_1`` with the
-constant velocity ``x_1 - x_0`` as the regression target (:func:`flow_interpolate`); sampling
+constant velocity ``x_1 - x_0`` as the regression target (:func:`flow_interpolate`) at training times drawn by :func:`flow_times`; sampling
 integrates ``dx/dt = v(x, t)`` from ``t = 0`` (noise) to ``t = 1`` (data) with Euler steps
 (:func:`euler_sample`). Time convention vs diffusers' ``FlowMatchEulerDiscreteScheduler``: it
 writes ``x = (1 - sigma) data + sigma noise`` and steps ``sigma`` from 1 down to 0, so
@@ -337,6 +337,31 @@ def flow_interpolate(
     if isinstance(t, Tensor):
         t = _expand(t.to(device=x1_data.device, dtype=x1_data.dtype), x1_data)
     return (1 - t) * x0_noise + t * x1_data, x1_data - x0_noise
+
+
+FLOW_TIMES = ("uniform", "logit_normal", "cosmap")
+
+
+def flow_times(n: int, kind: str = "uniform", *, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> Tensor:
+    """``n`` training times ``t`` in ``[0, 1]`` for :func:`flow_interpolate`, float32 ``(n,)``.
+
+    - ``"uniform"``: ``t ~ U(0, 1)`` (Liu et al.; Lipman et al.).
+    - ``"logit_normal"``: ``logit(t) ~ N(0, 1)`` (Esser et al. 2024, SD3): more of the training
+      at mid-path times, where the prediction is hardest, less near the ends.
+    - ``"cosmap"``: the times at which the straight path has the signal-to-noise ratio of the
+      cosine DDPM schedule at a uniform step, ``t = 1 / (1 + tan(pi u / 2))``, ``u ~ U(0, 1)``
+      (SD3's "CosMap"): the flow trained on the DDPM objective's mix of noise levels.
+    """
+    if kind not in FLOW_TIMES:
+        raise ValueError(f"flow time sampling must be one of {FLOW_TIMES}, got {kind!r}")
+    if kind == "logit_normal":
+        t = torch.sigmoid(torch.randn(n, generator=generator))
+    else:
+        t = torch.rand(n, generator=generator)
+        if kind == "cosmap":
+            t = 1 / (1 + torch.tan(0.5 * math.pi * t))
+    return t.to(device)
 
 
 def euler_sample(

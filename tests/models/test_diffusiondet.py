@@ -153,6 +153,37 @@ def test_a_sampler_that_does_not_fit_the_objective_is_refused():
         DiffusionDetHeadConfig(objective="sde")
 
 
+@pytest.mark.parametrize("flow_time", ["uniform", "logit_normal", "cosmap"])
+def test_flow_objective_trains_at_the_times_its_flow_time_draws(flow_time, monkeypatch):
+    from scaledet.models.diffusiondet import head as head_module
+
+    drawn, seen = [], []
+    real_flow_times, real_denoise = head_module.flow_times, head_module.DiffusionDetHead.denoise
+
+    def spy_times(n, kind, **kw):
+        drawn.append((kind, real_flow_times(n, kind, **kw)))
+        return drawn[-1][1]
+
+    def spy_denoise(self, feats, x, time, size):
+        seen.append(time)
+        return real_denoise(self, feats, x, time, size)
+
+    monkeypatch.setattr(head_module, "flow_times", spy_times)
+    monkeypatch.setattr(head_module.DiffusionDetHead, "denoise", spy_denoise)
+    torch.manual_seed(0)
+    model = _build("flowdet-n", head={"flow_time": flow_time, "aux_loss_weight": 0.0})
+    assert model.head.flow_time == flow_time
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0]]), "labels": torch.tensor([1])}
+               for _ in range(3)]
+    model.train()
+    assert torch.isfinite(model(torch.rand(3, 3, 64, 64), targets)["loss"])
+    (kind, s), = drawn
+    assert kind == flow_time and s.shape == (3,)
+    torch.testing.assert_close(seen[0], (1 - s) * model.head.schedule.num_steps)
+    with pytest.raises(ValueError, match="head.flow_time must be one of"):
+        _build("flowdet-n", head={"flow_time": "beta"})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["diffusiondet-n", "flowdet-n"])
 def test_tiny_model_learns_to_detect_shapes(name):

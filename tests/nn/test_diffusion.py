@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler
+from scipy import stats
 
-from scaledet.nn import NoiseSchedule, ddim_timesteps, euler_sample, flow_interpolate
+from scaledet.nn import (
+    NoiseSchedule,
+    ddim_timesteps,
+    euler_sample,
+    flow_interpolate,
+    flow_times,
+)
 from scaledet.nn.diffusion import cosine_betas
 
 T = 1000
@@ -286,6 +294,37 @@ def test_flow_interpolate_is_the_straight_path_and_its_velocity():
     torch.testing.assert_close((flow_interpolate(x0, x1, t + h)[0] - xt) / h, v, rtol=1e-6,
                                atol=1e-8)
     torch.testing.assert_close(flow_interpolate(x0, x1, 0.3)[0][1], xt[1])
+
+
+def _cosmap_cdf(t):
+    """P(T <= t) for T = 1 / (1 + tan(pi U / 2)), U ~ U(0, 1), worked out by hand:
+    T <= t  <=>  tan(pi U / 2) >= 1/t - 1  <=>  U >= (2/pi) atan(1/t - 1)."""
+    t = np.clip(t, 1e-12, 1.0)
+    return 1 - 2 / np.pi * np.arctan(1 / t - 1)
+
+
+@pytest.mark.parametrize("kind, cdf", [
+    ("uniform", stats.uniform.cdf),
+    ("logit_normal", lambda t: stats.norm.cdf(np.log(t) - np.log1p(-t))),
+    ("cosmap", _cosmap_cdf),
+])
+def test_flow_times_follow_their_distribution(kind, cdf):
+    gen = torch.Generator().manual_seed(0)
+    t = flow_times(20_000, kind, generator=gen)
+    assert t.shape == (20_000,) and t.dtype == torch.float32
+    assert float(t.min()) >= 0 and float(t.max()) <= 1
+    assert stats.kstest(t.double().numpy(), cdf).pvalue > 1e-3
+    # each is far from the others: the test tells the three apart
+    for other, other_cdf in [("uniform", stats.uniform.cdf), ("cosmap", _cosmap_cdf)]:
+        if other != kind:
+            assert stats.kstest(t.double().numpy(), other_cdf).pvalue < 1e-6
+    again = flow_times(20_000, kind, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(t, again)
+
+
+def test_flow_times_refuses_an_unknown_kind():
+    with pytest.raises(ValueError, match="logit_normal"):
+        flow_times(4, "beta")
 
 
 @pytest.mark.parametrize("n", [1, 3, 8, 28])

@@ -13,9 +13,10 @@ one-to-one (Hungarian) or, as the paper trains, one object to a dynamic number o
 
 - ``objective="ddpm"``: ``x_t ~ q(x_t | x_0)`` with the cosine schedule at an integer
   ``t ~ U{0 .. T-1}``; inference samples with DDIM.
-- ``objective="flow"``: the straight path ``x_s = (1 - s) noise + s x_0`` at ``s ~ U(0, 1)``
-  (conditioned on the noise time ``(1 - s) T``); inference takes Euler steps along the
-  velocity the predicted ``x_0`` implies.
+- ``objective="flow"``: the straight path ``x_s = (1 - s) noise + s x_0`` at a path time ``s``
+  drawn by :func:`~scaledet.nn.diffusion.flow_times` (``flow_time``: uniform, logit-normal or
+  the cosine schedule's mix of noise levels), conditioned on the noise time ``(1 - s) T``;
+  inference takes Euler steps along the velocity the predicted ``x_0`` implies.
 
 Inference starts from ``num_boxes`` Gaussian boxes drawn from a generator seeded with
 ``seed`` (so results are reproducible), takes ``steps`` sampler steps with box renewal
@@ -51,7 +52,7 @@ from scaledet.models.diffusiondet.matcher import DynamicKMatcher
 from scaledet.models.diffusiondet.roi import multiscale_roi_align, multiscale_roi_sample
 from scaledet.models.diffusiondet.sampler import ddim_boxes, draw_noise, euler_boxes
 from scaledet.models.diffusiondet.stage import DenoisingStage, TimeEmbedding
-from scaledet.nn.diffusion import NoiseSchedule, flow_interpolate
+from scaledet.nn.diffusion import FLOW_TIMES, NoiseSchedule, flow_interpolate, flow_times
 
 OBJECTIVES = ("ddpm", "flow")
 SAMPLERS = {"ddpm": ("ddim",), "flow": ("euler",)}
@@ -69,7 +70,8 @@ class DiffusionDetHead(nn.Module):
             each bin the mean of ``sampling_ratio^2`` bilinear samples (1 by default: small
             objects span few feature cells, so a bin is smaller than a cell, and the RoI
             pooling's cost grows with the samples).
-        objective: ``"ddpm"`` or ``"flow"``.
+        objective: ``"ddpm"`` or ``"flow"``; ``flow_time``: how the flow objective draws its
+            training times (:data:`~scaledet.nn.diffusion.FLOW_TIMES`).
         num_train_boxes: ``N`` of training (ground truths plus padding boxes).
         signal_scale: the box signal's range ``[-scale, scale]``.
         num_train_steps: ``T`` of the DDPM schedule (and the flow's time-embedding scale).
@@ -93,7 +95,8 @@ class DiffusionDetHead(nn.Module):
                  hidden_dim: int = 64, num_heads: int = 4, num_stages: int = 3,
                  ffn_dim: int = 256, dynamic_dim: int = 16, pooler_size: int = 7,
                  sampling_ratio: int = 1,
-                 objective: str = "ddpm", num_train_boxes: int = 100,
+                 objective: str = "ddpm", flow_time: str = "uniform",
+                 num_train_boxes: int = 100,
                  signal_scale: float = 2.0, num_train_steps: int = 1000,
                  schedule: str = "cosine",
                  matcher: HungarianMatcher | DynamicKMatcher | None = None,
@@ -104,8 +107,11 @@ class DiffusionDetHead(nn.Module):
                  aux_head: nn.Module | None = None, aux_loss_weight: float = 1.0) -> None:
         super().__init__()
         check_options(objective, sampler, num_boxes, steps, eta)
+        if flow_time not in FLOW_TIMES:
+            raise ValueError(f"flow_time must be one of {FLOW_TIMES}, got {flow_time!r}")
         self.num_classes, self.strides = num_classes, tuple(int(s) for s in strides)
-        self.objective, self.num_train_boxes = objective, num_train_boxes
+        self.objective, self.flow_time = objective, flow_time
+        self.num_train_boxes = num_train_boxes
         self.signal_scale = signal_scale
         self.schedule = NoiseSchedule(num_train_steps, schedule)
         self.matcher = matcher or HungarianMatcher()
@@ -154,7 +160,7 @@ class DiffusionDetHead(nn.Module):
             t = torch.randint(0, self.schedule.num_steps, (b,), device=x0.device)
             x_t, time = self.schedule.q_sample(x0, t, noise), t.float()
         else:
-            s = torch.rand(b, device=x0.device)
+            s = flow_times(b, self.flow_time, device=x0.device)
             x_t, time = flow_interpolate(noise, x0, s)[0], (1 - s) * self.schedule.num_steps
         losses = {"loss_cls": x0.new_zeros(()), "loss_box": x0.new_zeros(())}
         for logits, boxes in self.denoise(feats, x_t, time, size):
