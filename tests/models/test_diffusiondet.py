@@ -325,7 +325,11 @@ def test_roi_pooling_matches_torchvisions_multiscale_roi_align():
 
 @pytest.mark.parametrize("sampling_ratio", [1, 2])
 def test_sparse_roi_sampling_matches_roi_align_in_values_and_gradients(sampling_ratio):
-    from scaledet.models.diffusiondet.roi import multiscale_roi_align, multiscale_roi_sample
+    from scaledet.models.diffusiondet.roi import (
+        feature_table,
+        multiscale_roi_align,
+        multiscale_roi_sample,
+    )
 
     g = torch.Generator().manual_seed(1)
     feats = [torch.randn(2, 8, 128 // s, 96 // s, generator=g, requires_grad=True)
@@ -342,6 +346,14 @@ def test_sparse_roi_sampling_matches_roi_align_in_values_and_gradients(sampling_
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
     for a, b in zip(got_grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+    # a table built once and read twice (as the stages of a step do) gives both readers' grads
+    table = feature_table(feats)
+    twice = [multiscale_roi_sample(feats, boxes, (8, 16, 32), 7, sampling_ratio, table)
+             for _ in range(2)]
+    torch.testing.assert_close(twice[0], got, rtol=0, atol=0)
+    twice_grads = torch.autograd.grad(sum((t * weight).sum() for t in twice), feats)
+    for a, b in zip(twice_grads, got_grads):
+        torch.testing.assert_close(a, 2 * b, rtol=0, atol=1e-4)
 
 
 def test_an_images_detections_do_not_depend_on_its_place_in_the_batch(tiny):

@@ -49,7 +49,11 @@ from scaledet.models.diffusiondet.boxes import (
     to_pixels,
 )
 from scaledet.models.diffusiondet.matcher import DynamicKMatcher
-from scaledet.models.diffusiondet.roi import multiscale_roi_align, multiscale_roi_sample
+from scaledet.models.diffusiondet.roi import (
+    feature_table,
+    multiscale_roi_align,
+    multiscale_roi_sample,
+)
 from scaledet.models.diffusiondet.sampler import ddim_boxes, draw_noise, euler_boxes
 from scaledet.models.diffusiondet.stage import DenoisingStage, TimeEmbedding
 from scaledet.nn.diffusion import FLOW_TIMES, NoiseSchedule, flow_interpolate, flow_times
@@ -230,30 +234,37 @@ class DiffusionDetHead(nn.Module):
         stage refining the previous one's (detached) boxes."""
         boxes = to_pixels(signal_to_box(x.float(), self.signal_scale), size)  # (B, N, 4)
         time = self.time_embed(time)  # (B, 4 d)
+        table = None if _exporting() else feature_table(feats)  # (B*T, d), read by every stage
         proposals, outs = None, []
         for stage in self.stages:
-            roi = self._roi_features(feats, boxes)  # (B*N, S*S, d)
+            roi = self._roi_features(feats, boxes, table)  # (B*N, S*S, d)
             logits, refined, proposals = stage(roi, boxes, proposals, time)
             outs.append((logits, refined))
             boxes = refined.detach()
         return outs
 
-    def _roi_features(self, feats: list[Tensor], boxes: Tensor) -> Tensor:
+    def _roi_features(self, feats: list[Tensor], boxes: Tensor, table: Tensor | None
+                      ) -> Tensor:
         """RoI features ``(B*N, S*S, d)`` of ``boxes`` ``(B, N, 4)`` xyxy pixels: the sparse
-        product of :func:`multiscale_roi_sample`, or ``roi_align`` (same numbers) in a graph
-        traced for export, which has no sparse operators."""
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        product of :func:`multiscale_roi_sample` over ``table`` (:func:`feature_table` of
+        ``feats``), or ``roi_align`` (same numbers) in a graph traced for export, which has no
+        sparse operators."""
+        if _exporting():
             roi = multiscale_roi_align(feats, boxes, self.strides, self.pooler_size,
                                        self.sampling_ratio)  # (B*N, d, S, S)
             return roi.flatten(2).transpose(1, 2)
         return multiscale_roi_sample(feats, boxes, self.strides, self.pooler_size,
-                                     self.sampling_ratio)
+                                     self.sampling_ratio, table)
 
     def _input_size(self, feats: Sequence[Tensor]) -> Tensor:
         """``(W, H, W, H)`` float32 of the padded input, from the finest level (built from
         the traced shape, so that an exported graph with a free image size follows it)."""
         hw = torch._shape_as_tensor(feats[0])[-2:].to(feats[0].device) * self.strides[0]
         return torch.stack([hw[1], hw[0], hw[1], hw[0]]).float()
+
+
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def check_options(objective: str, sampler: str, num_boxes: int, steps: int,

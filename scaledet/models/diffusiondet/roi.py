@@ -92,20 +92,29 @@ def _axis_samples(start: Tensor, length: Tensor, size: Tensor, output_size: int,
     return (lo.long(), hi.long(), (1 - frac) * valid, frac * valid)
 
 
+def feature_table(feats: Sequence[Tensor]) -> Tensor:
+    """The rows :func:`multiscale_roi_sample` reads: every cell of every level of every image,
+    ``(B * T, C)`` float32 (image-major, then level, then row-major cells). Build it once for
+    several samplings of the same features (the stages of a denoising step)."""
+    table = torch.cat([f.flatten(2) for f in feats], dim=2)  # (B, C, T)
+    return table.transpose(1, 2).reshape(-1, table.shape[1]).float()  # (B*T, C)
+
+
 def multiscale_roi_sample(feats: Sequence[Tensor], boxes: Tensor, strides: Sequence[int],
-                          output_size: int, sampling_ratio: int) -> Tensor:
+                          output_size: int, sampling_ratio: int,
+                          table: Tensor | None = None) -> Tensor:
     """:func:`multiscale_roi_align`'s RoI features (same level choice, same samples and
     weights; ``sampling_ratio >= 1``) as one sparse product, cell-major: ``(B * N, S * S, C)``
     float32, box ``n`` of image ``b`` at ``b * N + n``, cell ``(i, j)`` (row, column) at
-    ``i * S + j``. The gradient reaches ``feats``, not ``boxes``."""
+    ``i * S + j``. ``table``: :func:`feature_table` of ``feats`` if already built. The gradient
+    reaches ``feats``, not ``boxes``."""
     if sampling_ratio < 1:
         raise ValueError(f"sampling_ratio must be at least 1, got {sampling_ratio}")
     b, n = boxes.shape[:2]
     s, r = output_size, sampling_ratio
     device = boxes.device
-    table = torch.cat([f.flatten(2) for f in feats], dim=2)  # (B, C, T)
-    t_cells = table.shape[2]
-    table = table.transpose(1, 2).reshape(b * t_cells, -1).float()  # (B*T, C)
+    table = feature_table(feats) if table is None else table  # (B*T, C)
+    t_cells = table.shape[0] // b
     with torch.no_grad():
         heights = torch.tensor([f.shape[-2] for f in feats], device=device)
         widths = torch.tensor([f.shape[-1] for f in feats], device=device)
@@ -134,4 +143,4 @@ def multiscale_roi_sample(feats: Sequence[Tensor], boxes: Tensor, strides: Seque
     return out.view(b * n, s * s, -1)  # (B*N, S*S, C)
 
 
-__all__ = ["box_levels", "multiscale_roi_align", "multiscale_roi_sample"]
+__all__ = ["box_levels", "feature_table", "multiscale_roi_align", "multiscale_roi_sample"]
