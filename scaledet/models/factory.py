@@ -249,8 +249,9 @@ EXPERIMENTAL: dict[str, Preset] = {p.name: p for p in (
     Preset("flowdet-n", flowdet_n, Recipe(lr=2e-2),
            "diffusiondet-n trained on rectified-flow paths, Euler sampling"),
 )}
-"""Architectures that build and train but have no recipe yet that learns well in a short CPU
-budget (benchmarks/RESULTS.md has their numbers); built by name with a warning."""
+"""Architectures that build and train, with recipes tuned less than the main presets'
+(benchmarks/RESULTS.md has their numbers at short CPU budgets); built by name with a
+warning."""
 
 
 def preset(name: str) -> Preset:
@@ -261,8 +262,9 @@ def preset(name: str) -> Preset:
     if name in POSE_PRESETS:
         return POSE_PRESETS[name]
     if name in EXPERIMENTAL:
-        warnings.warn(f"{name} is experimental: its training recipe is far from fcos-n's "
-                      "accuracy at short budgets (see benchmarks/RESULTS.md)", stacklevel=2)
+        warnings.warn(f"{name} is experimental: it trains, but its recipe is tuned less than "
+                      "the main presets' (benchmarks/RESULTS.md has its numbers at short CPU "
+                      "budgets)", stacklevel=2)
         return EXPERIMENTAL[name]
     raise ValueError(f"unknown model preset {name!r}; valid names: "
                      f"{', '.join([*PRESETS, *POSE_PRESETS])}")
