@@ -21,7 +21,7 @@ from scaledet.inference.predictor import Predictor
 
 
 def train(data: str | os.PathLike, *, model: str | None = None, epochs: int | None = None,
-          minutes: float | None = None, imgsz: int = 320, batch: int = 16,
+          minutes: float | None = None, imgsz: int | None = None, batch: int = 16,
           out: str | os.PathLike = "runs/train", device: str = "cpu", seed: int = 0,
           resume: bool = False, exist_ok: bool = False,
           weights: str | os.PathLike | None = None, adapter: str | None = None, rank: int = 8,

@@ -46,6 +46,8 @@ from scaledet.models.sizes import check_imgsz, config_stride
 from scaledet.ops.device import resolve_amp, resolve_device
 
 DEFAULT_MINUTES = 10.0
+DEFAULT_IMGSZ = 320
+"""A detector's input side when ``imgsz`` is not given."""
 DEFAULT_WORKERS = 2
 """Data-loading processes in all when ``workers`` is not given, shared by the ``nproc`` ranks
 (at least one each), except where every rank has one CPU core (:func:`default_workers`)."""
@@ -68,7 +70,9 @@ class TrainSettings:
             joints; required for another joint count).
         epochs, minutes: stop after this many epochs or minutes of wall clock, whichever
             comes first; neither: ``DEFAULT_MINUTES``.
-        imgsz: training and validation input side in pixels.
+        imgsz: training and validation input side in pixels (None: ``DEFAULT_IMGSZ``). A pose
+            model's input is its crop, ``input_size`` ``(H, W)`` of its config (model option
+            ``input_size=[H, W]``); an ``imgsz`` other than ``H`` is an error there.
         batch: images per optimizer step (all processes together).
         out: output folder (weights/, metrics.csv, plots/).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -98,7 +102,7 @@ class TrainSettings:
     model: str | None = None
     epochs: int | None = None
     minutes: float | None = None
-    imgsz: int = 320
+    imgsz: int | None = None
     batch: int = 16
     out: str = "runs/train"
     device: str = "cpu"
@@ -192,7 +196,16 @@ def resolve(settings: TrainSettings, num_train: int) -> TrainSettings:
     for name in ("batch", "nproc"):
         if getattr(s, name) is None or getattr(s, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(s, name)}")
-    s.imgsz, note = check_imgsz(s.imgsz, config_stride(model_config(s, 1).strides))
+    cfg = model_config(s, 1)
+    if is_pose(s):
+        h, w = cfg.input_size
+        if s.imgsz is not None and s.imgsz != h:
+            raise ValueError(f"imgsz {s.imgsz}: {_preset_name(s)} is a pose model, its input "
+                             f"is a {h}x{w} (height x width) person crop; change it with the "
+                             f"model option input_size=[H, W] (scaledet train --set "
+                             f"input_size=[{2 * h},{2 * w}]), not imgsz")
+    s.imgsz = DEFAULT_IMGSZ if s.imgsz is None else s.imgsz
+    s.imgsz, note = check_imgsz(s.imgsz, config_stride(cfg.strides))
     if note:
         _note(note, file=sys.stderr)
     if s.workers is None:

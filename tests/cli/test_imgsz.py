@@ -3,7 +3,7 @@ model's largest stride; other positive sizes are rounded up with one note, 0 and
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -86,6 +86,21 @@ def test_train_settings_round_up_with_a_note(model, options, capsys):
     settings.imgsz = 0
     with pytest.raises(ValueError, match="imgsz must be a positive multiple"):
         resolve(settings, num_train=4)
+
+
+def test_train_settings_default_imgsz_and_pose_crops():
+    """No imgsz: a detector trains at 320; a pose model's input is its HxW crop, so an imgsz
+    other than H is refused, naming the model option that sets the crop."""
+    common = {"data": "unused", "batch": 2, "nproc": 1, "workers": 0, "epochs": 1}
+    assert resolve(TrainSettings(model="fcos-n", **common), num_train=4).imgsz == 320
+    pose = TrainSettings(model="pose-heatmap-n", **common)
+    assert resolve(pose, num_train=4).imgsz == 320  # not read by the crop loader
+    assert resolve(replace(pose, imgsz=128), num_train=4).imgsz == 128
+    with pytest.raises(ValueError, match=r"imgsz 256: pose-heatmap-n is a pose model.*128x96.*"
+                                         r"input_size=\[256,192\]"):
+        resolve(replace(pose, imgsz=256), num_train=4)
+    wide = replace(pose, imgsz=256, model_options={"input_size": [256, 192]})
+    assert resolve(wide, num_train=4).imgsz == 256
 
 
 def test_export_follows_the_same_rule(tmp_path, capsys):
