@@ -213,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "COCO's for 17 keypoints; needed for other keypoint counts)")
     p.add_argument("--imgsz", type=int, default=None,
                    help="training and validation input side in pixels, rounded up to a "
-                        "multiple of the model's largest stride (default 320; a pose model's "
-                        "input is its HxW crop: --set input_size=[H,W])")
+                        "multiple of the model's largest stride (default: 320); a pose "
+                        "model's input is its HxW crop: --set input_size=[H,W]")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int, default=None,
                    help="number of epochs (default: as --time says; neither: 10 minutes)")
