@@ -32,7 +32,6 @@ from scaledet.models.heads.fcos_keypoints import KeypointFCOSHead
 from scaledet.models.heads.yolo import YOLOXHead
 from scaledet.models.simota import SimOTAAssigner
 from scaledet.models.tal import TaskAlignedAssigner
-from scaledet.nn.diffusion import FLOW_TIMES
 
 # ---- parts ------------------------------------------------------------------------------------
 
@@ -346,12 +345,10 @@ class DiffusionDetHeadConfig:
 
     def __post_init__(self) -> None:
         try:
-            check_options(self.objective, self.sampler, self.num_boxes, self.steps, self.eta)
+            check_options(self.objective, self.sampler, self.num_boxes, self.steps, self.eta,
+                          self.flow_time)
         except ValueError as e:
             raise ValueError(f"head.{e}") from None
-        if self.flow_time not in FLOW_TIMES:
-            raise ValueError(f"head.flow_time must be one of {FLOW_TIMES}, got "
-                             f"{self.flow_time!r}")
         if self.matcher not in DIFFUSION_MATCHERS:
             raise ValueError(f"head.matcher must be one of {DIFFUSION_MATCHERS}, got "
                              f"{self.matcher!r}")

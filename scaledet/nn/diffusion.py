@@ -28,8 +28,9 @@ step, its variance the DDPM posterior variance :attr:`NoiseSchedule.posterior_va
 
 **Rectified flow / flow matching** (Liu et al. 2022, Lipman et al. 2022). A straight path from
 noise ``x_0`` at ``t = 0`` to data ``x_1`` at ``t = 1``: ``x_t = (1 - t) x_0 + t x_1`` with the
-constant velocity ``x_1 - x_0`` as the regression target (:func:`flow_interpolate`) at training times drawn by :func:`flow_times`; sampling
-integrates ``dx/dt = v(x, t)`` from ``t = 0`` (noise) to ``t = 1`` (data) with Euler steps
+constant velocity ``x_1 - x_0`` as the regression target (:func:`flow_interpolate`) at
+training times drawn by :func:`flow_times`; sampling integrates ``dx/dt = v(x, t)`` from
+``t = 0`` (noise) to ``t = 1`` (data) with Euler steps
 (:func:`euler_sample`). Time convention vs diffusers' ``FlowMatchEulerDiscreteScheduler``: it
 writes ``x = (1 - sigma) data + sigma noise`` and steps ``sigma`` from 1 down to 0, so
 ``t = 1 - sigma``, and its model output is ``noise - data = -v``; one Euler step is the same

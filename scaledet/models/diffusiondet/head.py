@@ -110,9 +110,7 @@ class DiffusionDetHead(nn.Module):
                  renewal_threshold: float | None = 0.5, ensemble: bool = True,
                  aux_head: nn.Module | None = None, aux_loss_weight: float = 1.0) -> None:
         super().__init__()
-        check_options(objective, sampler, num_boxes, steps, eta)
-        if flow_time not in FLOW_TIMES:
-            raise ValueError(f"flow_time must be one of {FLOW_TIMES}, got {flow_time!r}")
+        check_options(objective, sampler, num_boxes, steps, eta, flow_time)
         self.num_classes, self.strides = num_classes, tuple(int(s) for s in strides)
         self.objective, self.flow_time = objective, flow_time
         self.num_train_boxes = num_train_boxes
@@ -201,7 +199,8 @@ class DiffusionDetHead(nn.Module):
             return logits.float().sigmoid(), boxes.float(), x0.clamp(-self.signal_scale,
                                                                        self.signal_scale)
 
-        check_options(self.objective, self.sampler, self.num_boxes, self.steps, self.eta)
+        check_options(self.objective, self.sampler, self.num_boxes, self.steps, self.eta,
+                      self.flow_time)
         if self.sampler == "ddim":
             outs = ddim_boxes(denoise_last, self.schedule, x, self.steps, self.eta,
                               self.renewal_threshold, generator)
@@ -268,11 +267,13 @@ def _exporting() -> bool:
 
 
 def check_options(objective: str, sampler: str, num_boxes: int, steps: int,
-                  eta: float) -> None:
-    """``ValueError`` naming the option for an unknown objective, a sampler that does not fit
-    the objective, or out-of-range inference numbers."""
+                  eta: float, flow_time: str = "uniform") -> None:
+    """``ValueError`` naming the option for an unknown objective or flow-time distribution, a
+    sampler that does not fit the objective, or out-of-range inference numbers."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if flow_time not in FLOW_TIMES:
+        raise ValueError(f"flow_time must be one of {FLOW_TIMES}, got {flow_time!r}")
     if sampler not in SAMPLERS[objective]:
         raise ValueError(f"sampler must be one of {SAMPLERS[objective]} for objective "
                          f"{objective!r}, got {sampler!r}")
